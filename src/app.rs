@@ -1,0 +1,326 @@
+//! Assembling livehub: the store, the hub, Socket.IO and the routes, wired in
+//! the one order that works — and taken apart again on shutdown.
+//!
+//! The hub needs the socket fabric to deliver, and the socket handlers need the
+//! hub to emit; so socketioxide is built first, the hub is started on its
+//! fabric, and only then are the handlers registered.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use socketioxide::SocketIoBuilder;
+use socketioxide::adapter::Adapter;
+use socketioxide_core::adapter::Spawnable;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{ApiKeys, Verifier};
+use crate::config::{Config, redact_url};
+use crate::http::{self, AppState, dev::DevInfo};
+use crate::hub::{Hub, HubOptions, HubTasks};
+use crate::realtime::{self, IoFabric, Realtime, transport::TransportControl};
+use crate::store::Store;
+
+/// How long a drain may take before livehub exits anyway (the contract: 10 s).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
+
+type Closer = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A built livehub, ready to serve.
+pub struct App {
+    hub: Hub,
+    router: Router,
+    ready: Arc<AtomicBool>,
+    close_sockets: Closer,
+    tasks: HubTasks,
+    store: Option<Store>,
+    /// The effective configuration (dev secrets filled in).
+    pub config: Config,
+    dev: Option<DevInfo>,
+}
+
+impl App {
+    /// Builds everything; nothing listens yet.
+    pub async fn build(mut config: Config) -> anyhow::Result<App> {
+        let dev = prepare_dev(&mut config);
+        let store = if config.event_log {
+            let store = Store::connect(&config.database_url)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open DATABASE_URL {}",
+                        redact_url(config.database_url.as_str())
+                    )
+                })?;
+            Some(store)
+        } else {
+            tracing::warn!("EVENT_LOG=off: events are not stored and cannot be replayed");
+            None
+        };
+        let verifier = Verifier::new(&config.jwt);
+        if let Some(jwks) = verifier.jwks() {
+            jwks.refresh(true).await;
+        }
+        let builder = realtime::builder(&config);
+        match config.redis_url.clone() {
+            None => {
+                Self::assemble(builder, config, store, verifier, dev, |init| async move {
+                    init.spawn();
+                    Ok(())
+                })
+                .await
+            }
+            Some(url) => {
+                let client = redis::Client::open(with_resp3(&url))
+                    .context("REDIS_URL is not a valid Redis URL")?;
+                let adapter = socketioxide_redis::RedisAdapterCtr::new_with_redis(&client)
+                    .await
+                    .context("cannot reach Redis at REDIS_URL")?;
+                let builder = builder.with_adapter::<socketioxide_redis::RedisAdapter<_>>(adapter);
+                Self::assemble(builder, config, store, verifier, dev, |init| async move {
+                    init.await.context("Redis adapter failed to start")
+                })
+                .await
+            }
+        }
+    }
+
+    async fn assemble<A, F, Fut>(
+        builder: SocketIoBuilder<A>,
+        config: Config,
+        store: Option<Store>,
+        verifier: Verifier,
+        dev: Option<DevInfo>,
+        init: F,
+    ) -> anyhow::Result<App>
+    where
+        A: Adapter + socketioxide_core::adapter::DefinedAdapter,
+        F: FnOnce(A::InitRes) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let (layer, io) = builder.build_layer();
+        let transport = Arc::new(TransportControl::default());
+        let fabric = Arc::new(IoFabric::new(io.clone(), transport.clone()));
+        let (hub, tasks) = Hub::start(
+            store.clone(),
+            fabric,
+            HubOptions {
+                replay_limit: config.replay_limit,
+                retention: config.event_retention,
+            },
+        )
+        .await
+        .context("cannot read the event log")?;
+        let realtime = Arc::new(Realtime::new(
+            hub.clone(),
+            verifier.clone(),
+            transport.clone(),
+            realtime::Settings::from_config(&config),
+            store.clone(),
+        ));
+        init(realtime::register(&io, realtime.clone())).await?;
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let state = AppState {
+            hub: hub.clone(),
+            api_keys: ApiKeys::new(&config.api_keys),
+            verifier,
+            realtime,
+            metrics: crate::metrics::install(),
+            node_id: config.node_id.clone(),
+            started: Instant::now(),
+            ready: ready.clone(),
+            max_payload_bytes: config.max_payload_bytes,
+            dev: dev.clone(),
+        };
+        let routes = http::router(state, config.demo_dir.as_deref()).layer(layer);
+        let router = http::outer_layers(routes, &config.cors_origins, transport, ready.clone());
+        let close_sockets: Closer = Box::new(move || {
+            let io = io.clone();
+            Box::pin(async move { io.close().await })
+        });
+        Ok(App {
+            hub,
+            router,
+            ready,
+            close_sockets,
+            tasks,
+            store,
+            config,
+            dev,
+        })
+    }
+
+    /// The emitter, for Rust code running in the same process.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains: `/health`
+    /// turns `ready: false`, new connections are refused, every socket's transport
+    /// is closed so its client reconnects elsewhere, the log is flushed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let stop_accepting = CancellationToken::new();
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            self.router.clone(),
+            stop_accepting.clone(),
+            Duration::from_secs(2),
+        ));
+        self.ready.store(true, Ordering::Release);
+        shutdown.await;
+
+        let started = Instant::now();
+        tracing::info!("draining: refusing new connections, closing sockets");
+        self.ready.store(false, Ordering::Release);
+        // Engine.IO close packets, not Socket.IO disconnects: clients reconnect by themselves.
+        if tokio::time::timeout(Duration::from_secs(4), (self.close_sockets)())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sockets did not close in time");
+        }
+        self.hub.flush().await;
+        stop_accepting.cancel();
+        let remaining = SHUTDOWN_DEADLINE.saturating_sub(started.elapsed());
+        let _ = tokio::time::timeout(remaining, server).await;
+        let App {
+            hub,
+            tasks,
+            store,
+            router,
+            close_sockets,
+            ..
+        } = self;
+        drop((hub, router, close_sockets));
+        let _ = tokio::time::timeout(Duration::from_secs(1), tasks.finish()).await;
+        if let Some(store) = store {
+            store.close().await;
+        }
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "stopped");
+        Ok(())
+    }
+
+    /// The generated secrets in dev mode.
+    pub fn dev_info(&self) -> Option<&DevInfo> {
+        self.dev.as_ref()
+    }
+}
+
+/// Fills in a generated secret and API key in dev mode.
+fn prepare_dev(config: &mut Config) -> Option<DevInfo> {
+    if !config.dev {
+        return None;
+    }
+    if config.jwt.secret.is_none() {
+        config.jwt.secret = Some(hex::encode(rand::random::<[u8; 32]>()));
+    }
+    if config.api_keys.is_empty() {
+        config
+            .api_keys
+            .push(format!("dev-{}", hex::encode(rand::random::<[u8; 12]>())));
+    }
+    Some(DevInfo {
+        secret: config.jwt.secret.clone().unwrap_or_default(),
+        api_key: config.api_keys[0].clone(),
+    })
+}
+
+/// socketioxide-redis speaks RESP3; ask for it unless the URL already says.
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
+
+/// Binds, announces, serves until SIGTERM or SIGINT, drains, returns.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(config.host, config.port);
+    let app = App::build(config).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (HOST/PORT)"))?;
+    let local = listener.local_addr()?;
+    announce(&app, local);
+    app.serve(listener, shutdown_signal()).await
+}
+
+fn announce(app: &App, addr: SocketAddr) {
+    let c = &app.config;
+    // Tests and scripts read this line to find the port when PORT=0.
+    println!("livehub listening on http://{addr}");
+    tracing::info!(
+        %addr,
+        node = %c.node_id,
+        database = %redact_url(c.database_url.as_str()),
+        cluster = c.redis_url.is_some(),
+        "livehub started"
+    );
+    if let Some(dev) = app.dev_info() {
+        let token = crate::auth::mint_dev_token(
+            &dev.secret,
+            "ana",
+            Some("north"),
+            Some("manager"),
+            Some("Ana Ortiz"),
+            12 * 3600,
+        );
+        println!();
+        println!("  ┌──────────────────────────────────────────────────────────────────┐");
+        println!("  │  DEV MODE — generated secrets, NOT FOR PRODUCTION                 │");
+        println!("  └──────────────────────────────────────────────────────────────────┘");
+        println!("  demo page:   http://{addr}/");
+        println!("  API key:     {}", dev.api_key);
+        println!(
+            "  JWT secret:  {}   (export JWT_SECRET=… to mint more with `livehub token`)",
+            dev.secret
+        );
+        println!("  demo token:  {token}");
+        println!(
+            "  try:         curl -X POST http://{addr}/api/v1/emit -H 'Authorization: Bearer {}' \\",
+            dev.api_key
+        );
+        println!(
+            "                 -H 'Content-Type: application/json' -d '{{\"event\":\"shipment:updated\",\"data\":{{\"shipmentId\":\"42\",\"status\":\"received\"}}}}'"
+        );
+        println!();
+        if c.demo_dir.is_none() {
+            println!("  (no demo page: build it with `npm ci && npm run build` in web-demo/)");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,134 @@
+//! The command line: `livehub [serve]`, `livehub token`, `livehub migrate`.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, ServeArgs};
+
+/// livehub — a Socket.IO-compatible real-time server with a durable event log.
+#[derive(Debug, Parser)]
+#[command(name = "livehub", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the server (the default).
+    Serve(ServeArgs),
+    /// Print a signed development token (HS256, with JWT_SECRET).
+    Token(TokenArgs),
+    /// Run the database migrations and exit.
+    Migrate(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// User id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// Branch (`branchId`).
+    #[arg(long)]
+    branch: Option<String>,
+    /// Role.
+    #[arg(long)]
+    role: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Lifetime, e.g. `1h`, `30m`.
+    #[arg(long, default_value = "12h")]
+    ttl: String,
+    /// The HS256 secret.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    secret: String,
+}
+
+/// Parses the command line and runs it. Returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(t)) => token(t),
+        Some(Command::Migrate(args)) => with_config(&args, |config| async move {
+            crate::store::Store::connect(&config.database_url).await?;
+            println!(
+                "migrations applied to {}",
+                crate::config::redact_url(config.database_url.as_str())
+            );
+            Ok(())
+        }),
+        Some(Command::Serve(args)) => with_config(&args, crate::app::run),
+        None => with_config(&cli.serve, crate::app::run),
+    }
+}
+
+fn token(t: TokenArgs) -> i32 {
+    let ttl: Duration = match humantime::parse_duration(&t.ttl) {
+        Ok(d) => d,
+        Err(_) => {
+            eprintln!(
+                "livehub: invalid --ttl: expected a duration like 1h, got {:?}",
+                t.ttl
+            );
+            return 2;
+        }
+    };
+    let token = crate::auth::mint_dev_token(
+        &t.secret,
+        &t.sub,
+        t.branch.as_deref(),
+        t.role.as_deref(),
+        t.name.as_deref(),
+        ttl.as_secs(),
+    );
+    println!("{token}");
+    0
+}
+
+fn with_config<F, Fut>(args: &ServeArgs, run: F) -> i32
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = match Config::from_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("livehub: {e}");
+            return 2;
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("livehub: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            // One line, like configuration errors, with the causes chained.
+            eprintln!("livehub: {e:#}");
+            1
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}

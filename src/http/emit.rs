@@ -1,0 +1,218 @@
+//! `POST /api/v1/emit` and `/api/v1/emit/batch`: controllers emitting events.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::{ApiError, Controller, JsonBody};
+use crate::error::Rejection;
+use crate::events::{Emit, Target};
+use crate::hub::Receipt;
+
+/// The most events in one batch.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
+/// `POST /api/v1/emit`
+pub async fn emit(
+    State(state): State<AppState>,
+    _: Controller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut emit = parse_emit(&body, state.max_payload_bytes)?;
+    if let Some(key) = headers.get("idempotency-key") {
+        let key = key
+            .to_str()
+            .map_err(|_| Rejection::bad_request("Idempotency-Key must be printable ASCII"))?;
+        emit.idempotency_key = Some(key.trim().to_string());
+    }
+    let receipt = state.hub.emit(emit).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(receipt_json(&receipt))))
+}
+
+/// `POST /api/v1/emit/batch`
+pub async fn emit_batch(
+    State(state): State<AppState>,
+    _: Controller,
+    JsonBody(body): JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(items) = body.get("events").and_then(Value::as_array) else {
+        return Err(Rejection::bad_request("the body must be { \"events\": [ … ] }").into());
+    };
+    if items.is_empty() {
+        return Err(Rejection::bad_request("`events` is empty").into());
+    }
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(Rejection::too_large(format!(
+            "a batch holds at most {MAX_BATCH_EVENTS} events"
+        ))
+        .into());
+    }
+    let parsed: Vec<Result<Emit, Rejection>> = items
+        .iter()
+        .map(|item| {
+            let mut emit = parse_emit(item, state.max_payload_bytes)?;
+            emit.idempotency_key = match item.get("idempotencyKey") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(k)) => Some(k.clone()),
+                Some(_) => return Err(Rejection::bad_request("`idempotencyKey` must be a string")),
+            };
+            Ok(emit)
+        })
+        .collect();
+    let valid: Vec<Emit> = parsed
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = state.hub.emit_many(valid).await.into_iter();
+    let results: Vec<Value> = parsed
+        .into_iter()
+        .map(
+            |p| match p.and_then(|_| outcomes.next().expect("one outcome per valid emit")) {
+                Ok(receipt) => receipt_json(&receipt),
+                Err(r) => r.to_json(),
+            },
+        )
+        .collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "ok": true, "results": results })),
+    ))
+}
+
+fn receipt_json(r: &Receipt) -> Value {
+    let mut v = json!({ "ok": true, "offset": r.offset, "rooms": r.rooms });
+    if r.duplicate {
+        v["duplicate"] = Value::Bool(true);
+    }
+    v
+}
+
+/// Reads an emit request: `{ event, data, rooms?, user?, users?, branch?, role?, broadcast?, except? }`.
+pub fn parse_emit(body: &Value, max_payload_bytes: usize) -> Result<Emit, Rejection> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| Rejection::bad_request("an emit must be a JSON object"))?;
+    let event = match obj.get("event") {
+        Some(Value::String(e)) => e.clone(),
+        Some(_) => return Err(Rejection::bad_request("`event` must be a string")),
+        None => return Err(Rejection::bad_request("`event` is required")),
+    };
+    let data: Map<String, Value> = match obj.get("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(d)) => d.clone(),
+        Some(_) => return Err(Rejection::bad_request("`data` must be a JSON object")),
+    };
+    let size = serde_json::to_vec(&data)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > max_payload_bytes {
+        return Err(Rejection::too_large(format!(
+            "`data` is larger than {max_payload_bytes} bytes"
+        )));
+    }
+    let target = Target {
+        rooms: string_list(obj.get("rooms"), "rooms")?,
+        users: {
+            let mut users = string_list(obj.get("users"), "users")?;
+            if let Some(u) = id(obj.get("user"), "user")? {
+                users.insert(0, u);
+            }
+            users
+        },
+        branch: id(obj.get("branch"), "branch")?,
+        role: id(obj.get("role"), "role")?,
+        broadcast: match obj.get("broadcast") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(Rejection::bad_request("`broadcast` must be true or false")),
+        },
+        except: string_list(obj.get("except"), "except")?,
+    };
+    Ok(Emit {
+        event,
+        data,
+        target,
+        idempotency_key: None,
+    })
+}
+
+fn id(v: Option<&Value>, field: &str) -> Result<Option<String>, Rejection> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        Some(_) => Err(Rejection::bad_request(format!(
+            "`{field}` must be a non-empty string or an integer"
+        ))),
+    }
+}
+
+fn string_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, Rejection> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) if field == "users" && (n.is_i64() || n.is_u64()) => {
+                    Ok(n.to_string())
+                }
+                _ => Err(Rejection::bad_request(format!(
+                    "`{field}` must be a list of strings"
+                ))),
+            })
+            .collect(),
+        Some(_) => Err(Rejection::bad_request(format!(
+            "`{field}` must be a list of strings"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_target_field() {
+        let e = parse_emit(
+            &json!({"event": "x", "data": {"a": 1}, "rooms": "order:1", "user": 7, "users": ["u2", 3],
+                    "branch": "b", "role": "r", "broadcast": false, "except": ["user:7"]}),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(e.target.rooms, vec!["order:1"]);
+        assert_eq!(e.target.users, vec!["7", "u2", "3"]);
+        assert_eq!(e.target.branch.as_deref(), Some("b"));
+        assert_eq!(e.target.except, vec!["user:7"]);
+    }
+
+    #[test]
+    fn wrong_types_are_bad_requests() {
+        for body in [
+            json!([]),
+            json!("x"),
+            json!({}),
+            json!({"event": 5}),
+            json!({"event": "x", "data": []}),
+            json!({"event": "x", "data": "s"}),
+            json!({"event": "x", "rooms": [1]}),
+            json!({"event": "x", "rooms": {"a": 1}}),
+            json!({"event": "x", "user": ""}),
+            json!({"event": "x", "user": 1.5}),
+            json!({"event": "x", "broadcast": "yes"}),
+            json!({"event": "x", "except": 3}),
+        ] {
+            let err = parse_emit(&body, 1 << 20).expect_err(&body.to_string());
+            assert_eq!(err.code.as_str(), "bad_request", "{body}");
+        }
+        let big = json!({"event": "x", "data": {"blob": "a".repeat(2000)}});
+        assert_eq!(
+            parse_emit(&big, 1024).unwrap_err().code.as_str(),
+            "too_large"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! HTTP plumbing shared by the routes: the error response, the JSON body
+//! extractor with its size cap, and the two kinds of caller.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::AppState;
+use crate::auth::{self, Claims};
+use crate::error::Rejection;
+
+/// A refusal as an HTTP response: the contract's status and JSON shape.
+#[derive(Debug)]
+pub struct ApiError(pub Rejection);
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError(r)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        crate::metrics::rejected(self.0.code.as_str());
+        let mut response = (status, axum::Json(self.0.to_json())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// A JSON request body, read up to the body limit. Too large → 413, not JSON → 400,
+/// both in the contract's error shape.
+pub struct JsonBody(pub Value);
+
+/// How many `MAX_PAYLOAD_BYTES` a batch body may be.
+pub const BATCH_BODY_FACTOR: usize = 8;
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, ApiError> {
+        let limit = if req.uri().path().ends_with("/batch") {
+            state.max_payload_bytes * BATCH_BODY_FACTOR
+        } else {
+            state.max_payload_bytes
+        };
+        if let Some(len) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            && len > limit
+        {
+            return Err(too_large(limit).into());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| ApiError(too_large(limit)))?;
+        if bytes.is_empty() {
+            return Err(
+                Rejection::bad_request("the request body is empty; send a JSON object").into(),
+            );
+        }
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            Rejection::bad_request(format!("the request body is not valid JSON: {e}")).into()
+        })
+    }
+}
+
+fn too_large(limit: usize) -> Rejection {
+    Rejection::too_large(format!("the request body is larger than {limit} bytes"))
+}
+
+/// A controller, authenticated by an API key.
+pub struct Controller;
+
+/// A controller (API key) or a user (JWT).
+pub enum Caller {
+    /// Authenticated by an API key.
+    Controller,
+    /// Authenticated by a user token.
+    User(Claims),
+}
+
+fn bearer_token(parts: &Parts) -> Result<&str, Rejection> {
+    let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        Rejection::unauthorized("missing Authorization: Bearer <API key or token>")
+    })?;
+    header.to_str().ok().and_then(auth::bearer).ok_or_else(|| {
+        Rejection::unauthorized("the Authorization header must be `Bearer <API key or token>`")
+    })
+}
+
+impl FromRequestParts<AppState> for Controller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(parts)?;
+        if state.api_keys.check(token) {
+            return Ok(Controller);
+        }
+        if state.verifier.verify(token).await.is_ok() {
+            return Err(Rejection::forbidden(
+                "this route is for controllers: use an API key, not a user token",
+            )
+            .into());
+        }
+        Err(Rejection::unauthorized("invalid API key").into())
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(parts)?;
+        if state.api_keys.check(token) {
+            return Ok(Caller::Controller);
+        }
+        match state.verifier.verify(token).await {
+            Ok(claims) => Ok(Caller::User(claims)),
+            Err(e) => Err(Rejection::unauthorized(e.to_string()).into()),
+        }
+    }
+}
+
+impl Caller {
+    /// Whether this caller may read `room`: controllers may read any room,
+    /// users the rooms the room policy lets them join.
+    pub fn may_read(&self, room: &str) -> Result<(), Rejection> {
+        crate::rooms::parse(room)?;
+        match self {
+            Caller::Controller => Ok(()),
+            Caller::User(claims) => crate::rooms::authorize(claims, room).map(|_| ()),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The HTTP side: the controller API, user-facing reads, `/health`, `/metrics`,
+//! and (in dev mode) the demo page — all on the same port as Socket.IO.
+
+pub mod dev;
+pub mod emit;
+pub mod error;
+pub mod ops;
+pub mod rooms;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::auth::{ApiKeys, Verifier};
+use crate::config::CorsOrigins;
+use crate::hub::Hub;
+use crate::realtime::Realtime;
+use crate::realtime::transport::{ConnInfo, TransportControl, engine_session};
+use error::{ApiError, Controller};
+
+/// What every route can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The emitter.
+    pub hub: Hub,
+    /// Controller keys.
+    pub api_keys: ApiKeys,
+    /// User token verification.
+    pub verifier: Verifier,
+    /// The socket side (user counts).
+    pub realtime: Arc<Realtime>,
+    /// Prometheus.
+    pub metrics: PrometheusHandle,
+    /// This node's name.
+    pub node_id: String,
+    /// When the process started.
+    pub started: Instant,
+    /// False while starting and while draining.
+    pub ready: Arc<AtomicBool>,
+    /// Largest accepted message.
+    pub max_payload_bytes: usize,
+    /// Present in dev mode.
+    pub dev: Option<dev::DevInfo>,
+}
+
+/// The routes, without the Socket.IO layer.
+pub fn router(state: AppState, demo_dir: Option<&std::path::Path>) -> Router {
+    let mut app = Router::new()
+        .route("/api/v1/emit", post(emit::emit))
+        .route("/api/v1/emit/batch", post(emit::emit_batch))
+        .route("/api/v1/users/{id}/disconnect", post(disconnect_user))
+        .route("/api/v1/events", get(rooms::events))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics));
+    if let Some(dev) = &state.dev {
+        app = app.merge(dev::routes(dev, demo_dir));
+    }
+    app.fallback(not_found).with_state(state)
+}
+
+/// Wraps the whole service (Socket.IO included): the Engine.IO gate, CORS and
+/// security headers.
+pub fn outer_layers(
+    app: Router,
+    cors: &CorsOrigins,
+    transport: Arc<TransportControl>,
+    ready: Arc<AtomicBool>,
+) -> Router {
+    let gate = middleware::from_fn(move |req: Request, next: Next| {
+        let transport = transport.clone();
+        let ready = ready.clone();
+        async move { engine_gate(transport, ready, req, next).await }
+    });
+    let mut app = app
+        .layer(gate)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
+    if let Some(layer) = cors_layer(cors) {
+        app = app.layer(layer);
+    }
+    app
+}
+
+fn cors_layer(cors: &CorsOrigins) -> Option<CorsLayer> {
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            "idempotency-key".parse().expect("valid header name"),
+        ])
+        .max_age(std::time::Duration::from_secs(600));
+    match cors {
+        CorsOrigins::None => None,
+        CorsOrigins::Any => Some(base.allow_origin(AllowOrigin::any())),
+        CorsOrigins::List(origins) => {
+            let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+            Some(
+                base.allow_origin(AllowOrigin::list(list))
+                    .allow_credentials(true),
+            )
+        }
+    }
+}
+
+/// In front of Engine.IO: refuses new sessions while draining, refuses the
+/// requests of sessions whose transport livehub killed, and records which
+/// connection carries which session.
+async fn engine_gate(
+    transport: Arc<TransportControl>,
+    ready: Arc<AtomicBool>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !req.uri().path().starts_with("/socket.io") {
+        return next.run(req).await;
+    }
+    let query = req.uri().query().unwrap_or("");
+    match engine_session(query) {
+        None => {
+            if !ready.load(Ordering::Acquire) {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    "livehub is not accepting connections right now",
+                )
+                    .into_response();
+            }
+            next.run(req).await
+        }
+        Some((sid, websocket)) => {
+            let guard = match req.extensions().get::<ConnInfo>() {
+                Some(conn) => match transport.track(sid, websocket, conn) {
+                    Ok(guard) => Some(guard),
+                    Err(()) => {
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(json!({ "code": 1, "message": "Session ID unknown" })),
+                        )
+                            .into_response();
+                    }
+                },
+                None => None,
+            };
+            let response = next.run(req).await;
+            drop(guard);
+            response
+        }
+    }
+}
+
+async fn disconnect_user(
+    State(state): State<AppState>,
+    _: Controller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    crate::rooms::parse(&crate::rooms::user_room(&id))?;
+    state.hub.disconnect_user(&id).await?;
+    Ok(axum::Json(json!({ "ok": true, "userId": id })))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(crate::error::Rejection::not_found("no such route"))
+}

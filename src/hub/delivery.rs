@@ -1,0 +1,292 @@
+//! The deliverer: the one task that moves logged events to this node's sockets.
+//!
+//! Everything that must be ordered against live traffic happens here, one step
+//! at a time: delivering committed events (strictly in offset order), and
+//! *joins* — putting a socket in rooms after sending it what it missed. Because
+//! a join is a step in the same sequence as deliveries, there is an exact
+//! boundary: every event up to the deliverer's position at the join was either
+//! replayed to the socket or not for it, and every event after reaches it live.
+//! Nothing is lost or sent twice, however busy the rooms are.
+//!
+//! The deliverer keeps the most recent events in a ring so that a join can fill
+//! the last stretch from memory. When the ring does not reach back far enough it
+//! says so, and the caller reads that stretch from the database and tries again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use socketioxide::socket::Sid;
+use tokio::sync::{mpsc, oneshot};
+
+use super::fabric::{Fabric, LoggedEvent, SendOutcome};
+use crate::events::mark_replayed;
+use crate::metrics;
+
+/// Events kept in memory for joins.
+pub const RING_CAPACITY: usize = 8192;
+const QUEUE_DEPTH: usize = 4096;
+
+/// The rooms a socket is in through the deliverer, and the log position at
+/// which it joined each: an event with a greater `seq` for that room reached it live.
+#[derive(Debug, Default)]
+pub struct Membership {
+    joined: Mutex<HashMap<String, i64>>,
+}
+
+impl Membership {
+    fn record(&self, rooms: &[String], at: i64) {
+        let mut joined = self.joined.lock();
+        for room in rooms {
+            joined.entry(room.clone()).or_insert(at);
+        }
+    }
+
+    /// Forgets a room the socket left.
+    pub fn forget(&self, room: &str) {
+        self.joined.lock().remove(room);
+    }
+
+    /// Rooms joined through the deliverer.
+    pub fn rooms(&self) -> Vec<String> {
+        self.joined.lock().keys().cloned().collect()
+    }
+
+    /// How many rooms.
+    pub fn len(&self) -> usize {
+        self.joined.lock().len()
+    }
+
+    /// Whether no room has been joined yet.
+    pub fn is_empty(&self) -> bool {
+        self.joined.lock().is_empty()
+    }
+
+    /// Whether the socket is in `room`.
+    pub fn contains(&self, room: &str) -> bool {
+        self.joined.lock().contains_key(room)
+    }
+
+    /// Whether an event for `rooms` at `seq` already reached the socket live.
+    fn received_live(&self, rooms: &[String], seq: i64) -> bool {
+        let joined = self.joined.lock();
+        rooms
+            .iter()
+            .any(|r| joined.get(r).is_some_and(|&at| seq > at))
+    }
+}
+
+/// What a join must send before the socket enters its rooms.
+#[derive(Debug, Clone)]
+pub struct Fill {
+    /// Per room: events with a greater `seq` are wanted.
+    pub after: Vec<(String, i64)>,
+    /// Events up to this `seq` are marked `replayed: true`; later ones were
+    /// emitted while the join was under way and go out unmarked.
+    pub marked_through: i64,
+}
+
+impl Fill {
+    /// The smallest `after` of any room.
+    pub fn min_after(&self) -> i64 {
+        self.after.iter().map(|(_, a)| *a).min().unwrap_or(i64::MAX)
+    }
+
+    /// Whether an event belongs in this fill for a socket with `membership`
+    /// and current rooms `socket_rooms`.
+    pub fn wants(
+        &self,
+        seq: i64,
+        rooms: &[String],
+        except: &[String],
+        membership: &Membership,
+        socket_rooms: &[String],
+    ) -> bool {
+        let for_us = rooms.iter().any(|r| {
+            self.after
+                .iter()
+                .any(|(room, after)| room == r && seq > *after)
+        });
+        let excluded = except
+            .iter()
+            .any(|x| socket_rooms.contains(x) || self.after.iter().any(|(room, _)| room == x));
+        for_us && !excluded && !membership.received_live(rooms, seq)
+    }
+
+    /// The payload to send for `seq`: marked when it was missed.
+    pub fn payload(&self, seq: i64, payload: &str) -> Box<RawValue> {
+        let text = if seq <= self.marked_through {
+            mark_replayed(payload)
+        } else {
+            payload.to_string()
+        };
+        RawValue::from_string(text).expect("stored envelopes are valid JSON")
+    }
+
+    /// Raises every room's `after` to `seq` (that stretch has been sent).
+    pub fn advance_to(&mut self, seq: i64) {
+        for (_, after) in &mut self.after {
+            *after = (*after).max(seq);
+        }
+    }
+}
+
+pub(crate) struct JoinOp {
+    pub sid: Sid,
+    pub membership: Arc<Membership>,
+    pub rooms: Vec<String>,
+    pub fill: Option<Fill>,
+    pub reply: oneshot::Sender<JoinReply>,
+}
+
+/// The outcome of a join step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinReply {
+    /// In the rooms from `at` on, after `sent` events.
+    Joined { sent: usize, at: i64 },
+    /// The ring does not reach back to the fill's start; read the database up to
+    /// `through` and try again.
+    NotCovered { through: i64 },
+    /// The socket's buffer filled up; it was told to reconnect.
+    Slow,
+    /// The socket is gone.
+    Gone,
+}
+
+enum Op {
+    Deliver(Vec<Arc<LoggedEvent>>),
+    Join(JoinOp),
+    Barrier(oneshot::Sender<i64>),
+}
+
+/// Talks to the deliverer.
+#[derive(Clone)]
+pub(crate) struct DeliveryHandle {
+    tx: mpsc::Sender<Op>,
+    position: Arc<AtomicI64>,
+}
+
+impl DeliveryHandle {
+    /// The `seq` of the last event delivered on this node.
+    pub fn position(&self) -> i64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    /// Queues committed events, in offset order.
+    pub async fn deliver(&self, events: Vec<Arc<LoggedEvent>>) {
+        if !events.is_empty() {
+            let _ = self.tx.send(Op::Deliver(events)).await;
+        }
+    }
+
+    pub async fn join(&self, op: JoinOp) {
+        let _ = self.tx.send(Op::Join(op)).await;
+    }
+
+    /// Waits until everything queued before this call has been delivered.
+    pub async fn barrier(&self) -> i64 {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Op::Barrier(tx)).await.is_err() {
+            return self.position();
+        }
+        rx.await.unwrap_or_else(|_| self.position())
+    }
+}
+
+/// Starts the deliverer at log position `start`.
+pub(crate) fn spawn(
+    fabric: Arc<dyn Fabric>,
+    start: i64,
+) -> (DeliveryHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let position = Arc::new(AtomicI64::new(start));
+    let deliverer = Deliverer {
+        fabric,
+        ring: VecDeque::with_capacity(RING_CAPACITY),
+        position: position.clone(),
+    };
+    let task = tokio::spawn(deliverer.run(rx));
+    (DeliveryHandle { tx, position }, task)
+}
+
+struct Deliverer {
+    fabric: Arc<dyn Fabric>,
+    ring: VecDeque<Arc<LoggedEvent>>,
+    position: Arc<AtomicI64>,
+}
+
+impl Deliverer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        while let Some(op) = rx.recv().await {
+            match op {
+                Op::Deliver(events) => {
+                    for event in events {
+                        self.deliver(event);
+                    }
+                }
+                Op::Join(op) => self.join(op),
+                Op::Barrier(reply) => {
+                    let _ = reply.send(self.position.load(Ordering::Acquire));
+                }
+            }
+        }
+        tracing::debug!("deliverer stopped");
+    }
+
+    fn deliver(&mut self, event: Arc<LoggedEvent>) {
+        let reached = self.fabric.deliver(&event);
+        metrics::event_delivered(&event.event, reached);
+        self.position.store(event.seq, Ordering::Release);
+        if self.ring.len() == RING_CAPACITY {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(event);
+    }
+
+    fn join(&mut self, op: JoinOp) {
+        let at = self.position.load(Ordering::Acquire);
+        let mut sent = 0;
+        if let Some(fill) = &op.fill {
+            let start = fill.min_after();
+            if start < at {
+                let first = match self.ring.front() {
+                    Some(e) if e.seq <= start + 1 => (start + 1 - e.seq) as usize,
+                    _ => {
+                        let _ = op.reply.send(JoinReply::NotCovered { through: at });
+                        return;
+                    }
+                };
+                let socket_rooms = self.fabric.rooms_of(op.sid);
+                for event in self.ring.range(first..) {
+                    if !fill.wants(
+                        event.seq,
+                        &event.rooms,
+                        &event.except,
+                        &op.membership,
+                        &socket_rooms,
+                    ) {
+                        continue;
+                    }
+                    let payload = fill.payload(event.seq, event.payload.get());
+                    match self.fabric.send(op.sid, &event.event, &payload) {
+                        SendOutcome::Sent => sent += 1,
+                        SendOutcome::Gone => {
+                            let _ = op.reply.send(JoinReply::Gone);
+                            return;
+                        }
+                        SendOutcome::Slow => {
+                            self.fabric.force_reconnect(op.sid);
+                            let _ = op.reply.send(JoinReply::Slow);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        self.fabric.join(op.sid, &op.rooms);
+        op.membership.record(&op.rooms, at);
+        let _ = op.reply.send(JoinReply::Joined { sent, at });
+    }
+}

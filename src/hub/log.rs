@@ -1,0 +1,230 @@
+//! The log writer: one task that appends emits to the store in batches.
+//!
+//! Emits from every HTTP request, socket handler and Rust caller queue on one
+//! channel. The writer takes everything waiting (up to [`MAX_BATCH`] events),
+//! appends it in one transaction — one fsync for many emits (group commit) —
+//! then hands the committed events, in offset order, to the deliverer and answers
+//! each caller. While a commit runs, the next batch accumulates, so under load
+//! the batches grow and the cost per emit falls.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Receipt;
+use super::delivery::DeliveryHandle;
+use super::fabric::LoggedEvent;
+use super::offset::OffsetCodec;
+use crate::error::Rejection;
+use crate::events::{self, Prepared};
+use crate::metrics;
+use crate::store::{Appended, NewEvent, Store};
+
+/// The most events committed in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// How long an idempotency key holds.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(600);
+
+/// Emits waiting for the writer, by request.
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+pub(crate) struct AppendRequest {
+    pub events: Vec<Prepared>,
+    pub reply: oneshot::Sender<Vec<Result<Receipt, Rejection>>>,
+    pub queued_at: Instant,
+}
+
+/// Where emits go to be logged.
+#[derive(Clone)]
+pub(crate) struct LogHandle {
+    tx: mpsc::Sender<AppendRequest>,
+}
+
+impl LogHandle {
+    /// Appends events (contiguously, in order) and waits for their receipts.
+    pub async fn append(&self, events: Vec<Prepared>) -> Vec<Result<Receipt, Rejection>> {
+        let n = events.len();
+        let (reply, rx) = oneshot::channel();
+        let req = AppendRequest {
+            events,
+            reply,
+            queued_at: Instant::now(),
+        };
+        if self.tx.send(req).await.is_err() {
+            return unavailable(n);
+        }
+        rx.await.unwrap_or_else(|_| unavailable(n))
+    }
+}
+
+fn unavailable(n: usize) -> Vec<Result<Receipt, Rejection>> {
+    (0..n)
+        .map(|_| Err(Rejection::internal("the event log is shutting down")))
+        .collect()
+}
+
+/// Where appends land: the database, or (with `EVENT_LOG=off`) only a counter.
+pub(crate) enum Sink {
+    Store(Store),
+    Memory { last_seq: i64 },
+}
+
+/// Starts the writer. It stops when every [`LogHandle`] is dropped, after
+/// committing and delivering what was queued.
+pub(crate) fn spawn(
+    sink: Sink,
+    codec: OffsetCodec,
+    delivery: DeliveryHandle,
+) -> (LogHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let task = tokio::spawn(run(rx, sink, codec, delivery));
+    (LogHandle { tx }, task)
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<AppendRequest>,
+    mut sink: Sink,
+    codec: OffsetCodec,
+    delivery: DeliveryHandle,
+) {
+    let mut requests: Vec<AppendRequest> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut count = first.events.len();
+        requests.push(first);
+        while count < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => {
+                    count += req.events.len();
+                    requests.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        commit(&mut sink, &codec, &delivery, std::mem::take(&mut requests)).await;
+    }
+    tracing::debug!("log writer stopped");
+}
+
+async fn commit(
+    sink: &mut Sink,
+    codec: &OffsetCodec,
+    delivery: &DeliveryHandle,
+    requests: Vec<AppendRequest>,
+) {
+    let now = chrono::Utc::now();
+    let now_ms = now.timestamp_millis();
+    let now_iso = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let prepared: Vec<&Prepared> = requests.iter().flat_map(|r| r.events.iter()).collect();
+    if prepared.is_empty() {
+        // A flush: everything queued before it has been committed and handed on.
+        for req in requests {
+            let _ = req.reply.send(Vec::new());
+        }
+        return;
+    }
+    let started = Instant::now();
+
+    let outcome = match sink {
+        Sink::Store(store) => {
+            let batch: Vec<NewEvent> = prepared
+                .iter()
+                .map(|p| NewEvent {
+                    event: p.event.clone(),
+                    rooms: p.rooms.clone(),
+                    except: p.except.clone(),
+                    idempotency_key: p.idempotency_key.clone(),
+                    created_at_ms: now_ms,
+                })
+                .collect();
+            let cutoff = now_ms - IDEMPOTENCY_WINDOW.as_millis() as i64;
+            let build = |i: usize, seq: i64| {
+                events::envelope(
+                    &prepared[i].event,
+                    &prepared[i].data,
+                    &codec.format(seq),
+                    &now_iso,
+                )
+            };
+            store.append(&batch, cutoff, &build).await
+        }
+        Sink::Memory { last_seq } => Ok(prepared
+            .iter()
+            .map(|p| {
+                *last_seq += 1;
+                Appended::New {
+                    seq: *last_seq,
+                    payload: events::envelope(
+                        &p.event,
+                        &p.data,
+                        &codec.format(*last_seq),
+                        &now_iso,
+                    ),
+                }
+            })
+            .collect()),
+    };
+    metrics::log_append(started.elapsed(), prepared.len());
+
+    let appended = match outcome {
+        Ok(appended) => appended,
+        Err(e) => {
+            tracing::error!(error = %e, events = prepared.len(), "event log append failed");
+            for req in requests {
+                let n = req.events.len();
+                let _ = req.reply.send(
+                    (0..n)
+                        .map(|_| {
+                            Err(Rejection::internal(
+                                "the event log is unavailable; nothing was emitted",
+                            ))
+                        })
+                        .collect(),
+                );
+            }
+            return;
+        }
+    };
+
+    let mut to_deliver = Vec::with_capacity(appended.len());
+    let mut receipts = appended.into_iter();
+    let mut replies = Vec::with_capacity(requests.len());
+    for req in requests {
+        let mut results = Vec::with_capacity(req.events.len());
+        for p in req.events {
+            let outcome = receipts.next().expect("one outcome per event");
+            results.push(Ok(match outcome {
+                Appended::New { seq, payload } => {
+                    let receipt = Receipt {
+                        offset: codec.format(seq),
+                        rooms: p.rooms.clone(),
+                        duplicate: false,
+                    };
+                    let payload = RawValue::from_string(payload).expect("envelopes are valid JSON");
+                    to_deliver.push(Arc::new(LoggedEvent {
+                        seq,
+                        event: p.event,
+                        payload,
+                        rooms: p.rooms,
+                        except: p.except,
+                    }));
+                    receipt
+                }
+                Appended::Duplicate { seq, rooms } => Receipt {
+                    offset: codec.format(seq),
+                    rooms,
+                    duplicate: true,
+                },
+            }));
+        }
+        replies.push((req.reply, results, req.queued_at));
+    }
+    // Deliver before answering: a caller that emits and then asks a socket what
+    // it got must find the event already on its way.
+    delivery.deliver(to_deliver).await;
+    for (reply, results, queued_at) in replies {
+        metrics::emit_latency(queued_at.elapsed());
+        let _ = reply.send(results);
+    }
+}

@@ -1,0 +1,552 @@
+//! The hub: the one place that emits.
+//!
+//! HTTP routes, socket handlers and Rust code inside a backend all call the hub;
+//! nothing else sends events to sockets. An emit flows one way:
+//!
+//! ```text
+//! Emit ──prepare (catalog, rooms)──▶ log writer ──commit──▶ deliverer ──▶ sockets
+//!                                     (batched)   offset     (in order)
+//! ```
+//!
+//! [`Hub::emit`] returns once the event is committed to the log and queued for
+//! delivery, with its offset. Joins with replay go through the deliverer too
+//! (see [`delivery`]), which is what makes replay exact.
+//!
+//! # Emitting from Rust
+//!
+//! A controller in a Rust backend holds a [`Hub`] (from [`crate::app::App::hub`])
+//! and calls it after each change:
+//!
+//! ```no_run
+//! use livehub::hub::Hub;
+//! use livehub::events::Severity;
+//! use serde_json::json;
+//!
+//! async fn shipment_received(hub: &Hub, shipment_id: &str, user_id: &str) -> Result<(), livehub::Rejection> {
+//!     // To `shipment:{id}`, the catalog's default room.
+//!     let receipt = hub.shipment_updated(shipment_id, json!({ "status": "received" })).await?;
+//!     println!("logged at {}", receipt.offset);
+//!
+//!     hub.order_status_changed("o-17", Some("branch-3"), json!({ "oldStatus": "pending", "newStatus": "in_progress" })).await?;
+//!     hub.upload_progress(user_id, "upload-9", 40.0, json!({ "fileName": "pod.pdf" })).await?;
+//!     hub.notify_user(user_id, "Shipment received", "Dock 4 signed for it", Severity::Success).await?;
+//!     Ok(())
+//! }
+//! ```
+
+pub mod delivery;
+pub mod fabric;
+pub mod log;
+pub mod offset;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use socketioxide::socket::Sid;
+use tokio::sync::oneshot;
+
+pub use delivery::{Fill, Membership};
+pub use fabric::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
+pub use offset::{OffsetCodec, OffsetProblem};
+
+use crate::error::Rejection;
+use crate::events::{self, Emit, Prepared, Severity, Target};
+use crate::store::{Store, StoreError};
+use delivery::{DeliveryHandle, JoinOp, JoinReply};
+use log::LogHandle;
+
+/// Events read from the database per page during a replay.
+const REPLAY_PAGE: usize = 1000;
+/// How long a replay waits for a slow client's buffer before giving up on it.
+const REPLAY_SEND_PATIENCE: Duration = Duration::from_secs(10);
+
+/// What an emit left behind: where it is in the log, and where it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    /// The event's offset.
+    pub offset: String,
+    /// The rooms it was delivered to.
+    pub rooms: Vec<String>,
+    /// Whether this is the receipt of an earlier emit with the same idempotency key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// Why a join could not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinFailure {
+    /// The socket disconnected meanwhile.
+    Gone,
+    /// The socket could not take its replay and was told to reconnect.
+    Slow,
+    /// The database failed.
+    Store,
+}
+
+/// Settings the hub needs.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Events one replay may send before the client is told to refetch instead.
+    pub replay_limit: usize,
+    /// How long events are kept.
+    pub retention: Duration,
+}
+
+/// The emitter. Cheap to clone; every clone is the same hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: LogHandle,
+    delivery: DeliveryHandle,
+    fabric: Arc<dyn Fabric>,
+    store: Option<Store>,
+    codec: OffsetCodec,
+    pruned_through: AtomicI64,
+    options: HubOptions,
+}
+
+/// The hub's background tasks, to await on shutdown.
+pub struct HubTasks {
+    writer: tokio::task::JoinHandle<()>,
+    deliverer: tokio::task::JoinHandle<()>,
+    pruner: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl HubTasks {
+    /// Stops pruning and waits for the writer and deliverer to drain. Call after
+    /// every [`Hub`] clone is dropped.
+    pub async fn finish(self) {
+        if let Some(p) = self.pruner {
+            p.abort();
+        }
+        let _ = self.writer.await;
+        let _ = self.deliverer.await;
+    }
+}
+
+impl Hub {
+    /// Starts the writer, the deliverer and (with a store) the retention pruner.
+    /// Without a store, events are numbered in memory and nothing can be replayed.
+    pub async fn start(
+        store: Option<Store>,
+        fabric: Arc<dyn Fabric>,
+        options: HubOptions,
+    ) -> Result<(Hub, HubTasks), StoreError> {
+        let (epoch, last_seq, pruned) = match &store {
+            Some(s) => {
+                let meta = s.log_meta().await?;
+                (meta.epoch, meta.last_seq, meta.pruned_through)
+            }
+            None => (format!("mem{:05x}", rand::random::<u32>() & 0xfffff), 0, 0),
+        };
+        let codec = OffsetCodec::new(epoch);
+        let (delivery, deliverer) = delivery::spawn(fabric.clone(), last_seq);
+        let sink = match &store {
+            Some(s) => log::Sink::Store(s.clone()),
+            None => log::Sink::Memory { last_seq },
+        };
+        let (log, writer) = log::spawn(sink, codec.clone(), delivery.clone());
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                log,
+                delivery,
+                fabric,
+                store,
+                codec,
+                pruned_through: AtomicI64::new(pruned),
+                options,
+            }),
+        };
+        let pruner = hub
+            .inner
+            .store
+            .as_ref()
+            .map(|_| tokio::spawn(prune_forever(hub.downgrade())));
+        Ok((
+            hub,
+            HubTasks {
+                writer,
+                deliverer,
+                pruner,
+            },
+        ))
+    }
+
+    fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// Emits one event: validates it against the catalog, appends it to the log
+    /// and delivers it. Returns once it is committed, with its offset.
+    pub async fn emit(&self, emit: Emit) -> Result<Receipt, Rejection> {
+        let prepared = events::prepare(emit)?;
+        self.append_one(prepared).await
+    }
+
+    /// Emits many events. Each is validated on its own; the valid ones are
+    /// committed together, in order. One result per event, in order.
+    pub async fn emit_many(&self, emits: Vec<Emit>) -> Vec<Result<Receipt, Rejection>> {
+        let checked: Vec<Result<Prepared, Rejection>> =
+            emits.into_iter().map(events::prepare).collect();
+        let valid: Vec<Prepared> = checked
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        let mut committed = self.inner.log.append(valid).await.into_iter();
+        checked
+            .into_iter()
+            .map(|r| match r {
+                Ok(_) => committed.next().expect("one receipt per valid event"),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    /// Emits an event livehub itself produces (chat, read receipts): logged and
+    /// replayable like any other, but exempt from the catalog and the reserved names.
+    pub(crate) async fn emit_system(
+        &self,
+        event: &str,
+        data: Map<String, Value>,
+        rooms: Vec<String>,
+    ) -> Result<Receipt, Rejection> {
+        self.append_one(events::system(event, data, rooms)).await
+    }
+
+    async fn append_one(&self, prepared: Prepared) -> Result<Receipt, Rejection> {
+        self.inner
+            .log
+            .append(vec![prepared])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Rejection::internal("the event log dropped the event")))
+    }
+
+    /// `shipment:updated` to `shipment:{id}`.
+    pub async fn shipment_updated(
+        &self,
+        shipment_id: &str,
+        data: Value,
+    ) -> Result<Receipt, Rejection> {
+        self.emit(catalog_emit(
+            "shipment:updated",
+            data,
+            &[("shipmentId", shipment_id)],
+        )?)
+        .await
+    }
+
+    /// `order:status_changed` to `order:{id}` (and `branch:{branch}` when given).
+    pub async fn order_status_changed(
+        &self,
+        order_id: &str,
+        branch_id: Option<&str>,
+        data: Value,
+    ) -> Result<Receipt, Rejection> {
+        let mut fields = vec![("orderId", order_id)];
+        if let Some(b) = branch_id {
+            fields.push(("branchId", b));
+        }
+        self.emit(catalog_emit("order:status_changed", data, &fields)?)
+            .await
+    }
+
+    /// `upload_progress` (0–100) to one user.
+    pub async fn upload_progress(
+        &self,
+        user_id: &str,
+        upload_id: &str,
+        progress: f64,
+        data: Value,
+    ) -> Result<Receipt, Rejection> {
+        let mut emit = catalog_emit("upload_progress", data, &[("uploadId", upload_id)])?;
+        emit.data.insert("progress".into(), json!(progress));
+        emit.target = Target::user(user_id);
+        self.emit(emit).await
+    }
+
+    /// A `notification` to one user.
+    pub async fn notify_user(
+        &self,
+        user_id: &str,
+        title: &str,
+        message: &str,
+        severity: Severity,
+    ) -> Result<Receipt, Rejection> {
+        let emit = Emit {
+            event: "notification".into(),
+            data: json!({ "title": title, "message": message, "severity": severity.as_str() })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            target: Target::user(user_id),
+            idempotency_key: None,
+        };
+        self.emit(emit).await
+    }
+
+    /// Waits until every emit queued so far is committed and delivered.
+    pub async fn flush(&self) {
+        self.inner.log.append(Vec::new()).await;
+        self.inner.delivery.barrier().await;
+    }
+
+    /// The log position delivered on this node.
+    pub fn position(&self) -> i64 {
+        self.inner.delivery.position()
+    }
+
+    /// The offset of `seq` in this log.
+    pub fn offset_of(&self, seq: i64) -> String {
+        self.inner.codec.format(seq)
+    }
+
+    /// The offset clients should treat as "now".
+    pub fn latest_offset(&self) -> String {
+        self.offset_of(self.position())
+    }
+
+    /// Whether events are written to a database (and can be replayed).
+    pub fn is_durable(&self) -> bool {
+        self.inner.store.is_some()
+    }
+
+    /// The `seq` an offset from a client names, or why it cannot be replayed from.
+    pub async fn resolve_offset(&self, offset: &str) -> Result<i64, OffsetProblem> {
+        if self.inner.store.is_none() {
+            return Err(OffsetProblem::LogDisabled);
+        }
+        let pruned = self.inner.pruned_through.load(Ordering::Relaxed);
+        let position = self.position();
+        match self.inner.codec.parse(offset, position, pruned) {
+            // Another node may be ahead of this one: ask the shared log.
+            Err(OffsetProblem::Unknown) => {
+                let last = match &self.inner.store {
+                    Some(s) => s.log_meta().await.map(|m| m.last_seq).unwrap_or(position),
+                    None => position,
+                };
+                self.inner.codec.parse(offset, last, pruned)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether more than the replay limit of events for `rooms` follow `after`.
+    pub async fn too_far_behind(&self, rooms: &[String], after: i64) -> Result<bool, JoinFailure> {
+        let Some(store) = &self.inner.store else {
+            return Ok(false);
+        };
+        let limit = self.inner.options.replay_limit;
+        let n = store
+            .count_rooms(rooms, after, limit + 1)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "replay count failed");
+                JoinFailure::Store
+            })?;
+        Ok(n > limit)
+    }
+
+    /// Puts a socket in rooms, first sending it what `fill` asks for, exactly
+    /// once and in order (see [`delivery`]). Returns how many events were sent.
+    pub async fn join(
+        &self,
+        sid: Sid,
+        membership: Arc<Membership>,
+        rooms: Vec<String>,
+        mut fill: Option<Fill>,
+    ) -> Result<usize, JoinFailure> {
+        let mut sent = 0;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.inner
+                .delivery
+                .join(JoinOp {
+                    sid,
+                    membership: membership.clone(),
+                    rooms: rooms.clone(),
+                    fill: fill.clone(),
+                    reply,
+                })
+                .await;
+            match answer.await.unwrap_or(JoinReply::Gone) {
+                JoinReply::Joined { sent: n, .. } => return Ok(sent + n),
+                JoinReply::Gone => return Err(JoinFailure::Gone),
+                JoinReply::Slow => return Err(JoinFailure::Slow),
+                JoinReply::NotCovered { through } => {
+                    let f = fill.as_mut().expect("only a fill can be uncovered");
+                    match &self.inner.store {
+                        Some(store) => {
+                            sent += self
+                                .send_from_store(store, sid, &membership, f, through)
+                                .await?;
+                            f.advance_to(through);
+                        }
+                        // Without a log there is nothing to read: join without the fill.
+                        None => fill = None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the events of `fill` up to `through` from the database, paced to
+    /// what the client's buffer takes. The socket is not yet in the fill's
+    /// rooms, so nothing in this stretch can also reach it live.
+    async fn send_from_store(
+        &self,
+        store: &Store,
+        sid: Sid,
+        membership: &Membership,
+        fill: &Fill,
+        through: i64,
+    ) -> Result<usize, JoinFailure> {
+        let rooms: Vec<String> = fill.after.iter().map(|(r, _)| r.clone()).collect();
+        let mut cursor = fill.min_after();
+        let mut sent = 0;
+        loop {
+            let page = store
+                .read_rooms(&rooms, cursor, through, REPLAY_PAGE)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "replay read failed");
+                    JoinFailure::Store
+                })?;
+            let socket_rooms = self.inner.fabric.rooms_of(sid);
+            for ev in &page {
+                if fill.wants(ev.seq, &ev.rooms, &ev.except, membership, &socket_rooms) {
+                    self.send_patiently(sid, &ev.event, &fill.payload(ev.seq, &ev.payload))
+                        .await?;
+                    sent += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == REPLAY_PAGE => cursor = last.seq,
+                _ => return Ok(sent),
+            }
+        }
+    }
+
+    async fn send_patiently(
+        &self,
+        sid: Sid,
+        event: &str,
+        payload: &serde_json::value::RawValue,
+    ) -> Result<(), JoinFailure> {
+        let deadline = tokio::time::Instant::now() + REPLAY_SEND_PATIENCE;
+        loop {
+            match self.inner.fabric.send(sid, event, payload) {
+                SendOutcome::Sent => return Ok(()),
+                SendOutcome::Gone => return Err(JoinFailure::Gone),
+                SendOutcome::Slow if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                SendOutcome::Slow => {
+                    self.inner.fabric.force_reconnect(sid);
+                    return Err(JoinFailure::Slow);
+                }
+            }
+        }
+    }
+
+    /// Events of the log for `rooms` after `after`, for clients that poll.
+    pub async fn read_events(
+        &self,
+        rooms: &[String],
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::StoredEvent>, Rejection> {
+        let Some(store) = &self.inner.store else {
+            return Ok(Vec::new());
+        };
+        store
+            .read_rooms(rooms, after, i64::MAX, limit)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "event read failed");
+                Rejection::internal("the event log is unavailable")
+            })
+    }
+
+    /// Sends an ephemeral event (presence, typing…) to rooms on every node,
+    /// except the socket that caused it. Not logged, not replayed.
+    pub(crate) fn signal(
+        &self,
+        rooms: &[String],
+        except: Option<Sid>,
+        event: &str,
+        payload: &Value,
+    ) {
+        self.inner.fabric.signal(rooms, except, event, payload);
+    }
+
+    /// Sends an ephemeral event to one socket on this node (`pong`, `replay:reset`…).
+    pub(crate) fn send_to(&self, sid: Sid, event: &str, payload: &Value) -> SendOutcome {
+        let raw = serde_json::value::to_raw_value(payload).expect("JSON values serialise");
+        self.inner.fabric.send(sid, event, &raw)
+    }
+
+    /// Disconnects every socket of a user, on every node.
+    pub async fn disconnect_user(&self, user_id: &str) -> Result<(), Rejection> {
+        self.inner
+            .fabric
+            .disconnect_room(crate::rooms::user_room(user_id))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "user disconnect failed");
+                Rejection::internal("could not reach every node")
+            })
+    }
+
+    /// This node's sockets and rooms.
+    pub fn census(&self) -> Census {
+        self.inner.fabric.census()
+    }
+
+    async fn prune_once(&self) {
+        let Some(store) = &self.inner.store else {
+            return;
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let cutoff = now - self.inner.options.retention.as_millis() as i64;
+        let idem_cutoff = now - log::IDEMPOTENCY_WINDOW.as_millis() as i64;
+        match store.prune(cutoff, idem_cutoff).await {
+            Ok(through) => self.inner.pruned_through.store(through, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "event log pruning failed; will retry"),
+        }
+    }
+}
+
+async fn prune_forever(hub: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = hub.upgrade() else { return };
+        let retention = inner.options.retention;
+        Hub { inner }.prune_once().await;
+        // Prune about ten times per retention window, at most once a minute.
+        let pause = (retention / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn catalog_emit(event: &str, data: Value, fields: &[(&str, &str)]) -> Result<Emit, Rejection> {
+    let mut data = match data {
+        Value::Object(map) => map,
+        Value::Null => Map::new(),
+        _ => return Err(Rejection::bad_request("event data must be a JSON object")),
+    };
+    for (k, v) in fields {
+        data.insert((*k).into(), Value::String((*v).into()));
+    }
+    Ok(Emit {
+        event: event.into(),
+        data,
+        target: Target::default(),
+        idempotency_key: None,
+    })
+}

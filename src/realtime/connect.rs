@@ -1,0 +1,145 @@
+//! The connect flow: authentication middleware, then the socket's setup.
+//!
+//! [`ConnectFlow`] implements socketioxide's `ConnectHandler` itself rather than
+//! being an async closure, because of the order socketioxide 0.18 does things
+//! in: middleware, then the CONNECT packet, then the connect handler — and a
+//! closure handler is spawned, so events a client sends right after `connect`
+//! can arrive before it has registered anything and are silently dropped.
+//! Here the middleware registers the socket's handlers before CONNECT is sent,
+//! and the synchronous `call` only starts the socket's first job.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromConnectParts, Value as SioValue};
+use socketioxide::socket::{DisconnectReason, Socket};
+
+use super::Realtime;
+use super::dispatch::{self, Dispatcher};
+use super::limits::EventLimiter;
+use super::session::Session;
+use super::transport::{ConnInfo, client_ip};
+use crate::auth::{self, AuthError};
+
+/// Type marker for [`ConnectFlow`]'s `ConnectHandler` impl.
+pub struct ConnectMarker;
+
+/// Authenticates and sets up every socket of the namespace.
+#[derive(Clone)]
+pub struct ConnectFlow(pub Arc<Realtime>);
+
+type MiddlewareFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
+
+/// Why a connection was refused: the text is the client's `connect_error` message.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    #[error("rate_limited: too many connections from this address")]
+    TooManyConnections,
+}
+
+impl<A: Adapter> ConnectHandler<A, ConnectMarker> for ConnectFlow {
+    fn call(&self, s: Arc<Socket<A>>, auth: Option<SioValue>) {
+        let Ok(socket) = SocketRef::from_connect_parts(&s, &auth);
+        if let Some(session) = socket.extensions.get::<Arc<Session>>() {
+            tokio::spawn(dispatch::drain(self.0.clone(), socket, session));
+        }
+    }
+
+    fn call_middleware<'a>(
+        &'a self,
+        s: Arc<Socket<A>>,
+        auth: &'a Option<SioValue>,
+    ) -> MiddlewareFuture<'a> {
+        Box::pin(async move {
+            self.admit(s, auth)
+                .await
+                .map_err(|refusal| Box::new(refusal) as Box<dyn Display + Send>)
+        })
+    }
+}
+
+impl ConnectFlow {
+    async fn admit<A: Adapter>(
+        &self,
+        s: Arc<Socket<A>>,
+        auth: &Option<SioValue>,
+    ) -> Result<(), Refusal> {
+        let ctx = &self.0;
+        let Ok(TryData(auth_json)) = TryData::<serde_json::Value>::from_connect_parts(&s, auth);
+        let auth_json = auth_json.ok();
+        let parts = s.req_parts();
+        let authorization = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = auth::handshake_token(auth_json.as_ref(), parts.uri.query(), authorization)
+            .ok_or(AuthError::MissingToken)?;
+        let claims = ctx.verifier.verify(&token).await?;
+
+        let peer = parts
+            .extensions
+            .get::<ConnInfo>()
+            .map(|c| c.peer.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let ip = client_ip(peer, forwarded, &ctx.settings.trusted_proxies);
+        if !ctx
+            .connections
+            .acquire(ip, ctx.settings.max_connections_per_ip)
+        {
+            crate::metrics::rejected("too_many_connections");
+            return Err(Refusal::TooManyConnections);
+        }
+
+        let auth_offset = auth_json
+            .as_ref()
+            .and_then(|a| a.get("offset"))
+            .and_then(|o| o.as_str())
+            .filter(|o| !o.is_empty())
+            .map(String::from);
+        let user = claims.sub.clone();
+        let session = Arc::new(Session::new(
+            s.id,
+            claims,
+            ctx.hub.position(),
+            auth_offset,
+            ip,
+            EventLimiter::per_minute(ctx.settings.rate_limit_per_minute),
+        ));
+        ctx.user_connected(&user);
+        s.extensions.insert(session);
+        s.on_fallback(Dispatcher(ctx.clone()));
+        let ctx = ctx.clone();
+        s.on_disconnect(move |socket: SocketRef<A>, reason: DisconnectReason| {
+            let ctx = ctx.clone();
+            async move { on_disconnect(ctx, socket, reason).await }
+        });
+        Ok(())
+    }
+}
+
+async fn on_disconnect<A: Adapter>(
+    ctx: Arc<Realtime>,
+    socket: SocketRef<A>,
+    reason: DisconnectReason,
+) {
+    let Some(session) = socket.extensions.get::<Arc<Session>>() else {
+        return;
+    };
+    tracing::debug!(sid = %socket.id, ?reason, "socket disconnected");
+    ctx.connections.release(session.ip);
+    ctx.transport.forget(&socket.id.to_string());
+    let user = session.claims().sub.clone();
+    ctx.user_disconnected(&user).await;
+}

@@ -1,0 +1,263 @@
+//! The client events: what each one checks and does.
+//!
+//! Every handler returns the fields of its ack (`ok: true` is added by the
+//! dispatcher) or a [`Rejection`]. Nothing here closes a socket: a bad event
+//! costs its sender an error ack and nothing else.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
+
+use super::Realtime;
+use super::session::Session;
+use crate::error::Rejection;
+use crate::events;
+use crate::hub::{Fill, JoinFailure, OffsetProblem};
+use crate::rooms::{self, EVERYONE, EntityKind};
+
+type Ack = Result<Map<String, Value>, Rejection>;
+
+/// Handles one client event.
+pub async fn on_event<A: Adapter>(
+    ctx: &Arc<Realtime>,
+    socket: &SocketRef<A>,
+    session: &Arc<Session>,
+    name: &str,
+    data: Value,
+) -> Ack {
+    match name {
+        "join:shipment" => {
+            let room = entity_room(&data, EntityKind::Shipment, "shipmentId")?;
+            join(ctx, session, room, since(&data)?).await
+        }
+        "join:order" => {
+            let room = entity_room(&data, EntityKind::Order, "orderId")?;
+            join(ctx, session, room, since(&data)?).await
+        }
+        "subscribe" => join(ctx, session, room_field(&data)?, since(&data)?).await,
+        "leave:shipment" => leave(
+            ctx,
+            socket,
+            session,
+            entity_room(&data, EntityKind::Shipment, "shipmentId")?,
+        ),
+        "leave:order" => leave(
+            ctx,
+            socket,
+            session,
+            entity_room(&data, EntityKind::Order, "orderId")?,
+        ),
+        "unsubscribe" => leave(ctx, socket, session, room_field(&data)?),
+        "rooms" => {
+            let mut rooms: Vec<String> = socket
+                .rooms()
+                .into_iter()
+                .map(|r| r.to_string())
+                .filter(|r| r != EVERYONE)
+                .collect();
+            rooms.sort();
+            Ok(fields(json!({ "rooms": rooms })))
+        }
+        "ping" => {
+            let timestamp = events::now_iso8601();
+            ctx.hub
+                .send_to(session.sid, "pong", &json!({ "timestamp": timestamp }));
+            Ok(fields(json!({ "timestamp": timestamp })))
+        }
+        _ => Err(Rejection::not_found(format!("unknown event `{name}`"))),
+    }
+}
+
+/// Joins the automatic rooms, replaying what the socket missed: after
+/// `auth.offset` when it gave one, else the offline queue of its user room.
+/// Events emitted while the connect was under way are always delivered.
+pub async fn on_connect<A: Adapter>(
+    ctx: &Arc<Realtime>,
+    _socket: &SocketRef<A>,
+    session: &Arc<Session>,
+) {
+    let claims = session.claims();
+    let mut rooms = rooms::automatic_rooms(&claims);
+    rooms.push(EVERYONE.to_string());
+    let connected_at = session.connected_at;
+    let mut after: Vec<(String, i64)> = rooms.iter().map(|r| (r.clone(), connected_at)).collect();
+
+    if let Some(offset) = &session.auth_offset {
+        match ctx.hub.resolve_offset(offset).await {
+            Ok(seq) => match ctx.hub.too_far_behind(&rooms, seq).await {
+                Ok(false) => after.iter_mut().for_each(|(_, a)| *a = seq.min(*a)),
+                Ok(true) => reset(ctx, session, OffsetProblem::TooFarBehind, offset, None),
+                Err(_) => reset(ctx, session, OffsetProblem::Unknown, offset, None),
+            },
+            Err(problem) => reset(ctx, session, problem, offset, None),
+        }
+        // An offset covers the offline queue too.
+        ctx.forget_offline(&claims.sub).await;
+    } else if let Some(since) = ctx.take_offline(&claims.sub).await {
+        let user_room = rooms::user_room(&claims.sub);
+        for (room, a) in &mut after {
+            if *room == user_room {
+                *a = since.min(*a);
+            }
+        }
+    }
+
+    let fill = Fill {
+        after,
+        marked_through: connected_at,
+    };
+    match ctx
+        .hub
+        .join(session.sid, session.membership.clone(), rooms, Some(fill))
+        .await
+    {
+        Ok(sent) if sent > 0 => {
+            crate::metrics::replayed(sent);
+            tracing::debug!(sid = %session.sid, sent, "connect caught up");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(sid = %session.sid, ?e, "connect join did not complete"),
+    }
+}
+
+async fn join(
+    ctx: &Arc<Realtime>,
+    session: &Arc<Session>,
+    room: String,
+    since: Option<String>,
+) -> Ack {
+    let claims = session.claims();
+    rooms::authorize(&claims, &room)?;
+    if session.membership.contains(&room) {
+        return Ok(fields(json!({ "room": room, "replayed": 0 })));
+    }
+    if session.membership.len() >= ctx.settings.max_rooms_per_socket {
+        return Err(Rejection::forbidden(format!(
+            "a socket may be in at most {} rooms",
+            ctx.settings.max_rooms_per_socket
+        )));
+    }
+    let mut reset_reason = None;
+    let fill = match &since {
+        None => None,
+        Some(offset) => match ctx.hub.resolve_offset(offset).await {
+            Ok(seq) => match ctx
+                .hub
+                .too_far_behind(std::slice::from_ref(&room), seq)
+                .await
+            {
+                Ok(false) => Some(Fill {
+                    after: vec![(room.clone(), seq)],
+                    marked_through: ctx.hub.position(),
+                }),
+                Ok(true) => {
+                    reset_reason = Some(OffsetProblem::TooFarBehind);
+                    None
+                }
+                Err(_) => return Err(Rejection::internal("the event log is unavailable")),
+            },
+            Err(problem) => {
+                reset_reason = Some(problem);
+                None
+            }
+        },
+    };
+    if let (Some(problem), Some(offset)) = (reset_reason, &since) {
+        reset(ctx, session, problem, offset, Some(&room));
+    }
+    let replayed = match ctx
+        .hub
+        .join(
+            session.sid,
+            session.membership.clone(),
+            vec![room.clone()],
+            fill,
+        )
+        .await
+    {
+        Ok(n) => n,
+        Err(JoinFailure::Store) => return Err(Rejection::internal("the event log is unavailable")),
+        Err(JoinFailure::Gone | JoinFailure::Slow) => {
+            return Err(Rejection::internal("the socket could not take its replay"));
+        }
+    };
+    crate::metrics::replayed(replayed);
+    let mut ack = fields(json!({ "room": room, "replayed": replayed }));
+    if let Some(problem) = reset_reason {
+        ack.insert("reset".into(), Value::String(problem.as_str().into()));
+    }
+    Ok(ack)
+}
+
+fn leave<A: Adapter>(
+    _ctx: &Arc<Realtime>,
+    socket: &SocketRef<A>,
+    session: &Arc<Session>,
+    room: String,
+) -> Ack {
+    rooms::parse(&room)?;
+    let was_in = session.membership.contains(&room);
+    socket.leave(room.clone());
+    session.membership.forget(&room);
+    Ok(fields(json!({ "room": room, "left": was_in })))
+}
+
+/// Tells the socket its offset cannot be replayed from and it must refetch.
+fn reset(
+    ctx: &Realtime,
+    session: &Session,
+    problem: OffsetProblem,
+    offset: &str,
+    room: Option<&str>,
+) {
+    let mut payload = json!({
+        "reason": problem.as_str(),
+        "offset": offset,
+        "latestOffset": ctx.hub.latest_offset(),
+    });
+    if let Some(room) = room {
+        payload["room"] = room.into();
+    }
+    ctx.hub.send_to(session.sid, "replay:reset", &payload);
+}
+
+fn fields(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn object(data: &Value) -> Result<&Map<String, Value>, Rejection> {
+    data.as_object()
+        .ok_or_else(|| Rejection::bad_request("the payload must be a JSON object"))
+}
+
+fn entity_room(data: &Value, kind: EntityKind, field: &str) -> Result<String, Rejection> {
+    let obj = object(data)?;
+    let id = events::id_value(obj.get(field)).ok_or_else(|| {
+        Rejection::bad_request(format!(
+            "`{field}` must be a non-empty string or an integer"
+        ))
+    })?;
+    let room = rooms::entity_room(kind, &id);
+    rooms::parse(&room)?;
+    Ok(room)
+}
+
+fn room_field(data: &Value) -> Result<String, Rejection> {
+    match object(data)?.get("room") {
+        Some(Value::String(room)) => Ok(room.clone()),
+        _ => Err(Rejection::bad_request("`room` must be a string")),
+    }
+}
+
+fn since(data: &Value) -> Result<Option<String>, Rejection> {
+    match data.get("since") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Rejection::bad_request("`since` must be an offset string")),
+    }
+}

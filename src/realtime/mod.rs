@@ -1,0 +1,307 @@
+//! The Socket.IO side: connecting sockets, their events, and moving events to them.
+//!
+//! * [`connect`] — the auth middleware and per-socket setup;
+//! * [`dispatch`] — incoming events, in order, to [`handlers`];
+//! * [`session`] — per-socket state and its job queue;
+//! * [`limits`] — rate and connection caps;
+//! * [`transport`] — client addresses and forced reconnects;
+//! * [`IoFabric`] — the hub's [`Fabric`] over socketioxide, for any adapter.
+
+pub mod connect;
+pub mod dispatch;
+pub mod handlers;
+pub mod limits;
+pub mod session;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ipnet::IpNet;
+use serde_json::value::RawValue;
+use socketioxide::adapter::Adapter;
+use socketioxide::socket::Sid;
+use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::hub::{BoxFuture, Census, Fabric, Hub, LoggedEvent, SendOutcome};
+use crate::store::Store;
+use limits::ConnectionsPerIp;
+use transport::{ConnInfo, TransportControl};
+
+/// Outgoing packets one socket may have queued before it counts as too slow.
+pub const SOCKET_BUFFER_PACKETS: usize = 512;
+
+/// The settings the socket side needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest accepted message.
+    pub max_payload_bytes: usize,
+    /// Client events per socket per minute.
+    pub rate_limit_per_minute: u32,
+    /// Connections per address.
+    pub max_connections_per_ip: u32,
+    /// Proxies trusted for `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Rooms per socket.
+    pub max_rooms_per_socket: usize,
+}
+
+impl Settings {
+    /// From the validated configuration.
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            max_payload_bytes: c.max_payload_bytes,
+            rate_limit_per_minute: c.rate_limit_per_minute,
+            max_connections_per_ip: c.max_connections_per_ip,
+            trusted_proxies: c.trusted_proxies.clone(),
+            max_rooms_per_socket: c.max_rooms_per_socket,
+        }
+    }
+}
+
+/// Shared state of every socket handler.
+pub struct Realtime {
+    /// The emitter.
+    pub hub: Hub,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Forced reconnects.
+    pub transport: Arc<TransportControl>,
+    /// Connections per address.
+    pub connections: ConnectionsPerIp,
+    /// Limits.
+    pub settings: Settings,
+    /// The database, for the offline queue (none when the log is off).
+    pub store: Option<Store>,
+    /// Open sockets per user on this node.
+    online: DashMap<String, u32>,
+}
+
+impl Realtime {
+    /// Shared handler state.
+    pub fn new(
+        hub: Hub,
+        verifier: Verifier,
+        transport: Arc<TransportControl>,
+        settings: Settings,
+        store: Option<Store>,
+    ) -> Realtime {
+        Realtime {
+            hub,
+            verifier,
+            transport,
+            connections: ConnectionsPerIp::default(),
+            settings,
+            store,
+            online: DashMap::new(),
+        }
+    }
+
+    /// Users with at least one socket on this node.
+    pub fn users_online(&self) -> usize {
+        self.online.len()
+    }
+
+    pub(crate) fn user_connected(&self, user: &str) {
+        *self.online.entry(user.to_string()).or_insert(0) += 1;
+    }
+
+    /// Counts a socket gone; when it was the user's last, records the log
+    /// position so that events for the user meanwhile wait for their next connection.
+    pub(crate) async fn user_disconnected(&self, user: &str) {
+        let last = match self.online.entry(user.to_string()) {
+            dashmap::Entry::Occupied(mut e) => {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                    true
+                } else {
+                    false
+                }
+            }
+            dashmap::Entry::Vacant(_) => false,
+        };
+        if last && let Some(store) = &self.store {
+            let now = chrono::Utc::now().timestamp_millis();
+            if let Err(e) = store.mark_offline(user, self.hub.position(), now).await {
+                tracing::warn!(error = %e, "could not record an offline user");
+            }
+        }
+    }
+
+    pub(crate) async fn take_offline(&self, user: &str) -> Option<i64> {
+        let store = self.store.as_ref()?;
+        store.take_offline(user).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "offline queue lookup failed");
+            None
+        })
+    }
+
+    pub(crate) async fn forget_offline(&self, user: &str) {
+        let _ = self.take_offline(user).await;
+    }
+}
+
+/// socketioxide configured from livehub's settings.
+pub fn builder(config: &Config) -> SocketIoBuilder {
+    // Messages up to MAX_PAYLOAD_BYTES are handled; larger ones up to twice that
+    // are read and refused with a `too_large` ack (the socket stays). Beyond
+    // that the transport itself refuses: the websocket is closed or the polling
+    // request gets 413, and only that client reconnects.
+    let hard_cap = config.max_payload_bytes * 2;
+    SocketIo::builder()
+        .max_payload(hard_cap as u64)
+        .ws_max_message_size(hard_cap)
+        .ws_max_frame_size(hard_cap)
+        .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .ping_interval(Duration::from_secs(25))
+        .ping_timeout(Duration::from_secs(20))
+        .connect_timeout(Duration::from_secs(45))
+        .transports([TransportType::Polling, TransportType::Websocket])
+}
+
+/// Registers livehub's handlers on the default namespace. The result is the
+/// adapter's initialisation (nothing for the local adapter; the Redis
+/// subscriptions for the cluster adapter), for the caller to await or spawn.
+pub fn register<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(
+    io: &SocketIo<A>,
+    ctx: Arc<Realtime>,
+) -> A::InitRes {
+    io.ns("/", connect::ConnectFlow(ctx))
+}
+
+/// The hub's fabric over a socketioxide instance.
+pub struct IoFabric<A: Adapter> {
+    io: SocketIo<A>,
+    transport: Arc<TransportControl>,
+}
+
+impl<A: Adapter> IoFabric<A> {
+    /// Over `io`.
+    pub fn new(io: SocketIo<A>, transport: Arc<TransportControl>) -> Self {
+        IoFabric { io, transport }
+    }
+}
+
+fn outcome(result: Result<(), socketioxide::SendError>) -> SendOutcome {
+    use socketioxide::{SendError, SocketError};
+    match result {
+        Ok(()) => SendOutcome::Sent,
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => SendOutcome::Slow,
+        Err(_) => SendOutcome::Gone,
+    }
+}
+
+impl<A: Adapter> Fabric for IoFabric<A> {
+    fn deliver(&self, event: &LoggedEvent) -> usize {
+        let Some(ns) = self.io.of("/") else { return 0 };
+        let mut op = ns.local().to(event.rooms.clone());
+        if !event.except.is_empty() {
+            op = op.except(event.except.clone());
+        }
+        let mut reached = 0;
+        for socket in op.sockets() {
+            match outcome(socket.emit(&event.event, &*event.payload)) {
+                SendOutcome::Sent => reached += 1,
+                SendOutcome::Slow => {
+                    crate::metrics::rejected("slow_client");
+                    self.force_reconnect(socket.id);
+                }
+                SendOutcome::Gone => {}
+            }
+        }
+        reached
+    }
+
+    fn send(&self, sid: Sid, event: &str, payload: &RawValue) -> SendOutcome {
+        match self.io.get_socket(sid) {
+            Some(socket) => outcome(socket.emit(event, payload)),
+            None => SendOutcome::Gone,
+        }
+    }
+
+    fn force_reconnect(&self, sid: Sid) {
+        let Some(socket) = self.io.get_socket(sid) else {
+            return;
+        };
+        let conn = socket.req_parts().extensions.get::<ConnInfo>().cloned();
+        let websocket = socket.transport_type() == TransportType::Websocket;
+        tracing::info!(%sid, websocket, "closing a slow client's transport; it will reconnect and replay");
+        self.transport
+            .kill(&sid.to_string(), conn.as_ref(), websocket);
+        if !websocket {
+            // A polling session has no connection of its own to lose: end it here
+            // (its requests are refused, so the client never sees the disconnect
+            // packet and reconnects as after a network error).
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = socket.disconnect();
+            });
+        }
+    }
+
+    fn join(&self, sid: Sid, rooms: &[String]) {
+        if let Some(socket) = self.io.get_socket(sid) {
+            socket.join(rooms.to_vec());
+        }
+    }
+
+    fn rooms_of(&self, sid: Sid) -> Vec<String> {
+        self.io
+            .get_socket(sid)
+            .map(|s| s.rooms().into_iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    fn signal(
+        &self,
+        rooms: &[String],
+        except: Option<Sid>,
+        event: &str,
+        payload: &serde_json::Value,
+    ) {
+        let op = match except.and_then(|sid| self.io.get_socket(sid)) {
+            Some(socket) => socket.to(rooms.to_vec()),
+            None => self.io.to(rooms.to_vec()),
+        };
+        let event = event.to_string();
+        let payload = payload.clone();
+        tokio::spawn(async move {
+            if let Err(e) = op.emit(&event, &payload).await {
+                tracing::debug!(error = %e, "signal broadcast failed");
+            }
+        });
+    }
+
+    fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {
+        let op = self.io.to(room);
+        Box::pin(async move { op.disconnect().await.map_err(|e| e.to_string()) })
+    }
+
+    fn census(&self) -> Census {
+        let mut census = Census::default();
+        for socket in self.io.local().sockets() {
+            match socket.transport_type() {
+                TransportType::Websocket => census.websocket += 1,
+                TransportType::Polling => census.polling += 1,
+            }
+        }
+        census.rooms = self
+            .io
+            .of("/")
+            .map(|ns| {
+                ns.local()
+                    .sockets()
+                    .iter()
+                    .flat_map(|s| s.rooms())
+                    .filter(|r| r != crate::rooms::EVERYONE)
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+            })
+            .unwrap_or(0);
+        census
+    }
+}

@@ -1,0 +1,177 @@
+//! What livehub keeps per socket, and the queue that runs its events in order.
+//!
+//! socketioxide spawns a task per incoming event, so two events from one socket
+//! can run out of order. The contract wants them in order (a `join` then a
+//! `chat:send` to that room must work), so each socket has a queue: the
+//! dispatcher appends to it on socketioxide's receive path, which runs in the
+//! order the client sent, and one drain task at a time works through it. The
+//! task exists only while there is work: an idle socket costs no task.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use socketioxide::socket::Sid;
+
+use crate::auth::Claims;
+use crate::hub::Membership;
+
+/// Sends the ack for one event, if the client asked for one.
+pub type Ack = Box<dyn FnOnce(&Value) + Send>;
+
+/// One unit of work for a socket.
+pub enum Job {
+    /// Join the automatic rooms, with replay; always first.
+    Connect,
+    /// A client event.
+    Event {
+        /// Event name.
+        name: String,
+        /// The first argument, or why it could not be read.
+        data: Result<Value, String>,
+        /// Ack callback.
+        ack: Option<Ack>,
+    },
+}
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Whether a drain task owns the queue right now.
+    draining: bool,
+}
+
+/// Most jobs a socket may have waiting; more are refused with `rate_limited`.
+pub const MAX_QUEUED: usize = 256;
+
+/// A connected socket's state.
+pub struct Session {
+    /// The socket.
+    pub sid: Sid,
+    /// The verified token.
+    pub claims: Mutex<Arc<Claims>>,
+    /// Rooms joined through the hub, with their join positions.
+    pub membership: Arc<Membership>,
+    /// Log position when the socket connected: events after it are owed to it.
+    pub connected_at: i64,
+    /// `auth.offset` from the handshake.
+    pub auth_offset: Option<String>,
+    /// The client's address (after trusted proxies).
+    pub ip: IpAddr,
+    /// Rate limit on client events.
+    pub limiter: Option<crate::realtime::limits::EventLimiter>,
+    queue: Mutex<Queue>,
+}
+
+impl Session {
+    /// A session whose queue starts with [`Job::Connect`]. The queue is marked
+    /// as draining so events that arrive before the connect handler runs wait
+    /// behind the connect job instead of starting a drain of their own.
+    pub fn new(
+        sid: Sid,
+        claims: Claims,
+        connected_at: i64,
+        auth_offset: Option<String>,
+        ip: IpAddr,
+        limiter: Option<crate::realtime::limits::EventLimiter>,
+    ) -> Session {
+        Session {
+            sid,
+            claims: Mutex::new(Arc::new(claims)),
+            membership: Arc::new(Membership::default()),
+            connected_at,
+            auth_offset,
+            ip,
+            limiter,
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::from([Job::Connect]),
+                draining: true,
+            }),
+        }
+    }
+
+    /// The current claims (replaced by `auth:refresh`).
+    pub fn claims(&self) -> Arc<Claims> {
+        self.claims.lock().clone()
+    }
+
+    /// Queues a job. Returns `Ok(true)` when the caller must start a drain task,
+    /// `Err(job)` when the queue is full.
+    pub fn enqueue(&self, job: Job) -> Result<bool, Job> {
+        let mut q = self.queue.lock();
+        if q.jobs.len() >= MAX_QUEUED {
+            return Err(job);
+        }
+        q.jobs.push_back(job);
+        if q.draining {
+            Ok(false)
+        } else {
+            q.draining = true;
+            Ok(true)
+        }
+    }
+
+    /// The next job, or `None` — and then the drain task must stop, because the
+    /// next `enqueue` will start a new one.
+    pub fn next_job(&self) -> Option<Job> {
+        let mut q = self.queue.lock();
+        let job = q.jobs.pop_front();
+        if job.is_none() {
+            q.draining = false;
+        }
+        job
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session::new(
+            Sid::new(),
+            Claims::from_json(serde_json::json!({"sub": "u", "exp": 1})).unwrap(),
+            0,
+            None,
+            [127, 0, 0, 1].into(),
+            None,
+        )
+    }
+
+    fn event(n: usize) -> Job {
+        Job::Event {
+            name: format!("e{n}"),
+            data: Ok(Value::Null),
+            ack: None,
+        }
+    }
+
+    #[test]
+    fn connect_job_runs_first_and_no_second_drain_starts() {
+        let s = session();
+        assert_eq!(
+            s.enqueue(event(1)).ok(),
+            Some(false),
+            "the connect drain owns the queue"
+        );
+        assert!(matches!(s.next_job(), Some(Job::Connect)));
+        assert!(matches!(s.next_job(), Some(Job::Event { name, .. }) if name == "e1"));
+        assert!(s.next_job().is_none());
+        assert_eq!(
+            s.enqueue(event(2)).ok(),
+            Some(true),
+            "an idle queue needs a new drain"
+        );
+        assert_eq!(s.enqueue(event(3)).ok(), Some(false));
+    }
+
+    #[test]
+    fn a_full_queue_refuses() {
+        let s = session();
+        for i in 0..MAX_QUEUED - 1 {
+            assert!(s.enqueue(event(i)).is_ok());
+        }
+        assert!(s.enqueue(event(999)).is_err());
+    }
+}

@@ -1,0 +1,294 @@
+//! Transport control: the client's address, and closing one client's transport
+//! so that it reconnects by itself.
+//!
+//! socketioxide can only end a socket with a Socket.IO disconnect packet, after
+//! which socket.io-client does *not* reconnect ("io server disconnect"). A slow
+//! client, or one we want to move to another node, must instead lose its
+//! transport the way a network blip would. livehub owns the TCP accept loop, so
+//! every connection carries a [`ConnInfo`] with a kill token; this module knows
+//! which connection carries which Engine.IO session:
+//!
+//! * websocket opened directly: the connection of the socket's handshake request;
+//! * websocket upgraded from polling: the connection of the upgrade request
+//!   (recorded by [`TransportControl::track`] as it passes);
+//! * polling: every in-flight request of the session, and every later one is
+//!   refused with 400 — which socket.io-client answers by reconnecting.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Per-connection facts, attached to every request on that connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Cancelling it closes the TCP connection, upgraded websockets included.
+    pub kill: CancellationToken,
+}
+
+/// How long a killed polling session's requests keep being refused.
+const KILLED_TTL: Duration = Duration::from_secs(120);
+
+/// Which TCP connection carries which Engine.IO session.
+#[derive(Default)]
+pub struct TransportControl {
+    /// Sessions upgraded to websocket: the upgrade request's connection.
+    upgraded: DashMap<String, CancellationToken>,
+    /// Polling requests in flight, by session.
+    polling: DashMap<String, Vec<(u64, CancellationToken)>>,
+    /// Sessions whose transport was killed, and when.
+    killed: DashMap<String, Instant>,
+    next_request: std::sync::atomic::AtomicU64,
+}
+
+/// A request of an existing Engine.IO session, as seen on the way in.
+pub struct Tracked {
+    control: Arc<TransportControl>,
+    sid: String,
+    id: Option<u64>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(id) = self.id
+            && let Some(mut list) = self.control.polling.get_mut(&self.sid)
+        {
+            list.retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+impl TransportControl {
+    /// Records an Engine.IO request for session `sid` on connection `conn`.
+    /// Returns `Err(())` when the session was killed: answer 400.
+    /// Keep the returned guard alive for the duration of the request.
+    pub fn track(
+        self: &Arc<Self>,
+        sid: &str,
+        websocket: bool,
+        conn: &ConnInfo,
+    ) -> Result<Tracked, ()> {
+        if let Some(at) = self.killed.get(sid) {
+            if at.elapsed() < KILLED_TTL {
+                return Err(());
+            }
+            drop(at);
+            self.killed.remove(sid);
+        }
+        if websocket {
+            self.upgraded.insert(sid.to_string(), conn.kill.clone());
+            return Ok(Tracked {
+                control: self.clone(),
+                sid: sid.to_string(),
+                id: None,
+            });
+        }
+        let id = self
+            .next_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.polling
+            .entry(sid.to_string())
+            .or_default()
+            .push((id, conn.kill.clone()));
+        Ok(Tracked {
+            control: self.clone(),
+            sid: sid.to_string(),
+            id: Some(id),
+        })
+    }
+
+    /// Closes the transport of session `sid`. `handshake` is the connection of
+    /// the session's first request (the websocket itself when opened directly).
+    pub fn kill(&self, sid: &str, handshake: Option<&ConnInfo>, is_websocket: bool) {
+        self.killed.insert(sid.to_string(), Instant::now());
+        if let Some((_, token)) = self.upgraded.remove(sid) {
+            token.cancel();
+        } else if is_websocket && let Some(conn) = handshake {
+            conn.kill.cancel();
+        }
+        if let Some((_, list)) = self.polling.remove(sid) {
+            for (_, token) in list {
+                token.cancel();
+            }
+        }
+        // Forget stale kills now and then, so the map does not grow without bound.
+        if self.killed.len() > 1024 {
+            self.killed.retain(|_, at| at.elapsed() < KILLED_TTL);
+        }
+    }
+
+    /// Forgets a session that ended.
+    pub fn forget(&self, sid: &str) {
+        self.upgraded.remove(sid);
+        self.polling.remove(sid);
+    }
+}
+
+/// The Engine.IO session id and transport of a `/socket.io/` request query.
+pub fn engine_session(query: &str) -> Option<(&str, bool)> {
+    let mut sid = None;
+    let mut websocket = false;
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("sid=") {
+            sid = Some(v);
+        } else if pair == "transport=websocket" {
+            websocket = true;
+        }
+    }
+    sid.filter(|s| !s.is_empty()).map(|s| (s, websocket))
+}
+
+/// The client's address: the TCP peer, or — when the peer is a trusted proxy —
+/// the last address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else {
+        return peer;
+    };
+    // Walk from the right: each hop appended the address it saw. The first one
+    // that is not a trusted proxy is the client as far as we can trust anyone.
+    let mut client = peer;
+    for hop in header.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// A TCP stream that fails its reads and writes once its kill token is
+/// cancelled, even after an HTTP upgrade has handed it to a websocket task.
+pub struct KillableStream<S> {
+    inner: S,
+    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<S> KillableStream<S> {
+    /// Wraps `inner`; cancelling `kill` ends it.
+    pub fn new(inner: S, kill: CancellationToken) -> Self {
+        KillableStream {
+            inner,
+            killed: Box::pin(kill.cancelled_owned()),
+        }
+    }
+
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        match self.killed.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "transport closed by livehub",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future;
+
+impl<S: AsyncRead + Unpin> AsyncRead for KillableStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Poll::Ready(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for KillableStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(outsider, Some("1.2.3.4"), &trusted), outsider);
+        assert_eq!(
+            client_ip(proxy, Some("1.2.3.4"), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(proxy, Some("6.6.6.6, 1.2.3.4, 10.0.0.7"), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
+        assert_eq!(client_ip(proxy, None, &trusted), proxy);
+        assert_eq!(client_ip(proxy, Some("1.2.3.4"), &[]), proxy);
+    }
+
+    #[test]
+    fn engine_session_reads_sid_and_transport() {
+        assert_eq!(
+            engine_session("EIO=4&transport=polling&sid=abc"),
+            Some(("abc", false))
+        );
+        assert_eq!(
+            engine_session("EIO=4&transport=websocket&sid=abc"),
+            Some(("abc", true))
+        );
+        assert_eq!(engine_session("EIO=4&transport=polling"), None);
+        assert_eq!(engine_session("sid="), None);
+    }
+}

@@ -1,0 +1,268 @@
+//! The database boundary: every SQL statement livehub runs lives under this module.
+//!
+//! [`Store`] is one type with two backings — embedded SQLite (the default) and
+//! PostgreSQL — chosen by `DATABASE_URL`. Each method dispatches to the backing's
+//! own SQL ([`sqlite`], [`postgres`]); callers never see which one runs.
+//!
+//! The event log's invariant, on both backings: an event's `seq` is allocated
+//! from `log_meta.last_seq` inside the transaction that inserts it, under the
+//! database's write lock (SQLite) or a row lock (PostgreSQL). So sequence numbers
+//! are gapless and become visible strictly in order: a reader that sees `seq = n`
+//! has already been able to see every `seq < n`. Replay and the cluster tail rely
+//! on that.
+
+mod postgres;
+mod sqlite;
+
+use crate::config::DatabaseUrl;
+
+/// A database failure. Callers turn it into an `internal` refusal; it is never
+/// the caller's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The query or connection failed.
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Stored data could not be read back.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The log's identity and extent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogMeta {
+    /// Random id of this log, fixed when the database is created. An offset from
+    /// another log (a wiped database, another environment) is recognised by it.
+    pub epoch: String,
+    /// The newest `seq` appended.
+    pub last_seq: i64,
+    /// Every `seq` up to this one has been pruned by retention.
+    pub pruned_through: i64,
+}
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Event name.
+    pub event: String,
+    /// Target rooms.
+    pub rooms: Vec<String>,
+    /// Excluded rooms.
+    pub except: Vec<String>,
+    /// Idempotency key, if the emitter gave one.
+    pub idempotency_key: Option<String>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// What happened to one event of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored at `seq` with this payload.
+    New {
+        /// Its position in the log.
+        seq: i64,
+        /// The envelope as stored.
+        payload: String,
+    },
+    /// Its idempotency key was used within the window: nothing was stored,
+    /// and this is the first emit's receipt.
+    Duplicate {
+        /// The first emit's position.
+        seq: i64,
+        /// The first emit's rooms.
+        rooms: Vec<String>,
+    },
+}
+
+/// An event read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the log.
+    pub seq: i64,
+    /// Event name.
+    pub event: String,
+    /// The envelope clients receive.
+    pub payload: String,
+    /// Target rooms.
+    pub rooms: Vec<String>,
+    /// Excluded rooms.
+    pub except: Vec<String>,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// Builds the stored payload of the `index`-th event of a batch once its `seq` is known.
+pub type PayloadFn<'a> = &'a (dyn Fn(usize, i64) -> String + Sync);
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// The database: event log, idempotency keys, offline users, chat.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.backend {
+            Backend::Sqlite(b) => b.$method($($arg),*).await,
+            Backend::Postgres(b) => b.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database (creating an SQLite file if needed) and runs the migrations.
+    pub async fn connect(url: &DatabaseUrl) -> StoreResult<Store> {
+        let store = Self::open(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the database without migrating it.
+    pub async fn open(url: &DatabaseUrl) -> StoreResult<Store> {
+        let backend = match url {
+            DatabaseUrl::Sqlite(u) => Backend::Sqlite(sqlite::SqliteStore::open(u).await?),
+            DatabaseUrl::Postgres(u) => Backend::Postgres(postgres::PgStore::open(u).await?),
+        };
+        Ok(Store { backend })
+    }
+
+    /// Opens PostgreSQL inside `schema` (created if missing): isolated test databases.
+    pub async fn connect_postgres_schema(url: &str, schema: &str) -> StoreResult<Store> {
+        let store = Store {
+            backend: Backend::Postgres(postgres::PgStore::open_in_schema(url, schema).await?),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Runs pending migrations and makes sure the log has its identity row.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let epoch = new_epoch();
+        dispatch!(self.migrate(&epoch))
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether several nodes can share this database's log.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        dispatch!(self.ping()).is_ok()
+    }
+
+    /// The log's epoch and extent.
+    pub async fn log_meta(&self) -> StoreResult<LogMeta> {
+        dispatch!(self.log_meta())
+    }
+
+    /// Appends a batch in one transaction: one commit for many emits (group commit).
+    ///
+    /// Events whose idempotency key was used after `idempotency_cutoff_ms` are not
+    /// stored and come back as [`Appended::Duplicate`]. `payload` builds each new
+    /// event's envelope once its `seq` is known, so the stored payload carries its offset.
+    pub async fn append(
+        &self,
+        batch: &[NewEvent],
+        idempotency_cutoff_ms: i64,
+        payload: PayloadFn<'_>,
+    ) -> StoreResult<Vec<Appended>> {
+        dispatch!(self.append(batch, idempotency_cutoff_ms, payload))
+    }
+
+    /// Events addressed to any of `rooms` with `after < seq <= upto`, oldest
+    /// first, at most `limit`.
+    pub async fn read_rooms(
+        &self,
+        rooms: &[String],
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        if rooms.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.read_rooms(rooms, after, upto, limit))
+    }
+
+    /// How many events for `rooms` follow `after`, counting no further than `cap`.
+    pub async fn count_rooms(
+        &self,
+        rooms: &[String],
+        after: i64,
+        cap: usize,
+    ) -> StoreResult<usize> {
+        if rooms.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self.count_rooms(rooms, after, cap))
+    }
+
+    /// Every event with `seq > after`, oldest first, at most `limit` (the cluster tail).
+    pub async fn read_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        dispatch!(self.read_after(after, limit))
+    }
+
+    /// Deletes events created before `cutoff_ms` and idempotency keys older than
+    /// `idempotency_cutoff_ms`; returns the new `pruned_through`.
+    pub async fn prune(&self, cutoff_ms: i64, idempotency_cutoff_ms: i64) -> StoreResult<i64> {
+        dispatch!(self.prune(cutoff_ms, idempotency_cutoff_ms))
+    }
+
+    /// Records that `user_id` has no connection left, as of `seq`.
+    pub async fn mark_offline(&self, user_id: &str, seq: i64, now_ms: i64) -> StoreResult<()> {
+        dispatch!(self.mark_offline(user_id, seq, now_ms))
+    }
+
+    /// Removes and returns `user_id`'s offline position, if the user was offline.
+    pub async fn take_offline(&self, user_id: &str) -> StoreResult<Option<i64>> {
+        dispatch!(self.take_offline(user_id))
+    }
+
+    /// Closes the pool, waiting for statements in flight.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(b) => b.close().await,
+            Backend::Postgres(b) => b.close().await,
+        }
+    }
+}
+
+fn new_epoch() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..8)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub(crate) fn rooms_to_json(rooms: &[String]) -> String {
+    serde_json::to_string(rooms).expect("a list of strings serialises")
+}
+
+pub(crate) fn rooms_from_json(json: Option<&str>) -> StoreResult<Vec<String>> {
+    match json {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string())),
+    }
+}

@@ -1,0 +1,322 @@
+//! The PostgreSQL backing, for production and for clusters.
+//!
+//! Appends lock the `log_meta` row (`SELECT … FOR UPDATE`) for the length of
+//! their transaction. That serialises appenders across every node for one short
+//! transaction per *batch*, and it is what makes offsets commit in order: the
+//! transaction holding `seq = n` commits before the one that allocates `n + 1`
+//! can read the counter.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+
+use super::{
+    Appended, LogMeta, NewEvent, PayloadFn, StoreError, StoreResult, StoredEvent, rooms_from_json,
+    rooms_to_json,
+};
+
+#[derive(Clone)]
+pub(super) struct PgStore {
+    pub(super) pool: PgPool,
+}
+
+impl PgStore {
+    pub(super) async fn open(url: &str) -> StoreResult<PgStore> {
+        Self::connect(PgConnectOptions::from_str(url)?).await
+    }
+
+    pub(super) async fn open_in_schema(url: &str, schema: &str) -> StoreResult<PgStore> {
+        let base = PgConnectOptions::from_str(url)?;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(base.clone())
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+            schema.replace('"', "")
+        )))
+        .execute(&admin)
+        .await?;
+        admin.close().await;
+        Self::connect(base.options([("search_path", schema)])).await
+    }
+
+    async fn connect(options: PgConnectOptions) -> StoreResult<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(PgStore { pool })
+    }
+
+    pub(super) async fn migrate(&self, epoch: &str) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO log_meta (id, epoch, last_seq, pruned_through) VALUES (1, $1, 0, 0)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(super) async fn log_meta(&self) -> StoreResult<LogMeta> {
+        let row = sqlx::query("SELECT epoch, last_seq, pruned_through FROM log_meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(LogMeta {
+            epoch: row.get(0),
+            last_seq: row.get(1),
+            pruned_through: row.get(2),
+        })
+    }
+
+    pub(super) async fn append(
+        &self,
+        batch: &[NewEvent],
+        idempotency_cutoff_ms: i64,
+        payload: PayloadFn<'_>,
+    ) -> StoreResult<Vec<Appended>> {
+        let mut tx = self.pool.begin().await?;
+        let mut next: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM log_meta WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut seqs = Vec::with_capacity(batch.len());
+        let mut names = Vec::with_capacity(batch.len());
+        let mut payloads = Vec::with_capacity(batch.len());
+        let mut rooms_json = Vec::with_capacity(batch.len());
+        let mut except_json: Vec<Option<String>> = Vec::with_capacity(batch.len());
+        let mut created = Vec::with_capacity(batch.len());
+        let mut room_names: Vec<&str> = Vec::new();
+        let mut room_seqs: Vec<i64> = Vec::new();
+        for (i, ev) in batch.iter().enumerate() {
+            let seq = next + 1;
+            if let Some(key) = &ev.idempotency_key {
+                let claimed = sqlx::query(
+                    "INSERT INTO idempotency (key, seq, rooms, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (key) DO UPDATE
+                       SET seq = excluded.seq, rooms = excluded.rooms, created_at = excluded.created_at
+                       WHERE idempotency.created_at < $5",
+                )
+                .bind(key)
+                .bind(seq)
+                .bind(rooms_to_json(&ev.rooms))
+                .bind(ev.created_at_ms)
+                .bind(idempotency_cutoff_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !claimed {
+                    let row = sqlx::query("SELECT seq, rooms FROM idempotency WHERE key = $1")
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    outcomes.push(Appended::Duplicate {
+                        seq: row.get(0),
+                        rooms: rooms_from_json(Some(row.get(1)))?,
+                    });
+                    continue;
+                }
+            }
+            next = seq;
+            let body = payload(i, seq);
+            outcomes.push(Appended::New {
+                seq,
+                payload: body.clone(),
+            });
+            seqs.push(seq);
+            names.push(ev.event.as_str());
+            payloads.push(body);
+            rooms_json.push(rooms_to_json(&ev.rooms));
+            except_json.push((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)));
+            created.push(ev.created_at_ms);
+            for room in &ev.rooms {
+                room_names.push(room);
+                room_seqs.push(seq);
+            }
+        }
+        if !seqs.is_empty() {
+            sqlx::query(
+                "INSERT INTO events (seq, event, payload, rooms, except_rooms, created_at)
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
+            )
+            .bind(&seqs)
+            .bind(&names)
+            .bind(&payloads)
+            .bind(&rooms_json)
+            .bind(&except_json)
+            .bind(&created)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO event_rooms (room, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])",
+            )
+            .bind(&room_names)
+            .bind(&room_seqs)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE log_meta SET last_seq = $1 WHERE id = 1")
+                .bind(next)
+                .execute(&mut *tx)
+                .await?;
+            // Wakes the other nodes' tails; delivered at commit, in commit order.
+            sqlx::query("SELECT pg_notify('livehub_log', $1)")
+                .bind(next.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    pub(super) async fn read_rooms(
+        &self,
+        rooms: &[String],
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, event, payload, rooms, except_rooms, created_at FROM events WHERE seq IN
+               (SELECT DISTINCT seq FROM event_rooms WHERE seq > $1 AND seq <= $4 AND room = ANY($2)
+                ORDER BY seq LIMIT $3)
+             ORDER BY seq",
+        )
+        .bind(after)
+        .bind(rooms)
+        .bind(limit as i64)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    pub(super) async fn count_rooms(
+        &self,
+        rooms: &[String],
+        after: i64,
+        cap: usize,
+    ) -> StoreResult<usize> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT seq FROM event_rooms
+               WHERE seq > $1 AND room = ANY($2) LIMIT $3) AS capped",
+        )
+        .bind(after)
+        .bind(rooms)
+        .bind(cap as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as usize)
+    }
+
+    pub(super) async fn read_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, event, payload, rooms, except_rooms, created_at FROM events
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    pub(super) async fn prune(
+        &self,
+        cutoff_ms: i64,
+        idempotency_cutoff_ms: i64,
+    ) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let through: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE created_at < $1")
+                .bind(cutoff_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+        if let Some(through) = through {
+            sqlx::query("DELETE FROM event_rooms WHERE seq <= $1")
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM events WHERE seq <= $1")
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE log_meta SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1",
+            )
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
+            .bind(idempotency_cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+        let pruned: i64 = sqlx::query_scalar("SELECT pruned_through FROM log_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
+    pub(super) async fn mark_offline(
+        &self,
+        user_id: &str,
+        seq: i64,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO offline_users (user_id, since_seq, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, updated_at = excluded.updated_at",
+        )
+        .bind(user_id)
+        .bind(seq)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn take_offline(&self, user_id: &str) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("DELETE FROM offline_users WHERE user_id = $1 RETURNING since_seq")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}
+
+fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        seq: row.try_get(0)?,
+        event: row.try_get(1)?,
+        payload: row.try_get(2)?,
+        rooms: rooms_from_json(Some(row.try_get::<&str, _>(3)?))?,
+        except: rooms_from_json(row.try_get::<Option<&str>, _>(4)?)?,
+        created_at_ms: row.try_get(5)?,
+    })
+}

@@ -1,0 +1,303 @@
+//! The SQLite backing: one embedded file in WAL mode.
+//!
+//! SQLite has one writer at a time, so appends take the write lock up front
+//! (`BEGIN IMMEDIATE`) instead of upgrading a read transaction, which could fail
+//! with `SQLITE_BUSY` under concurrent chat writes.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::{
+    Appended, LogMeta, NewEvent, PayloadFn, StoreError, StoreResult, StoredEvent, rooms_from_json,
+    rooms_to_json,
+};
+
+/// SQLite allows at most 32766 bound parameters per statement; stay well below.
+const MAX_ROWS_PER_INSERT: usize = 4000;
+
+#[derive(Clone)]
+pub(super) struct SqliteStore {
+    pub(super) pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(super) async fn open(url: &str) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a commit survives a crash of livehub, and only a
+            // power loss can undo the last commits. The usual trade for a log.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database exists once per connection: keep exactly one.
+            .max_connections(if in_memory { 1 } else { 8 })
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub(super) async fn migrate(&self, epoch: &str) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO log_meta (id, epoch, last_seq, pruned_through) VALUES (1, ?, 0, 0)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(super) async fn log_meta(&self) -> StoreResult<LogMeta> {
+        let row = sqlx::query("SELECT epoch, last_seq, pruned_through FROM log_meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(LogMeta {
+            epoch: row.get(0),
+            last_seq: row.get(1),
+            pruned_through: row.get(2),
+        })
+    }
+
+    pub(super) async fn append(
+        &self,
+        batch: &[NewEvent],
+        idempotency_cutoff_ms: i64,
+        payload: PayloadFn<'_>,
+    ) -> StoreResult<Vec<Appended>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut next: i64 = sqlx::query_scalar("SELECT last_seq FROM log_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        // (index in batch, seq, payload) of the events to insert.
+        let mut fresh: Vec<(usize, i64, String)> = Vec::with_capacity(batch.len());
+        for (i, ev) in batch.iter().enumerate() {
+            let seq = next + 1;
+            if let Some(key) = &ev.idempotency_key {
+                let claimed = sqlx::query(
+                    "INSERT INTO idempotency (key, seq, rooms, created_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (key) DO UPDATE
+                       SET seq = excluded.seq, rooms = excluded.rooms, created_at = excluded.created_at
+                       WHERE idempotency.created_at < ?",
+                )
+                .bind(key)
+                .bind(seq)
+                .bind(rooms_to_json(&ev.rooms))
+                .bind(ev.created_at_ms)
+                .bind(idempotency_cutoff_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !claimed {
+                    let row = sqlx::query("SELECT seq, rooms FROM idempotency WHERE key = ?")
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    outcomes.push(Appended::Duplicate {
+                        seq: row.get(0),
+                        rooms: rooms_from_json(Some(row.get(1)))?,
+                    });
+                    continue;
+                }
+            }
+            next = seq;
+            let body = payload(i, seq);
+            outcomes.push(Appended::New {
+                seq,
+                payload: body.clone(),
+            });
+            fresh.push((i, seq, body));
+        }
+
+        for chunk in fresh.chunks(MAX_ROWS_PER_INSERT / 6) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO events (seq, event, payload, rooms, except_rooms, created_at) ",
+            );
+            q.push_values(chunk, |mut row, (i, seq, body)| {
+                let ev = &batch[*i];
+                row.push_bind(*seq)
+                    .push_bind(ev.event.as_str())
+                    .push_bind(body.as_str())
+                    .push_bind(rooms_to_json(&ev.rooms))
+                    .push_bind((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)))
+                    .push_bind(ev.created_at_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        let room_rows: Vec<(&str, i64)> = fresh
+            .iter()
+            .flat_map(|(i, seq, _)| batch[*i].rooms.iter().map(move |r| (r.as_str(), *seq)))
+            .collect();
+        for chunk in room_rows.chunks(MAX_ROWS_PER_INSERT / 2) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO event_rooms (room, seq) ");
+            q.push_values(chunk, |mut row, (room, seq)| {
+                row.push_bind(*room).push_bind(*seq);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE log_meta SET last_seq = ? WHERE id = 1")
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    pub(super) async fn read_rooms(
+        &self,
+        rooms: &[String],
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT seq, event, payload, rooms, except_rooms, created_at FROM events WHERE seq IN \
+             (SELECT DISTINCT seq FROM event_rooms WHERE seq > ",
+        );
+        q.push_bind(after)
+            .push(" AND seq <= ")
+            .push_bind(upto)
+            .push(" AND room IN (");
+        let mut list = q.separated(", ");
+        for room in rooms {
+            list.push_bind(room.as_str());
+        }
+        q.push(") ORDER BY seq LIMIT ")
+            .push_bind(limit as i64)
+            .push(") ORDER BY seq");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    pub(super) async fn count_rooms(
+        &self,
+        rooms: &[String],
+        after: i64,
+        cap: usize,
+    ) -> StoreResult<usize> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT seq FROM event_rooms WHERE seq > ",
+        );
+        q.push_bind(after).push(" AND room IN (");
+        let mut list = q.separated(", ");
+        for room in rooms {
+            list.push_bind(room.as_str());
+        }
+        q.push(") LIMIT ").push_bind(cap as i64).push(")");
+        let n: i64 = q.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(n as usize)
+    }
+
+    pub(super) async fn read_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, event, payload, rooms, except_rooms, created_at FROM events
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    pub(super) async fn prune(
+        &self,
+        cutoff_ms: i64,
+        idempotency_cutoff_ms: i64,
+    ) -> StoreResult<i64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let through: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE created_at < ?")
+                .bind(cutoff_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+        if let Some(through) = through {
+            sqlx::query("DELETE FROM event_rooms WHERE seq <= ?")
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM events WHERE seq <= ?")
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE log_meta SET pruned_through = MAX(pruned_through, ?) WHERE id = 1")
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM idempotency WHERE created_at < ?")
+            .bind(idempotency_cutoff_ms)
+            .execute(&mut *tx)
+            .await?;
+        let pruned: i64 = sqlx::query_scalar("SELECT pruned_through FROM log_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(pruned)
+    }
+
+    pub(super) async fn mark_offline(
+        &self,
+        user_id: &str,
+        seq: i64,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO offline_users (user_id, since_seq, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, updated_at = excluded.updated_at",
+        )
+        .bind(user_id)
+        .bind(seq)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn take_offline(&self, user_id: &str) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("DELETE FROM offline_users WHERE user_id = ? RETURNING since_seq")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}
+
+fn stored_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        seq: row.try_get(0)?,
+        event: row.try_get(1)?,
+        payload: row.try_get(2)?,
+        rooms: rooms_from_json(Some(row.try_get::<&str, _>(3)?))?,
+        except: rooms_from_json(row.try_get::<Option<&str>, _>(4)?)?,
+        created_at_ms: row.try_get(5)?,
+    })
+}
