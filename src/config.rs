@@ -694,7 +694,8 @@ mod tests {
 
     #[test]
     fn each_malformed_value_names_its_variable() {
-        let cases: Vec<(fn(&mut ServeArgs), &str)> = vec![
+        type Mutation = fn(&mut ServeArgs);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|a| a.port = Some("http".into()), "PORT"),
             (|a| a.port = Some("70000".into()), "PORT"),
             (|a| a.host = Some("not an ip".into()), "HOST"),

@@ -153,7 +153,7 @@ async fn engine_gate(
             let guard = match req.extensions().get::<ConnInfo>() {
                 Some(conn) => match transport.track(sid, websocket, conn) {
                     Ok(guard) => Some(guard),
-                    Err(()) => {
+                    Err(_killed) => {
                         return (
                             StatusCode::BAD_REQUEST,
                             axum::Json(json!({ "code": 1, "message": "Session ID unknown" })),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef};
 use socketioxide::handler::{FromMessageParts, MessageHandler, Value as SioValue};
 use socketioxide::socket::Socket;
 
@@ -38,10 +38,23 @@ fn message_size(v: &SioValue) -> usize {
     }
 }
 
-fn has_binary(v: &SioValue) -> bool {
+/// The event's first argument (`null` when it has none). The common parser
+/// hands over the packet's JSON array, `["event", arg, …]`, unparsed.
+fn first_argument(v: &SioValue) -> Result<Value, String> {
     match v {
-        SioValue::Str(_, bins) => bins.as_ref().is_some_and(|b| !b.is_empty()),
-        SioValue::Bytes(_) => true,
+        SioValue::Str(_, Some(bins)) if !bins.is_empty() => {
+            Err("binary attachments are not accepted".into())
+        }
+        SioValue::Bytes(_) => Err("binary attachments are not accepted".into()),
+        SioValue::Str(text, _) => match serde_json::from_str::<Vec<Value>>(text.as_str()) {
+            Ok(mut args) if !args.is_empty() => Ok(if args.len() > 1 {
+                args.swap_remove(1)
+            } else {
+                Value::Null
+            }),
+            Ok(_) => Err("the event has no name".into()),
+            Err(e) => Err(format!("the payload is not valid JSON: {e}")),
+        },
     }
 }
 
@@ -85,14 +98,7 @@ impl<A: Adapter> MessageHandler<A, DispatchMarker> for Dispatcher {
         if session.limiter.as_ref().is_some_and(|l| !l.allow()) {
             return reject(ack, Rejection::rate_limited("too many events; slow down"));
         }
-        let data = if has_binary(&v) {
-            Err("binary attachments are not accepted".to_string())
-        } else {
-            match TryData::<Value>::from_message_parts(&s, &mut v, &ack_id) {
-                Ok(TryData(Ok(data))) => Ok(data),
-                Ok(TryData(Err(e))) => Err(format!("the payload is not valid JSON: {e}")),
-            }
-        };
+        let data = first_argument(&v);
         match session.enqueue(Job::Event { name, data, ack }) {
             Ok(true) => {
                 let socket = SocketRef::from_message_parts(&s, &mut v, &ack_id)

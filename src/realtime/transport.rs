@@ -49,6 +49,10 @@ pub struct TransportControl {
     next_request: std::sync::atomic::AtomicU64,
 }
 
+/// The session's transport was closed by livehub: its requests get 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKilled;
+
 /// A request of an existing Engine.IO session, as seen on the way in.
 pub struct Tracked {
     control: Arc<TransportControl>,
@@ -68,17 +72,17 @@ impl Drop for Tracked {
 
 impl TransportControl {
     /// Records an Engine.IO request for session `sid` on connection `conn`.
-    /// Returns `Err(())` when the session was killed: answer 400.
+    /// Fails when the session was killed: answer 400.
     /// Keep the returned guard alive for the duration of the request.
     pub fn track(
         self: &Arc<Self>,
         sid: &str,
         websocket: bool,
         conn: &ConnInfo,
-    ) -> Result<Tracked, ()> {
+    ) -> Result<Tracked, SessionKilled> {
         if let Some(at) = self.killed.get(sid) {
             if at.elapsed() < KILLED_TTL {
-                return Err(());
+                return Err(SessionKilled);
             }
             drop(at);
             self.killed.remove(sid);
