@@ -1,0 +1,292 @@
+// The durable event log seen from a client: offsets, replay on reconnect and on
+// join, the offline queue, idempotent emits, bad offsets — with the real
+// socket.io-client 4.x using only its public API (`auth` as a function).
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { io } from "socket.io-client";
+import { ack, closeAll, collect, connect, emit, http, next, nothing, sleep, startServer, until, userToken } from "../lib/harness.mjs";
+
+/** A client that remembers the last offset it saw and sends it on every (re)connect. */
+function trackingClient(url, token, opts = {}) {
+  const state = { last: opts.offset, events: [] };
+  const socket = io(url, {
+    auth: (cb) => cb({ token, ...(state.last ? { offset: state.last } : {}) }),
+    transports: ["websocket"],
+    forceNew: true,
+    reconnectionDelay: 50,
+    reconnectionDelayMax: 200,
+    ...opts.io,
+  });
+  socket.onAny((event, payload) => {
+    if (payload && typeof payload.offset === "string") {
+      state.events.push({ event, ...payload });
+      state.last = payload.offset;
+    }
+  });
+  state.socket = socket;
+  state.connected = () => new Promise((resolve, reject) => {
+    if (socket.connected) return resolve();
+    socket.once("connect", resolve);
+    socket.once("connect_error", reject);
+  });
+  return state;
+}
+
+const shipment = (server, shipmentId, seq, extra = {}) =>
+  emit(server, { event: "shipment:updated", data: { shipmentId, seq, ...extra } });
+
+describe("replay of missed events", () => {
+  let server;
+  before(async () => (server = await startServer()));
+  after(() => server.stop());
+
+  it("delivers exactly the missed events, in order, once, marked replayed, after a reconnect", async () => {
+    const client = trackingClient(server.url, userToken("r1", { branchId: "b1" }));
+    await client.connected();
+    await ack(client.socket, "join:shipment", { shipmentId: "R1" });
+    await emit(server, { event: "notification", user: "r1", data: { title: "t", message: "before", severity: "info" } });
+    await until(() => client.events.length === 1, { what: "live event" });
+
+    client.socket.disconnect();
+    // Missed: to the user room, the branch room, everyone — and one for another user.
+    await emit(server, { event: "notification", user: "r1", data: { title: "t", message: "m1", severity: "info" } });
+    await emit(server, { event: "dashboard:refresh", data: { branchId: "b1", n: 2 } });
+    await emit(server, { event: "notification", user: "someone-else", data: { title: "t", message: "not for r1", severity: "info" } });
+    await emit(server, { event: "notification:broadcast", data: { message: "m3" } });
+
+    client.socket.connect();
+    await client.connected();
+    await until(() => client.events.length === 4, { what: "3 replayed events" });
+    const replayed = client.events.slice(1);
+    assert.deepEqual(replayed.map((e) => e.event), ["notification", "dashboard:refresh", "notification:broadcast"]);
+    assert.ok(replayed.every((e) => e.replayed === true));
+    assert.deepEqual([...replayed.map((e) => e.offset)].sort(), replayed.map((e) => e.offset), "in offset order");
+    // The shipment room is not an automatic room: the client rejoins it with `since`.
+    await nothing(client.socket, "notification", 300);
+    assert.equal(client.events.length, 4, "nothing twice");
+    // Live events flow again, unmarked.
+    await emit(server, { event: "notification", user: "r1", data: { title: "t", message: "live", severity: "info" } });
+    await until(() => client.events.length === 5);
+    assert.equal(client.events[4].replayed, undefined);
+    closeAll(client.socket);
+  });
+
+  it("replays a room's missed events on join with `since`, before live ones", async () => {
+    const a = await connect(server.url, { token: userToken("r2"), transports: ["websocket"] });
+    await ack(a, "join:shipment", { shipmentId: "R2" });
+    const live = next(a, "shipment:updated");
+    const r0 = await shipment(server, "R2", 0);
+    assert.equal((await live).seq, 0);
+    a.close();
+    for (let i = 1; i <= 5; i++) await shipment(server, "R2", i);
+    await shipment(server, "OTHER", 99);
+
+    const b = await connect(server.url, { token: userToken("r2"), transports: ["websocket"] });
+    const got = collect(b, "shipment:updated");
+    const joined = await ack(b, "join:shipment", { shipmentId: "R2", since: r0.body.offset });
+    assert.equal(joined.ok, true);
+    assert.equal(joined.replayed, 5);
+    await shipment(server, "R2", 6);
+    await until(() => got.length === 6, { what: "5 replayed + 1 live" });
+    assert.deepEqual(got.map((e) => e.seq), [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(got.map((e) => e.replayed ?? false), [true, true, true, true, true, false]);
+    closeAll(b);
+  });
+
+  it("delivers events for an offline user on their next connection, once, even without an offset", async () => {
+    const first = await connect(server.url, { token: userToken("off1"), transports: ["websocket"] });
+    first.close();
+    await sleep(200); // let the server see the disconnect
+    await emit(server, { event: "notification", user: "off1", data: { title: "While away", message: "queued", severity: "warning" } });
+    // Listen before connecting: the replay follows the connect immediately.
+    const back = io(server.url, { auth: { token: userToken("off1") }, transports: ["websocket"], forceNew: true, reconnection: false });
+    const got = await next(back, "notification", { timeout: 5000 });
+    assert.equal(got.message, "queued");
+    assert.equal(got.replayed, true);
+    back.close();
+    await sleep(200);
+    const again = await connect(server.url, { token: userToken("off1"), transports: ["websocket"] });
+    await nothing(again, "notification", 400);
+    closeAll(again);
+  });
+
+  it("queues nothing for a user who had another tab online", async () => {
+    const tab1 = await connect(server.url, { token: userToken("tabs"), transports: ["websocket"] });
+    const tab2 = await connect(server.url, { token: userToken("tabs"), transports: ["websocket"] });
+    tab2.close();
+    await sleep(150);
+    const live = next(tab1, "notification");
+    await emit(server, { event: "notification", user: "tabs", data: { title: "t", message: "live to tab1", severity: "info" } });
+    await live;
+    const tab3 = await connect(server.url, { token: userToken("tabs"), transports: ["websocket"] });
+    await nothing(tab3, "notification", 400);
+    closeAll(tab1, tab3);
+  });
+
+  it("an idempotent retry returns the first result and notifies nobody twice", async () => {
+    const s = await connect(server.url, { token: userToken("idem"), transports: ["websocket"] });
+    await ack(s, "join:order", { orderId: "I1" });
+    const got = collect(s, "order:status_changed");
+    const body = { event: "order:status_changed", data: { orderId: "I1", newStatus: "done" } };
+    const headers = { "idempotency-key": "retry-123" };
+    const one = await emit(server, body, { headers });
+    const two = await emit(server, body, { headers });
+    assert.equal(one.status, 202);
+    assert.equal(two.status, 202);
+    assert.equal(two.body.offset, one.body.offset);
+    assert.deepEqual(two.body.rooms, one.body.rooms);
+    assert.equal(two.body.duplicate, true);
+    await until(() => got.length >= 1);
+    await nothing(s, "order:status_changed", 400);
+    assert.equal(got.length, 1);
+    // Batch items carry their own keys.
+    const batch = await http(server, "POST", "/api/v1/emit/batch", {
+      body: { events: [{ ...body, idempotencyKey: "b-1" }, { ...body, idempotencyKey: "b-1" }, { ...body, idempotencyKey: "retry-123" }] },
+    });
+    assert.equal(batch.status, 202);
+    const [x, y, z] = batch.body.results;
+    assert.equal(y.offset, x.offset);
+    assert.equal(y.duplicate, true);
+    assert.equal(z.offset, one.body.offset);
+    await until(() => got.length === 2);
+    await nothing(s, "order:status_changed", 400);
+    closeAll(s);
+  });
+
+  it("tells the client to refetch when its offset is malformed, unknown or too far behind", async () => {
+    const latest = (await shipment(server, "BAD", 0)).body.offset;
+    for (const [offset, reason] of [
+      ["not-an-offset!", "malformed_offset"],
+      ["zzzzzzzz-0000000000000001", "unknown_offset"],
+      [latest.replace(/\d+$/, (d) => String(Number(d) + 1000).padStart(16, "0")), "unknown_offset"],
+    ]) {
+      const s = io(server.url, { auth: { token: userToken("bad"), offset }, transports: ["websocket"], forceNew: true, reconnection: false });
+      const reset = await next(s, "replay:reset");
+      assert.equal(reset.reason, reason, offset);
+      assert.equal(reset.offset, offset);
+      assert.equal(typeof reset.latestOffset, "string");
+      // Still connected and working.
+      await until(() => s.connected);
+      assert.equal((await ack(s, "join:shipment", { shipmentId: "BAD", since: offset })).reset, reason);
+      const live = next(s, "shipment:updated");
+      await shipment(server, "BAD", 1);
+      assert.equal((await live).seq, 1);
+      s.close();
+    }
+  });
+
+  it("GET /api/v1/events pages a room's log for clients that poll", async () => {
+    const start = (await shipment(server, "POLL", 0)).body.offset;
+    for (let i = 1; i <= 4; i++) await shipment(server, "POLL", i);
+    const page = await http(server, "GET", `/api/v1/events?room=shipment:POLL&after=${start}&limit=3`);
+    assert.equal(page.status, 200);
+    assert.deepEqual(page.body.events.map((e) => e.seq), [1, 2, 3]);
+    const rest = await http(server, "GET", `/api/v1/events?room=shipment:POLL&after=${page.body.events[2].offset}`);
+    assert.deepEqual(rest.body.events.map((e) => e.seq), [4]);
+    // A user may read rooms they may join, and no others.
+    const member = await http(server, "GET", `/api/v1/events?room=shipment:POLL&after=${start}`, { bearer: userToken("u-poll") });
+    assert.equal(member.status, 200);
+    assert.equal(member.body.events.length, 4);
+    const outsider = await http(server, "GET", "/api/v1/events?room=user:someone", { bearer: userToken("u-poll") });
+    assert.equal(outsider.status, 403);
+    const bad = await http(server, "GET", "/api/v1/events?room=shipment:POLL&after=garbage");
+    assert.equal(bad.status, 400);
+    assert.equal((await http(server, "GET", "/api/v1/events?room=shipment:POLL", { apiKey: "wrong" })).status, 401);
+  });
+});
+
+describe("replay under load", () => {
+  let server;
+  before(async () => (server = await startServer()));
+  after(() => server.stop());
+
+  it("interleaves replay and live emits without loss or duplicates", async () => {
+    const token = userToken("load", { branchId: "load-branch" });
+    const client = trackingClient(server.url, token);
+    await client.connected();
+    await ack(client.socket, "join:shipment", { shipmentId: "L" });
+    const seen = [];
+    client.socket.on("dashboard:refresh", (p) => seen.push(p.n));
+
+    // A controller emits a numbered stream to the client's branch room the whole time.
+    let n = 0;
+    let running = true;
+    const stream = (async () => {
+      while (running) {
+        const batch = Array.from({ length: 20 }, () => ({ event: "dashboard:refresh", data: { branchId: "load-branch", n: n++ } }));
+        const res = await http(server, "POST", "/api/v1/emit/batch", { body: { events: batch } });
+        assert.equal(res.status, 202);
+      }
+    })();
+
+    // Drop and reconnect several times while the stream runs, some long enough
+    // to fall behind by hundreds of events.
+    for (const pause of [10, 300, 50, 600, 0]) {
+      await until(() => seen.length > 0);
+      client.socket.io.engine.close(); // a network blip: the client reconnects by itself
+      await sleep(pause);
+      await client.connected();
+      await sleep(100);
+    }
+    running = false;
+    await stream;
+    assert.ok(n > 200, `the stream emitted ${n} events`);
+    await until(() => seen.length === n, { timeout: 15000, what: `${n} events (have ${seen.length})` });
+    await sleep(300);
+    assert.equal(seen.length, n, "no duplicates");
+    assert.deepEqual(seen, Array.from({ length: n }, (_, i) => i), "every event once, in order");
+    closeAll(client.socket);
+  });
+
+  it("replays across a server restart on the same database", async () => {
+    const token = userToken("restart", { branchId: "rb" });
+    const client = trackingClient(server.url, token, { io: { reconnection: false } });
+    await client.connected();
+    await emit(server, { event: "dashboard:refresh", data: { branchId: "rb", n: 0 } });
+    await until(() => client.events.length === 1);
+    client.socket.close();
+    for (let i = 1; i <= 3; i++) await emit(server, { event: "dashboard:refresh", data: { branchId: "rb", n: i } });
+
+    const { DATABASE_URL } = server.env;
+    const stopped = await server.stop("SIGTERM");
+    assert.equal(stopped.code, 0);
+    server = await startServer({ DATABASE_URL });
+
+    const again = trackingClient(server.url, token, { offset: client.last, io: { reconnection: false } });
+    await again.connected();
+    await until(() => again.events.length === 3, { what: "3 replayed after restart" });
+    assert.deepEqual(again.events.map((e) => e.n), [1, 2, 3]);
+    assert.ok(again.events.every((e) => e.replayed));
+    closeAll(again.socket);
+  });
+});
+
+describe("retention and replay limits", () => {
+  it("an offset older than retention gets expired_offset; too many missed gets too_far_behind", async () => {
+    const server = await startServer({ EVENT_RETENTION: "1s", REPLAY_LIMIT: "3" });
+    try {
+      const old = (await emit(server, { event: "notification", user: "ret", data: { title: "t", message: "old", severity: "info" } })).body.offset;
+      await sleep(1500);
+      await emit(server, { event: "notification", user: "ret", data: { title: "t", message: "new", severity: "info" } });
+      // The pruner runs about ten times per retention window.
+      await until(async () => {
+        const s = io(server.url, { auth: { token: userToken("ret"), offset: old }, transports: ["websocket"], forceNew: true, reconnection: false });
+        const reset = await next(s, "replay:reset", { timeout: 1500 }).catch(() => null);
+        s.close();
+        return reset?.reason === "expired_offset";
+      }, { timeout: 10000, what: "expired_offset" });
+
+      const start = (await emit(server, { event: "notification", user: "far", data: { title: "t", message: "0", severity: "info" } })).body.offset;
+      for (let i = 1; i <= 5; i++) await emit(server, { event: "notification", user: "far", data: { title: "t", message: String(i), severity: "info" } });
+      const s = io(server.url, { auth: { token: userToken("far"), offset: start }, transports: ["websocket"], forceNew: true, reconnection: false });
+      const got = collect(s, "notification");
+      const reset = await next(s, "replay:reset");
+      assert.equal(reset.reason, "too_far_behind");
+      await nothing(s, "notification", 300);
+      assert.equal(got.length, 0, "nothing partial is replayed");
+      s.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -1,0 +1,297 @@
+//! The event log's store, on SQLite and on a real PostgreSQL (TEST_DATABASE_URL).
+
+mod common;
+
+use livehub::store::{Appended, NewEvent, Store};
+
+fn event(name: &str, rooms: &[&str]) -> NewEvent {
+    NewEvent {
+        event: name.into(),
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        except: Vec::new(),
+        idempotency_key: None,
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+fn keyed(name: &str, rooms: &[&str], key: &str) -> NewEvent {
+    NewEvent {
+        idempotency_key: Some(key.into()),
+        ..event(name, rooms)
+    }
+}
+
+async fn append(store: &Store, batch: &[NewEvent]) -> Vec<Appended> {
+    let names: Vec<String> = batch.iter().map(|e| e.event.clone()).collect();
+    store
+        .append(batch, 0, &|i, seq| {
+            format!(r#"{{"type":"{}","seq":{seq}}}"#, names[i])
+        })
+        .await
+        .expect("append")
+}
+
+fn seqs(appended: &[Appended]) -> Vec<i64> {
+    appended
+        .iter()
+        .map(|a| match a {
+            Appended::New { seq, .. } | Appended::Duplicate { seq, .. } => *seq,
+        })
+        .collect()
+}
+
+/// Runs `body` on SQLite and, when configured, on PostgreSQL.
+macro_rules! on_both {
+    ($name:ident, $body:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            let (sqlite, _dir) = common::sqlite().await;
+            ($body)(sqlite).await;
+            if let Some(pg) = common::postgres(stringify!($name)).await {
+                ($body)(pg).await;
+            }
+        }
+    };
+}
+
+on_both!(
+    appends_get_gapless_increasing_seqs_and_their_payload,
+    |store: Store| async move {
+        let meta = store.log_meta().await.unwrap();
+        assert_eq!(meta.last_seq, 0);
+        assert_eq!(meta.epoch.len(), 8);
+        let first = append(
+            &store,
+            &[event("a", &["order:1"]), event("b", &["order:2"])],
+        )
+        .await;
+        let second = append(&store, &[event("c", &["order:1", "branch:b"])]).await;
+        assert_eq!(seqs(&first), vec![1, 2]);
+        assert_eq!(seqs(&second), vec![3]);
+        match &second[0] {
+            Appended::New { payload, .. } => assert_eq!(payload, r#"{"type":"c","seq":3}"#),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.log_meta().await.unwrap().last_seq, 3);
+        let all = store.read_after(0, 100).await.unwrap();
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(all[2].rooms, vec!["order:1", "branch:b"]);
+    }
+);
+
+on_both!(
+    reads_by_room_in_order_once_within_bounds,
+    |store: Store| async move {
+        append(
+            &store,
+            &[
+                event("e1", &["order:1"]),
+                event("e2", &["order:2"]),
+                event("e3", &["order:1", "order:2"]),
+                event("e4", &["branch:x"]),
+                event("e5", &["order:1"]),
+            ],
+        )
+        .await;
+        let rooms = |rs: &[&str]| rs.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        let got = store
+            .read_rooms(&rooms(&["order:1", "order:2"]), 0, i64::MAX, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 5],
+            "e3 once"
+        );
+        let after = store
+            .read_rooms(&rooms(&["order:1"]), 1, i64::MAX, 100)
+            .await
+            .unwrap();
+        assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 5]);
+        let upto = store
+            .read_rooms(&rooms(&["order:1"]), 0, 3, 100)
+            .await
+            .unwrap();
+        assert_eq!(upto.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 3]);
+        let limited = store
+            .read_rooms(&rooms(&["order:1", "order:2"]), 0, i64::MAX, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            limited.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(
+            store
+                .read_rooms(&rooms(&["nobody:1"]), 0, i64::MAX, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .read_rooms(&[], 0, i64::MAX, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .count_rooms(&rooms(&["order:1", "order:2"]), 0, 100)
+                .await
+                .unwrap(),
+            4
+        );
+        assert_eq!(
+            store
+                .count_rooms(&rooms(&["order:1", "order:2"]), 0, 2)
+                .await
+                .unwrap(),
+            2,
+            "capped"
+        );
+    }
+);
+
+on_both!(
+    idempotency_keys_return_the_first_receipt,
+    |store: Store| async move {
+        let first = append(&store, &[keyed("a", &["order:1"], "k1")]).await;
+        assert!(matches!(first[0], Appended::New { seq: 1, .. }));
+        // A retry, and a duplicate inside one batch, store nothing new.
+        let retry = append(
+            &store,
+            &[
+                keyed("a", &["order:9"], "k1"),
+                event("b", &["order:1"]),
+                keyed("c", &["x:1"], "k2"),
+                keyed("c", &["x:1"], "k2"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            retry,
+            vec![
+                Appended::Duplicate {
+                    seq: 1,
+                    rooms: vec!["order:1".into()]
+                },
+                Appended::New {
+                    seq: 2,
+                    payload: r#"{"type":"b","seq":2}"#.into()
+                },
+                Appended::New {
+                    seq: 3,
+                    payload: r#"{"type":"c","seq":3}"#.into()
+                },
+                Appended::Duplicate {
+                    seq: 3,
+                    rooms: vec!["x:1".into()]
+                },
+            ]
+        );
+        assert_eq!(
+            store.log_meta().await.unwrap().last_seq,
+            3,
+            "duplicates take no offset"
+        );
+        // Once the key is older than the window, it is fresh again.
+        let later = store
+            .append(&[keyed("a", &["order:1"], "k1")], i64::MAX, &|_, seq| {
+                format!("{{\"seq\":{seq}}}")
+            })
+            .await
+            .unwrap();
+        assert!(matches!(later[0], Appended::New { seq: 4, .. }));
+    }
+);
+
+on_both!(
+    pruning_removes_old_events_and_records_how_far,
+    |store: Store| async move {
+        let old = NewEvent {
+            created_at_ms: 1_000,
+            ..event("old", &["order:1"])
+        };
+        let old_keyed = NewEvent {
+            created_at_ms: 1_000,
+            ..keyed("old", &["order:1"], "old-key")
+        };
+        append(&store, &[old.clone(), old_keyed, old]).await;
+        append(&store, &[event("new", &["order:1"])]).await;
+        let through = store.prune(2_000, 2_000).await.unwrap();
+        assert_eq!(through, 3);
+        assert_eq!(store.log_meta().await.unwrap().pruned_through, 3);
+        let left = store
+            .read_rooms(&["order:1".into()], 0, i64::MAX, 10)
+            .await
+            .unwrap();
+        assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+        // The pruned idempotency key no longer blocks a new emit.
+        let again = append(&store, &[keyed("again", &["order:1"], "old-key")]).await;
+        assert!(matches!(again[0], Appended::New { seq: 5, .. }));
+        // Pruning again with nothing old is a no-op that keeps the mark.
+        assert_eq!(store.prune(2_000, 2_000).await.unwrap(), 3);
+    }
+);
+
+on_both!(offline_users_are_taken_once, |store: Store| async move {
+    assert_eq!(store.take_offline("u1").await.unwrap(), None);
+    store.mark_offline("u1", 7, 1).await.unwrap();
+    store.mark_offline("u1", 9, 2).await.unwrap();
+    assert_eq!(store.take_offline("u1").await.unwrap(), Some(9));
+    assert_eq!(store.take_offline("u1").await.unwrap(), None);
+});
+
+#[tokio::test]
+async fn sqlite_log_survives_reopening_with_its_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let url =
+        livehub::config::DatabaseUrl::Sqlite(format!("sqlite://{}/log.db", dir.path().display()));
+    let store = Store::connect(&url).await.unwrap();
+    append(&store, &[event("a", &["order:1"])]).await;
+    let epoch = store.log_meta().await.unwrap().epoch;
+    store.close().await;
+    let reopened = Store::connect(&url).await.unwrap();
+    let meta = reopened.log_meta().await.unwrap();
+    assert_eq!((meta.epoch, meta.last_seq), (epoch, 1));
+}
+
+/// Two appenders on one PostgreSQL log (two nodes): offsets stay unique and
+/// gapless, and a reader never sees a later offset before an earlier one.
+#[tokio::test]
+async fn postgres_concurrent_appenders_commit_in_offset_order() {
+    let Some(a) = common::postgres("concurrent").await else {
+        return;
+    };
+    let url = std::env::var("TEST_DATABASE_URL").unwrap();
+    let schema = format!("t_concurrent_{}", std::process::id());
+    let b = Store::connect_postgres_schema(&url, &schema).await.unwrap();
+    let writer = |store: Store, tag: &'static str| {
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let batch: Vec<NewEvent> = (0..5).map(|_| event(tag, &["order:1"])).collect();
+                let _ = i;
+                append(&store, &batch).await;
+            }
+        })
+    };
+    let reader_store = a.clone();
+    let reader = tokio::spawn(async move {
+        // Every read must be a gapless prefix 1..=n.
+        for _ in 0..200 {
+            let seen = reader_store.read_after(0, 10_000).await.unwrap();
+            for (i, e) in seen.iter().enumerate() {
+                assert_eq!(e.seq, i as i64 + 1, "gap or reordering visible to a reader");
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let (wa, wb) = (writer(a.clone(), "a"), writer(b, "b"));
+    wa.await.unwrap();
+    wb.await.unwrap();
+    reader.await.unwrap();
+    let all = a.read_after(0, 10_000).await.unwrap();
+    assert_eq!(all.len(), 400);
+    assert!(all.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1));
+}
