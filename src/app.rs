@@ -21,9 +21,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ApiKeys, Verifier};
+use crate::chat::Chat;
 use crate::config::{Config, redact_url};
 use crate::http::{self, AppState, dev::DevInfo};
 use crate::hub::{Hub, HubOptions, HubTasks};
+use crate::presence::Presence;
 use crate::realtime::{self, IoFabric, Realtime, transport::TransportControl};
 use crate::store::Store;
 
@@ -39,7 +41,7 @@ pub struct App {
     ready: Arc<AtomicBool>,
     close_sockets: Closer,
     tasks: HubTasks,
-    store: Option<Store>,
+    store: Store,
     /// The effective configuration (dev secrets filled in).
     pub config: Config,
     dev: Option<DevInfo>,
@@ -49,20 +51,17 @@ impl App {
     /// Builds everything; nothing listens yet.
     pub async fn build(mut config: Config) -> anyhow::Result<App> {
         let dev = prepare_dev(&mut config);
-        let store = if config.event_log {
-            let store = Store::connect(&config.database_url)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot open DATABASE_URL {}",
-                        redact_url(config.database_url.as_str())
-                    )
-                })?;
-            Some(store)
-        } else {
+        let store = Store::connect(&config.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open DATABASE_URL {}",
+                    redact_url(config.database_url.as_str())
+                )
+            })?;
+        if !config.event_log {
             tracing::warn!("EVENT_LOG=off: events are not stored and cannot be replayed");
-            None
-        };
+        }
         let verifier = Verifier::new(&config.jwt);
         if let Some(jwks) = verifier.jwks() {
             jwks.refresh(true).await;
@@ -94,7 +93,7 @@ impl App {
     async fn assemble<A, F, Fut>(
         builder: SocketIoBuilder<A>,
         config: Config,
-        store: Option<Store>,
+        store: Store,
         verifier: Verifier,
         dev: Option<DevInfo>,
         init: F,
@@ -107,8 +106,9 @@ impl App {
         let (layer, io) = builder.build_layer();
         let transport = Arc::new(TransportControl::default());
         let fabric = Arc::new(IoFabric::new(io.clone(), transport.clone()));
+        let log_store = config.event_log.then(|| store.clone());
         let (hub, tasks) = Hub::start(
-            store.clone(),
+            log_store.clone(),
             fabric,
             HubOptions {
                 replay_limit: config.replay_limit,
@@ -117,13 +117,18 @@ impl App {
         )
         .await
         .context("cannot read the event log")?;
-        let realtime = Arc::new(Realtime::new(
-            hub.clone(),
-            verifier.clone(),
-            transport.clone(),
-            realtime::Settings::from_config(&config),
-            store.clone(),
-        ));
+        let presence = Presence::memory();
+        let chat = Chat::new(store.clone(), hub.clone(), config.encryption_key.as_ref());
+        let realtime = Arc::new(Realtime::new(realtime::Parts {
+            hub: hub.clone(),
+            verifier: verifier.clone(),
+            transport: transport.clone(),
+            settings: realtime::Settings::from_config(&config),
+            store: log_store,
+            presence: presence.clone(),
+            chat: chat.clone(),
+            presence_broadcast_limit: config.presence_broadcast_limit,
+        }));
         init(realtime::register(&io, realtime.clone())).await?;
 
         let ready = Arc::new(AtomicBool::new(false));
@@ -132,6 +137,8 @@ impl App {
             api_keys: ApiKeys::new(&config.api_keys),
             verifier,
             realtime,
+            chat,
+            presence,
             metrics: crate::metrics::install(),
             node_id: config.node_id.clone(),
             started: Instant::now(),
@@ -170,6 +177,9 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
+        let local = listener.local_addr()?;
+        // Ready before the address is announced: whoever reads it may connect at once.
+        self.ready.store(true, Ordering::Release);
         let stop_accepting = CancellationToken::new();
         let server = tokio::spawn(crate::server::serve(
             listener,
@@ -177,7 +187,7 @@ impl App {
             stop_accepting.clone(),
             Duration::from_secs(2),
         ));
-        self.ready.store(true, Ordering::Release);
+        announce(&self, local);
         shutdown.await;
 
         let started = Instant::now();
@@ -204,9 +214,7 @@ impl App {
         } = self;
         drop((hub, router, close_sockets));
         let _ = tokio::time::timeout(Duration::from_secs(1), tasks.finish()).await;
-        if let Some(store) = store {
-            store.close().await;
-        }
+        store.close().await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "stopped");
         Ok(())
     }
@@ -254,8 +262,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (HOST/PORT)"))?;
-    let local = listener.local_addr()?;
-    announce(&app, local);
     app.serve(listener, shutdown_signal()).await
 }
 

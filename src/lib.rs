@@ -16,6 +16,7 @@
 //! * [`events`] owns the catalog and the envelope.
 //! * [`hub`] is the single place that emits, and orders replay against live delivery.
 //! * [`store`] owns every SQL statement.
+//! * [`presence`] knows who views what; [`chat`] stores and searches messages.
 //! * [`realtime`] holds the Socket.IO handlers, [`http`] the axum routes.
 //! * [`app`] wires them together; [`server`] accepts connections.
 
@@ -23,6 +24,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -30,6 +32,7 @@ pub mod events;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod presence;
 pub mod realtime;
 pub mod rooms;
 pub mod server;

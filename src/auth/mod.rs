@@ -127,7 +127,9 @@ impl Verifier {
         let mut v = Validation::new(alg);
         v.leeway = 0;
         // jsonwebtoken only checks `iss`/`aud` when present, so configured ones are required.
-        let mut required = vec!["exp", "sub"];
+        // `sub` is checked by `Claims::from_json`, which also takes numeric ids
+        // (plenty of backends mint `"sub": 42`, RFC 7519 notwithstanding).
+        let mut required = vec!["exp"];
         if self.inner.issuer.is_some() {
             required.push("iss");
         }
@@ -311,6 +313,11 @@ mod tests {
         assert_eq!(v.verify("not-a-jwt").await, Err(AuthError::InvalidToken));
         let no_exp = sign(json!({"sub": "u1"}), SECRET);
         assert_eq!(v.verify(&no_exp).await, Err(AuthError::InvalidToken));
+        let numeric = sign(json!({"sub": 42, "exp": now() + 60}), SECRET);
+        assert_eq!(
+            v.verify(&numeric).await.map(|c| c.sub),
+            Ok("42".to_string())
+        );
         let no_sub = sign(json!({"exp": now() + 60}), SECRET);
         assert_eq!(v.verify(&no_sub).await, Err(AuthError::InvalidToken));
         let empty_sub = sign(json!({"sub": "", "exp": now() + 60}), SECRET);

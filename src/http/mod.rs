@@ -38,8 +38,12 @@ pub struct AppState {
     pub api_keys: ApiKeys,
     /// User token verification.
     pub verifier: Verifier,
-    /// The socket side (user counts).
+    /// The socket side.
     pub realtime: Arc<Realtime>,
+    /// Chat.
+    pub chat: crate::chat::Chat,
+    /// Presence.
+    pub presence: crate::presence::Presence,
     /// Prometheus.
     pub metrics: PrometheusHandle,
     /// This node's name.
@@ -61,12 +65,24 @@ pub fn router(state: AppState, demo_dir: Option<&std::path::Path>) -> Router {
         .route("/api/v1/emit/batch", post(emit::emit_batch))
         .route("/api/v1/users/{id}/disconnect", post(disconnect_user))
         .route("/api/v1/events", get(rooms::events))
+        .route("/api/v1/rooms/{room}/presence", get(rooms::presence))
+        .route("/api/v1/rooms/{room}/messages", get(rooms::messages))
+        .route("/api/v1/rooms/{room}/read", post(rooms::read))
+        .route("/api/v1/search", get(rooms::search))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics));
-    if let Some(dev) = &state.dev {
-        app = app.merge(dev::routes(dev, demo_dir));
+    // Unknown API paths are a JSON 404 even when the demo page serves everything else.
+    app = app
+        .route("/api/{*rest}", axum::routing::any(not_found))
+        .method_not_allowed_fallback(method_not_allowed);
+    match &state.dev {
+        Some(dev) if demo_dir.is_some() => app.merge(dev::routes(dev, demo_dir)).with_state(state),
+        Some(dev) => app
+            .merge(dev::routes(dev, None))
+            .fallback(not_found)
+            .with_state(state),
+        None => app.fallback(not_found).with_state(state),
     }
-    app.fallback(not_found).with_state(state)
 }
 
 /// Wraps the whole service (Socket.IO included): the Engine.IO gate, CORS and
@@ -178,6 +194,15 @@ async fn disconnect_user(
     crate::rooms::parse(&crate::rooms::user_room(&id))?;
     state.hub.disconnect_user(&id).await?;
     Ok(axum::Json(json!({ "ok": true, "userId": id })))
+}
+
+async fn method_not_allowed() -> Response {
+    let rejection = crate::error::Rejection::bad_request("method not allowed on this route");
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(rejection.to_json()),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -19,7 +19,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "status": if ready { "OK" } else { "UNAVAILABLE" },
         "ready": ready,
         "connections": census.websocket + census.polling,
-        "users": state.realtime.users_online(),
+        "users": state.presence.users_online().await,
         "rooms": census.rooms,
         "node": state.node_id,
         "uptimeSeconds": state.started.elapsed().as_secs(),
@@ -41,7 +41,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         census.websocket,
         census.polling,
         census.rooms,
-        state.realtime.users_online(),
+        state.presence.users_online().await,
     );
     (
         [(

@@ -1,6 +1,7 @@
-//! Reads about rooms: the event log for clients that poll.
+//! Room routes: the event log for clients that poll, presence, chat history,
+//! read receipts and search.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -65,5 +66,113 @@ pub async fn events(
         "room": room,
         "events": events,
         "latestOffset": state.hub.latest_offset(),
+    })))
+}
+
+/// `GET /api/v1/rooms/{room}/presence`: who views the room (200 with 0 when nobody).
+pub async fn presence(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(room): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.may_read(&room)?;
+    let viewers = state.presence.viewers(&room).await;
+    Ok(axum::Json(
+        json!({ "ok": true, "room": room, "viewersCount": viewers.len(), "viewers": viewers }),
+    ))
+}
+
+/// Query of the history route.
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+fn int_param(v: Option<&str>, name: &str) -> Result<Option<i64>, Rejection> {
+    v.filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| Rejection::bad_request(format!("`{name}` must be an integer")))
+        })
+        .transpose()
+}
+
+/// `GET /api/v1/rooms/{room}/messages?before=&limit=`: a page of history, newest last.
+pub async fn messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(room): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.may_read(&room)?;
+    let before = int_param(q.before.as_deref(), "before")?;
+    let limit = int_param(q.limit.as_deref(), "limit")?.map(|l| l.clamp(0, 100_000) as usize);
+    let messages = state.chat.history(&room, before, limit).await?;
+    Ok(axum::Json(
+        json!({ "ok": true, "room": room, "messages": messages }),
+    ))
+}
+
+/// `POST /api/v1/rooms/{room}/read {messageIds}`: read receipts of the calling user.
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(room): Path<String>,
+    super::error::JsonBody(body): super::error::JsonBody,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.may_read(&room)?;
+    let Caller::User(claims) = caller else {
+        return Err(Rejection::forbidden(
+            "read receipts belong to a user: call with the user's token",
+        )
+        .into());
+    };
+    let ids = crate::realtime::handlers::message_ids(body.get("messageIds"))?;
+    let receipt = state.chat.mark_read(&claims, &room, &ids).await?;
+    let mut out = json!({ "ok": true });
+    if let (Some(o), Value::Object(r)) = (out.as_object_mut(), receipt) {
+        o.extend(r);
+    }
+    Ok(axum::Json(out))
+}
+
+/// Query of the search route.
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+    room: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/search?q=&room=`: messages the caller may see, newest first.
+pub async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<SearchQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let text =
+        q.q.filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| Rejection::bad_request("`q` is required"))?;
+    if text.len() > 500 {
+        return Err(Rejection::bad_request("`q` is longer than 500 bytes").into());
+    }
+    let room = q.room.filter(|r| !r.is_empty());
+    if let Some(room) = &room {
+        caller.may_read(room)?;
+    }
+    let limit = int_param(q.limit.as_deref(), "limit")?.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(Rejection::bad_request("`limit` must be 1-200").into());
+    }
+    let visible = |r: &str| caller.may_read(r).is_ok();
+    let result = state
+        .chat
+        .search(&text, room.as_deref(), visible, limit as usize)
+        .await?;
+    Ok(axum::Json(json!({
+        "ok": true,
+        "messages": result.messages,
+        "search": { "mode": result.mode, "note": result.note },
     })))
 }

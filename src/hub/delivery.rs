@@ -54,9 +54,10 @@ impl Membership {
         self.joined.lock().keys().cloned().collect()
     }
 
-    /// How many rooms.
+    /// How many rooms, not counting the internal everyone-room.
     pub fn len(&self) -> usize {
-        self.joined.lock().len()
+        let joined = self.joined.lock();
+        joined.len() - usize::from(joined.contains_key(crate::rooms::EVERYONE))
     }
 
     /// Whether no room has been joined yet.

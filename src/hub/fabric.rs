@@ -72,13 +72,7 @@ pub trait Fabric: Send + Sync + 'static {
 
     /// Sends an ephemeral (unlogged) event to `rooms` on every node, except the
     /// socket `except` (the one that caused it).
-    fn signal(
-        &self,
-        rooms: &[String],
-        except: Option<Sid>,
-        event: &str,
-        payload: &serde_json::Value,
-    );
+    fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &serde_json::Value);
 
     /// Disconnects every socket in `room` on every node, with a Socket.IO
     /// disconnect (the client does not reconnect by itself).

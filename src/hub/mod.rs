@@ -210,7 +210,6 @@ impl Hub {
 
     /// Emits an event livehub itself produces (chat, read receipts): logged and
     /// replayable like any other, but exempt from the catalog and the reserved names.
-    #[allow(dead_code)] // used by chat (next change)
     pub(crate) async fn emit_system(
         &self,
         event: &str,
@@ -476,15 +475,8 @@ impl Hub {
     }
 
     /// Sends an ephemeral event (presence, typing…) to rooms on every node,
-    /// except the socket that caused it. Not logged, not replayed.
-    #[allow(dead_code)] // used by presence (next change)
-    pub(crate) fn signal(
-        &self,
-        rooms: &[String],
-        except: Option<Sid>,
-        event: &str,
-        payload: &Value,
-    ) {
+    /// except sockets in the `except` rooms. Not logged, not replayed.
+    pub(crate) fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &Value) {
         self.inner.fabric.signal(rooms, except, event, payload);
     }
 

@@ -108,7 +108,6 @@ impl ConnectFlow {
             .and_then(|o| o.as_str())
             .filter(|o| !o.is_empty())
             .map(String::from);
-        let user = claims.sub.clone();
         let session = Arc::new(Session::new(
             s.id,
             claims,
@@ -117,7 +116,6 @@ impl ConnectFlow {
             ip,
             EventLimiter::per_minute(ctx.settings.rate_limit_per_minute),
         ));
-        ctx.user_connected(&user);
         s.extensions.insert(session);
         s.on_fallback(Dispatcher(ctx.clone()));
         let ctx = ctx.clone();
@@ -140,6 +138,5 @@ async fn on_disconnect<A: Adapter>(
     tracing::debug!(sid = %socket.id, ?reason, "socket disconnected");
     ctx.connections.release(session.ip);
     ctx.transport.forget(&socket.id.to_string());
-    let user = session.claims().sub.clone();
-    ctx.user_disconnected(&user).await;
+    super::handlers::on_disconnect(&ctx, &session).await;
 }

@@ -12,9 +12,11 @@ use socketioxide::extract::SocketRef;
 
 use super::Realtime;
 use super::session::Session;
+use crate::auth::Claims;
 use crate::error::Rejection;
 use crate::events;
 use crate::hub::{Fill, JoinFailure, OffsetProblem};
+use crate::presence::announce::Departure;
 use crate::rooms::{self, EVERYONE, EntityKind};
 
 type Ack = Result<Map<String, Value>, Rejection>;
@@ -37,19 +39,76 @@ pub async fn on_event<A: Adapter>(
             join(ctx, session, room, since(&data)?).await
         }
         "subscribe" => join(ctx, session, room_field(&data)?, since(&data)?).await,
-        "leave:shipment" => leave(
-            ctx,
-            socket,
-            session,
-            entity_room(&data, EntityKind::Shipment, "shipmentId")?,
-        ),
-        "leave:order" => leave(
-            ctx,
-            socket,
-            session,
-            entity_room(&data, EntityKind::Order, "orderId")?,
-        ),
-        "unsubscribe" => leave(ctx, socket, session, room_field(&data)?),
+        "leave:shipment" => {
+            leave(
+                ctx,
+                socket,
+                session,
+                entity_room(&data, EntityKind::Shipment, "shipmentId")?,
+            )
+            .await
+        }
+        "leave:order" => {
+            leave(
+                ctx,
+                socket,
+                session,
+                entity_room(&data, EntityKind::Order, "orderId")?,
+            )
+            .await
+        }
+        "unsubscribe" => leave(ctx, socket, session, room_field(&data)?).await,
+        "typing:start" | "typing:stop" => {
+            let room = room_field(&data)?;
+            rooms::parse(&room)?;
+            if !session.membership.contains(&room) {
+                return Err(Rejection::forbidden("join the room before typing in it"));
+            }
+            let user = session.claims().sub.clone();
+            if name == "typing:start" {
+                ctx.typing.started(&room, &user);
+            } else {
+                ctx.typing.stopped(&room, &user);
+            }
+            Ok(fields(json!({ "room": room })))
+        }
+        "presence:set" => {
+            let status = match object(&data)?.get("status") {
+                Some(Value::String(s)) if PRESENCE_STATUSES.contains(&s.as_str()) => s.clone(),
+                _ => {
+                    return Err(Rejection::bad_request(
+                        "`status` must be one of online, away, busy",
+                    ));
+                }
+            };
+            announce_status(ctx, &session.claims(), &status);
+            Ok(fields(json!({ "status": status })))
+        }
+        "chat:send" => {
+            let room = room_field(&data)?;
+            let claims = session.claims();
+            rooms::authorize(&claims, &room)?;
+            let message = ctx.chat.send(&claims, &room, object(&data)?).await?;
+            Ok(fields(json!({ "message": message })))
+        }
+        "chat:history" => {
+            let room = room_field(&data)?;
+            rooms::authorize(&session.claims(), &room)?;
+            let obj = object(&data)?;
+            let before = optional_int(obj.get("before"), "before")?;
+            let limit = optional_int(obj.get("limit"), "limit")?
+                .map(|l| l.clamp(0, i64::from(u16::MAX)) as usize);
+            let messages = ctx.chat.history(&room, before, limit).await?;
+            Ok(fields(json!({ "room": room, "messages": messages })))
+        }
+        "chat:read" => {
+            let room = room_field(&data)?;
+            let claims = session.claims();
+            rooms::authorize(&claims, &room)?;
+            let ids = message_ids(object(&data)?.get("messageIds"))?;
+            let receipt = ctx.chat.mark_read(&claims, &room, &ids).await?;
+            Ok(fields(receipt))
+        }
         "rooms" => {
             let mut rooms: Vec<String> = socket
                 .rooms()
@@ -79,6 +138,13 @@ pub async fn on_connect<A: Adapter>(
     session: &Arc<Session>,
 ) {
     let claims = session.claims();
+    if ctx
+        .presence
+        .connect_user(&claims.sub, &session.sid.to_string())
+        .await
+    {
+        announce_status(ctx, &claims, "online");
+    }
     let mut rooms = rooms::automatic_rooms(&claims);
     rooms.push(EVERYONE.to_string());
     let connected_at = session.connected_at;
@@ -131,7 +197,10 @@ async fn join(
     let claims = session.claims();
     rooms::authorize(&claims, &room)?;
     if session.membership.contains(&room) {
-        return Ok(fields(json!({ "room": room, "replayed": 0 })));
+        let viewers = ctx.presence.viewers(&room).await;
+        return Ok(fields(
+            json!({ "room": room, "replayed": 0, "viewers": viewers, "viewersCount": viewers.len() }),
+        ));
     }
     if session.membership.len() >= ctx.settings.max_rooms_per_socket {
         return Err(Rejection::forbidden(format!(
@@ -184,15 +253,36 @@ async fn join(
         }
     };
     crate::metrics::replayed(replayed);
-    let mut ack = fields(json!({ "room": room, "replayed": replayed }));
+    let sid = session.sid.to_string();
+    let change = ctx
+        .presence
+        .join(&room, &claims.sub, claims.display_name(), &sid)
+        .await;
+    session.viewing.lock().push(room.clone());
+    if change.user_changed {
+        ctx.announcer.arrived(
+            &room,
+            &claims.sub,
+            claims.display_name(),
+            &sid,
+            change.viewers,
+        );
+    }
+    let viewers = ctx.presence.viewers(&room).await;
+    let mut ack = fields(json!({
+        "room": room,
+        "replayed": replayed,
+        "viewers": viewers,
+        "viewersCount": viewers.len(),
+    }));
     if let Some(problem) = reset_reason {
         ack.insert("reset".into(), Value::String(problem.as_str().into()));
     }
     Ok(ack)
 }
 
-fn leave<A: Adapter>(
-    _ctx: &Arc<Realtime>,
+async fn leave<A: Adapter>(
+    ctx: &Arc<Realtime>,
     socket: &SocketRef<A>,
     session: &Arc<Session>,
     room: String,
@@ -201,7 +291,73 @@ fn leave<A: Adapter>(
     let was_in = session.membership.contains(&room);
     socket.leave(room.clone());
     session.membership.forget(&room);
+    let viewed = {
+        let mut viewing = session.viewing.lock();
+        let before = viewing.len();
+        viewing.retain(|r| *r != room);
+        viewing.len() != before
+    };
+    if viewed {
+        stop_viewing(ctx, session, &room, Departure::Left).await;
+    }
     Ok(fields(json!({ "room": room, "left": was_in })))
+}
+
+/// The socket no longer views `room`: typing ends, and if it was the user's
+/// last socket there, the room hears that the user left.
+async fn stop_viewing(ctx: &Realtime, session: &Session, room: &str, how: Departure) {
+    let claims = session.claims();
+    let sid = session.sid.to_string();
+    let change = ctx.presence.leave(room, &claims.sub, &sid).await;
+    if change.user_changed {
+        ctx.typing.stopped(room, &claims.sub);
+        ctx.announcer.departed(
+            room,
+            &claims.sub,
+            claims.display_name(),
+            &sid,
+            how,
+            change.viewers,
+        );
+    }
+}
+
+/// Cleans up after a socket: presence in its rooms, and — when it was the
+/// user's last socket — the offline queue mark and an `offline` status.
+pub async fn on_disconnect(ctx: &Arc<Realtime>, session: &Arc<Session>) {
+    let rooms = std::mem::take(&mut *session.viewing.lock());
+    for room in rooms {
+        stop_viewing(ctx, session, &room, Departure::Disconnected).await;
+    }
+    let claims = session.claims();
+    if ctx
+        .presence
+        .disconnect_user(&claims.sub, &session.sid.to_string())
+        .await
+    {
+        ctx.mark_offline(&claims.sub).await;
+        announce_status(ctx, &claims, "offline");
+    }
+}
+
+/// Statuses a client may set; `offline` is livehub's to say.
+pub const PRESENCE_STATUSES: &[&str] = &["online", "away", "busy"];
+
+/// Tells the user's branch room their status.
+fn announce_status(ctx: &Realtime, claims: &Claims, status: &str) {
+    if let Some(branch) = &claims.branch_id {
+        ctx.hub.signal(
+            &[format!("branch:{branch}")],
+            &[],
+            "presence",
+            &json!({
+                "userId": claims.sub,
+                "name": claims.display_name(),
+                "status": status,
+                "timestamp": events::now_iso8601(),
+            }),
+        );
+    }
 }
 
 /// Tells the socket its offset cannot be replayed from and it must refetch.
@@ -252,6 +408,33 @@ fn room_field(data: &Value) -> Result<String, Rejection> {
         Some(Value::String(room)) => Ok(room.clone()),
         _ => Err(Rejection::bad_request("`room` must be a string")),
     }
+}
+
+fn optional_int(v: Option<&Value>, field: &str) -> Result<Option<i64>, Rejection> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+        Some(Value::String(s)) if s.parse::<i64>().is_ok() => Ok(s.parse().ok()),
+        Some(_) => Err(Rejection::bad_request(format!(
+            "`{field}` must be an integer"
+        ))),
+    }
+}
+
+/// `messageIds`: a list of message ids (integers, or strings of digits).
+pub fn message_ids(v: Option<&Value>) -> Result<Vec<i64>, Rejection> {
+    let bad = || Rejection::bad_request("`messageIds` must be a list of message ids");
+    let Some(Value::Array(items)) = v else {
+        return Err(bad());
+    };
+    items
+        .iter()
+        .map(|i| match i {
+            Value::Number(n) => n.as_i64().ok_or_else(bad),
+            Value::String(s) => s.parse().map_err(|_| bad()),
+            _ => Err(bad()),
+        })
+        .collect()
 }
 
 fn since(data: &Value) -> Result<Option<String>, Rejection> {

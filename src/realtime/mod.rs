@@ -17,7 +17,6 @@ pub mod transport;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use ipnet::IpNet;
 use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
@@ -25,14 +24,21 @@ use socketioxide::socket::Sid;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
 use crate::auth::Verifier;
+use crate::chat::Chat;
 use crate::config::Config;
 use crate::hub::{BoxFuture, Census, Fabric, Hub, LoggedEvent, SendOutcome};
+use crate::presence::{Announcer, Presence, Typing};
 use crate::store::Store;
 use limits::ConnectionsPerIp;
 use transport::{ConnInfo, TransportControl};
 
 /// Outgoing packets one socket may have queued before it counts as too slow.
-pub const SOCKET_BUFFER_PACKETS: usize = 512;
+///
+/// A controller's batch (up to 1,000 events) can land on one socket in a single
+/// burst, so the buffer holds two full batches: a client that keeps up never
+/// trips it, one that stopped reading does. Queue slots are allocated as they
+/// fill, so an idle socket does not pay for the headroom.
+pub const SOCKET_BUFFER_PACKETS: usize = 2048;
 
 /// The settings the socket side needs.
 #[derive(Debug, Clone)]
@@ -76,55 +82,61 @@ pub struct Realtime {
     pub settings: Settings,
     /// The database, for the offline queue (none when the log is off).
     pub store: Option<Store>,
-    /// Open sockets per user on this node.
-    online: DashMap<String, u32>,
+    /// Who views what, and who is connected.
+    pub presence: Presence,
+    /// Tells rooms who came and went.
+    pub announcer: Announcer,
+    /// Typing indicators.
+    pub typing: Typing,
+    /// Chat.
+    pub chat: Chat,
+}
+
+/// What the socket side is built from.
+pub struct Parts {
+    /// The emitter.
+    pub hub: Hub,
+    /// Token verification.
+    pub verifier: Verifier,
+    /// Forced reconnects.
+    pub transport: Arc<TransportControl>,
+    /// Limits.
+    pub settings: Settings,
+    /// The offline queue's database (none when the log is off).
+    pub store: Option<Store>,
+    /// Presence.
+    pub presence: Presence,
+    /// Chat.
+    pub chat: Chat,
+    /// `PRESENCE_BROADCAST_LIMIT`.
+    pub presence_broadcast_limit: usize,
 }
 
 impl Realtime {
     /// Shared handler state.
-    pub fn new(
-        hub: Hub,
-        verifier: Verifier,
-        transport: Arc<TransportControl>,
-        settings: Settings,
-        store: Option<Store>,
-    ) -> Realtime {
+    pub fn new(parts: Parts) -> Realtime {
         Realtime {
-            hub,
-            verifier,
-            transport,
+            announcer: Announcer::new(
+                parts.hub.clone(),
+                parts.presence.clone(),
+                parts.presence_broadcast_limit,
+            ),
+            typing: Typing::start(parts.hub.clone()),
+            hub: parts.hub,
+            verifier: parts.verifier,
+            transport: parts.transport,
             connections: ConnectionsPerIp::default(),
-            settings,
-            store,
-            online: DashMap::new(),
+            settings: parts.settings,
+            store: parts.store,
+            presence: parts.presence,
+            chat: parts.chat,
         }
     }
 
-    /// Users with at least one socket on this node.
-    pub fn users_online(&self) -> usize {
-        self.online.len()
-    }
-
-    pub(crate) fn user_connected(&self, user: &str) {
-        *self.online.entry(user.to_string()).or_insert(0) += 1;
-    }
-
-    /// Counts a socket gone; when it was the user's last, records the log
-    /// position so that events for the user meanwhile wait for their next connection.
-    pub(crate) async fn user_disconnected(&self, user: &str) {
-        let last = match self.online.entry(user.to_string()) {
-            dashmap::Entry::Occupied(mut e) => {
-                *e.get_mut() -= 1;
-                if *e.get() == 0 {
-                    e.remove();
-                    true
-                } else {
-                    false
-                }
-            }
-            dashmap::Entry::Vacant(_) => false,
-        };
-        if last && let Some(store) = &self.store {
+    /// Records that the user's last socket is gone, at the current log position,
+    /// so that events for the user meanwhile wait for their next connection.
+    pub(crate) async fn mark_offline(&self, user: &str) {
+        if let Some(store) = &self.store {
             let now = chrono::Utc::now().timestamp_millis();
             if let Err(e) = store.mark_offline(user, self.hub.position(), now).await {
                 tracing::warn!(error = %e, "could not record an offline user");
@@ -259,14 +271,14 @@ impl<A: Adapter> Fabric for IoFabric<A> {
     fn signal(
         &self,
         rooms: &[String],
-        except: Option<Sid>,
+        except: &[String],
         event: &str,
         payload: &serde_json::Value,
     ) {
-        let op = match except.and_then(|sid| self.io.get_socket(sid)) {
-            Some(socket) => socket.to(rooms.to_vec()),
-            None => self.io.to(rooms.to_vec()),
-        };
+        let mut op = self.io.to(rooms.to_vec());
+        if !except.is_empty() {
+            op = op.except(except.to_vec());
+        }
         let event = event.to_string();
         let payload = payload.clone();
         tokio::spawn(async move {

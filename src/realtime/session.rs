@@ -61,6 +61,8 @@ pub struct Session {
     pub ip: IpAddr,
     /// Rate limit on client events.
     pub limiter: Option<crate::realtime::limits::EventLimiter>,
+    /// Rooms this socket views (joined with `join:*` / `subscribe`), for presence.
+    pub viewing: Mutex<Vec<String>>,
     queue: Mutex<Queue>,
 }
 
@@ -84,6 +86,7 @@ impl Session {
             auth_offset,
             ip,
             limiter,
+            viewing: Mutex::new(Vec::new()),
             queue: Mutex::new(Queue {
                 jobs: VecDeque::from([Job::Connect]),
                 draining: true,

@@ -11,8 +11,11 @@
 //! has already been able to see every `seq < n`. Replay and the cluster tail rely
 //! on that.
 
+pub mod chat;
 mod postgres;
 mod sqlite;
+
+pub use chat::{NewMessage, SearchQuery, StoredMessage};
 
 use crate::config::DatabaseUrl;
 
@@ -238,6 +241,66 @@ impl Store {
     /// Removes and returns `user_id`'s offline position, if the user was offline.
     pub async fn take_offline(&self, user_id: &str) -> StoreResult<Option<i64>> {
         dispatch!(self.take_offline(user_id))
+    }
+
+    /// Stores a chat message. A repeated `(room, sender, client_id)` stores
+    /// nothing and returns the first message with `false`.
+    pub async fn insert_message(&self, message: &NewMessage) -> StoreResult<(StoredMessage, bool)> {
+        dispatch!(self.insert_message(message))
+    }
+
+    /// A room's messages older than message `before` (or the newest), newest
+    /// last, at most `limit`, with their read receipts.
+    pub async fn history(
+        &self,
+        room: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        dispatch!(self.history(room, before, limit))
+    }
+
+    /// Records that `user_id` read these messages of `room`; returns the ids
+    /// that exist in that room.
+    pub async fn mark_read(
+        &self,
+        room: &str,
+        user_id: &str,
+        ids: &[i64],
+        at_ms: i64,
+    ) -> StoreResult<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.mark_read(room, user_id, ids, at_ms))
+    }
+
+    /// Messages matching `query`, newest first, in `room` or in any room.
+    pub async fn search(
+        &self,
+        query: &SearchQuery,
+        room: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let empty = match query {
+            SearchQuery::Words(w) => w.is_empty(),
+            SearchQuery::Tokens(t) => t.is_empty(),
+        };
+        if empty {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.search(query, room, limit))
+    }
+
+    /// The `content` column of every message exactly as stored, oldest first —
+    /// for tests that check what is at rest.
+    #[doc(hidden)]
+    pub async fn debug_raw_message_contents(&self) -> StoreResult<Vec<String>> {
+        let sql = "SELECT content FROM messages ORDER BY id";
+        Ok(match &self.backend {
+            Backend::Sqlite(b) => sqlx::query_scalar(sql).fetch_all(&b.pool).await?,
+            Backend::Postgres(b) => sqlx::query_scalar(sql).fetch_all(&b.pool).await?,
+        })
     }
 
     /// Closes the pool, waiting for statements in flight.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 
+use super::chat::{NewMessage, SearchQuery, StoredMessage};
 use super::{
     Appended, LogMeta, NewEvent, PayloadFn, StoreError, StoreResult, StoredEvent, rooms_from_json,
     rooms_to_json,
@@ -308,6 +309,188 @@ impl PgStore {
                 .await?,
         )
     }
+}
+
+impl PgStore {
+    pub(super) async fn insert_message(
+        &self,
+        m: &NewMessage,
+    ) -> StoreResult<(StoredMessage, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO messages (room, sender_id, sender_name, content, encrypted, message_type, client_id, created_at, search)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9::text IS NULL THEN NULL ELSE to_tsvector('simple', $9::text) END)
+             ON CONFLICT (room, sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(&m.room)
+        .bind(&m.sender_id)
+        .bind(&m.sender_name)
+        .bind(&m.content)
+        .bind(m.encrypted)
+        .bind(&m.message_type)
+        .bind(&m.client_id)
+        .bind(m.created_at_ms)
+        .bind(&m.search_text)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{MESSAGE_COLUMNS} FROM messages WHERE room = $1 AND sender_id = $2 AND client_id = $3"
+            )))
+            .bind(&m.room)
+            .bind(&m.sender_id)
+            .bind(&m.client_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok((message_row(&row)?, false));
+        };
+        if !m.tokens.is_empty() {
+            sqlx::query(
+                "INSERT INTO message_tokens (token, message_id) SELECT t, $2 FROM UNNEST($1::text[]) AS t
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&m.tokens)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((
+            StoredMessage {
+                id,
+                room: m.room.clone(),
+                sender_id: m.sender_id.clone(),
+                sender_name: m.sender_name.clone(),
+                content: m.content.clone(),
+                encrypted: m.encrypted,
+                message_type: m.message_type.clone(),
+                client_id: m.client_id.clone(),
+                created_at_ms: m.created_at_ms,
+                read_by: Vec::new(),
+            },
+            true,
+        ))
+    }
+
+    pub(super) async fn history(
+        &self,
+        room: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{MESSAGE_COLUMNS} FROM messages WHERE room = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        )))
+        .bind(room)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut messages = rows
+            .iter()
+            .map(message_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        if !messages.is_empty() {
+            let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
+            let reads = sqlx::query(
+                "SELECT message_id, user_id, read_at FROM message_reads WHERE message_id = ANY($1) ORDER BY read_at, user_id",
+            )
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in reads {
+                let id: i64 = row.try_get(0)?;
+                if let Some(m) = messages.iter_mut().find(|m| m.id == id) {
+                    m.read_by.push((row.try_get(1)?, row.try_get(2)?));
+                }
+            }
+        }
+        Ok(messages)
+    }
+
+    pub(super) async fn mark_read(
+        &self,
+        room: &str,
+        user_id: &str,
+        ids: &[i64],
+        at_ms: i64,
+    ) -> StoreResult<Vec<i64>> {
+        let found: Vec<i64> = sqlx::query_scalar(
+            "WITH found AS (SELECT id FROM messages WHERE room = $1 AND id = ANY($2)),
+                  ins AS (INSERT INTO message_reads (message_id, user_id, read_at)
+                          SELECT id, $3, $4 FROM found ON CONFLICT DO NOTHING)
+             SELECT id FROM found ORDER BY id",
+        )
+        .bind(room)
+        .bind(ids)
+        .bind(user_id)
+        .bind(at_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(found)
+    }
+
+    pub(super) async fn search(
+        &self,
+        query: &SearchQuery,
+        room: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let rows = match query {
+            SearchQuery::Words(words) => {
+                // Prefix match on every word; words are letters and digits only.
+                let tsquery = words
+                    .iter()
+                    .map(|w| format!("{w}:*"))
+                    .collect::<Vec<_>>()
+                    .join(" & ");
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{MESSAGE_COLUMNS} FROM messages WHERE search @@ to_tsquery('simple', $1)
+                     AND ($2::text IS NULL OR room = $2) ORDER BY id DESC LIMIT $3"
+                )))
+                .bind(tsquery)
+                .bind(room)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            SearchQuery::Tokens(tokens) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{MESSAGE_COLUMNS} FROM messages WHERE id IN
+                       (SELECT message_id FROM message_tokens WHERE token = ANY($1)
+                        GROUP BY message_id HAVING COUNT(DISTINCT token) = $2)
+                     AND ($3::text IS NULL OR room = $3) ORDER BY id DESC LIMIT $4"
+                )))
+                .bind(tokens)
+                .bind(tokens.len() as i64)
+                .bind(room)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(message_row).collect()
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "SELECT id, room, sender_id, sender_name, content, encrypted, message_type, client_id, created_at";
+
+fn message_row(row: &PgRow) -> Result<StoredMessage, StoreError> {
+    Ok(StoredMessage {
+        id: row.try_get(0)?,
+        room: row.try_get(1)?,
+        sender_id: row.try_get(2)?,
+        sender_name: row.try_get(3)?,
+        content: row.try_get(4)?,
+        encrypted: row.try_get(5)?,
+        message_type: row.try_get(6)?,
+        client_id: row.try_get(7)?,
+        created_at_ms: row.try_get(8)?,
+        read_by: Vec::new(),
+    })
 }
 
 fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {

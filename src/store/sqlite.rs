@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use super::chat::{NewMessage, SearchQuery, StoredMessage};
 use super::{
     Appended, LogMeta, NewEvent, PayloadFn, StoreError, StoreResult, StoredEvent, rooms_from_json,
     rooms_to_json,
@@ -289,6 +290,206 @@ impl SqliteStore {
                 .await?,
         )
     }
+}
+
+impl SqliteStore {
+    pub(super) async fn insert_message(
+        &self,
+        m: &NewMessage,
+    ) -> StoreResult<(StoredMessage, bool)> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO messages (room, sender_id, sender_name, content, encrypted, message_type, client_id, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (room, sender_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+             RETURNING id",
+        )
+        .bind(&m.room)
+        .bind(&m.sender_id)
+        .bind(&m.sender_name)
+        .bind(&m.content)
+        .bind(m.encrypted)
+        .bind(&m.message_type)
+        .bind(&m.client_id)
+        .bind(m.created_at_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{MESSAGE_COLUMNS} FROM messages WHERE room = ? AND sender_id = ? AND client_id = ?"
+            )))
+            .bind(&m.room)
+            .bind(&m.sender_id)
+            .bind(&m.client_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok((message_row(&row)?, false));
+        };
+        if let Some(text) = &m.search_text {
+            sqlx::query("INSERT INTO messages_fts (rowid, content) VALUES (?, ?)")
+                .bind(id)
+                .bind(text)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for token in &m.tokens {
+            sqlx::query("INSERT OR IGNORE INTO message_tokens (token, message_id) VALUES (?, ?)")
+                .bind(token)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((
+            StoredMessage {
+                id,
+                room: m.room.clone(),
+                sender_id: m.sender_id.clone(),
+                sender_name: m.sender_name.clone(),
+                content: m.content.clone(),
+                encrypted: m.encrypted,
+                message_type: m.message_type.clone(),
+                client_id: m.client_id.clone(),
+                created_at_ms: m.created_at_ms,
+                read_by: Vec::new(),
+            },
+            true,
+        ))
+    }
+
+    pub(super) async fn history(
+        &self,
+        room: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{MESSAGE_COLUMNS} FROM messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?"
+        )))
+        .bind(room)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut messages = rows
+            .iter()
+            .map(message_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.reverse();
+        self.attach_reads(&mut messages).await?;
+        Ok(messages)
+    }
+
+    async fn attach_reads(&self, messages: &mut [StoredMessage]) -> StoreResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT message_id, user_id, read_at FROM message_reads WHERE message_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for m in messages.iter() {
+            list.push_bind(m.id);
+        }
+        q.push(") ORDER BY read_at, user_id");
+        for row in q.build().fetch_all(&self.pool).await? {
+            let id: i64 = row.try_get(0)?;
+            if let Some(m) = messages.iter_mut().find(|m| m.id == id) {
+                m.read_by.push((row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn mark_read(
+        &self,
+        room: &str,
+        user_id: &str,
+        ids: &[i64],
+        at_ms: i64,
+    ) -> StoreResult<Vec<i64>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id FROM messages WHERE room = ");
+        q.push_bind(room).push(" AND id IN (");
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        q.push(") ORDER BY id");
+        let found: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+        for id in &found {
+            sqlx::query(
+                "INSERT INTO message_reads (message_id, user_id, read_at) VALUES (?, ?, ?)
+                 ON CONFLICT (message_id, user_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    pub(super) async fn search(
+        &self,
+        query: &SearchQuery,
+        room: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("{MESSAGE_COLUMNS} FROM messages WHERE id IN ("));
+        match query {
+            SearchQuery::Words(words) => {
+                // Each word as a quoted prefix term, all required. Words come from
+                // our tokenizer (letters and digits only), quoting is belt and braces.
+                let expr = words
+                    .iter()
+                    .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                q.push("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ")
+                    .push_bind(expr)
+                    .push(")");
+            }
+            SearchQuery::Tokens(tokens) => {
+                q.push("SELECT message_id FROM message_tokens WHERE token IN (");
+                let mut list = q.separated(", ");
+                for t in tokens {
+                    list.push_bind(t.as_str());
+                }
+                q.push(") GROUP BY message_id HAVING COUNT(DISTINCT token) = ")
+                    .push_bind(tokens.len() as i64)
+                    .push(")");
+            }
+        }
+        if let Some(room) = room {
+            q.push(" AND room = ").push_bind(room);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(message_row).collect()
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "SELECT id, room, sender_id, sender_name, content, encrypted, message_type, client_id, created_at";
+
+fn message_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, StoreError> {
+    Ok(StoredMessage {
+        id: row.try_get(0)?,
+        room: row.try_get(1)?,
+        sender_id: row.try_get(2)?,
+        sender_name: row.try_get(3)?,
+        content: row.try_get(4)?,
+        encrypted: row.try_get(5)?,
+        message_type: row.try_get(6)?,
+        client_id: row.try_get(7)?,
+        created_at_ms: row.try_get(8)?,
+        read_by: Vec::new(),
+    })
 }
 
 fn stored_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {

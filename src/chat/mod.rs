@@ -1,0 +1,277 @@
+//! Chat: messages stored per room, history pages, read receipts and search.
+//!
+//! The caller (a socket handler or an HTTP route) has already checked that the
+//! user may join the room; this module checks the message itself, stores it
+//! through the [`Store`], and emits `chat:message` / `chat:read` through the hub.
+//!
+//! With `ENCRYPTION_KEY`, content is sealed before it reaches the store (see
+//! [`seal`]). The event log is not encrypted, so in that mode `chat:message` is
+//! delivered live but not written to the log; clients catch up with
+//! `chat:history` instead of replay.
+
+pub mod seal;
+
+use serde_json::{Map, Value, json};
+
+use crate::auth::Claims;
+use crate::error::Rejection;
+use crate::hub::Hub;
+use crate::store::{NewMessage, SearchQuery, Store, StoredMessage};
+use seal::Sealer;
+
+/// The longest message, in characters.
+pub const MAX_CONTENT_CHARS: usize = 10_000;
+/// The longest `clientId`.
+pub const MAX_CLIENT_ID: usize = 100;
+/// History page size when the client names none, and the most it may ask for.
+pub const DEFAULT_PAGE: usize = 50;
+/// See [`DEFAULT_PAGE`].
+pub const MAX_PAGE: usize = 200;
+/// Message types clients may send. `system` is reserved to livehub and controllers.
+pub const USER_MESSAGE_TYPES: &[&str] = &["text", "file", "image"];
+
+/// The chat service.
+#[derive(Clone)]
+pub struct Chat {
+    store: Store,
+    hub: Hub,
+    sealer: Option<Sealer>,
+}
+
+/// Search results and what the search could do.
+pub struct SearchResult {
+    /// Matching messages, newest first.
+    pub messages: Vec<Value>,
+    /// `full-text` (word prefixes) or `exact-words` (encrypted content).
+    pub mode: &'static str,
+    /// What this mode can and cannot find.
+    pub note: &'static str,
+}
+
+impl Chat {
+    /// A chat over `store`, emitting through `hub`, sealing with `key` if given.
+    pub fn new(store: Store, hub: Hub, key: Option<&[u8; 32]>) -> Chat {
+        Chat {
+            store,
+            hub,
+            sealer: key.map(Sealer::new),
+        }
+    }
+
+    /// Stores and broadcasts a message from `sender` to `room`. A repeated
+    /// `clientId` returns the first message and broadcasts nothing.
+    pub async fn send(
+        &self,
+        sender: &Claims,
+        room: &str,
+        data: &Map<String, Value>,
+    ) -> Result<Value, Rejection> {
+        let content = match data.get("content") {
+            Some(Value::String(c)) if !c.trim().is_empty() => c,
+            Some(Value::String(_)) | None => {
+                return Err(Rejection::bad_request(
+                    "`content` must be a non-empty string",
+                ));
+            }
+            Some(_) => return Err(Rejection::bad_request("`content` must be a string")),
+        };
+        if content.chars().count() > MAX_CONTENT_CHARS {
+            return Err(Rejection::too_large(format!(
+                "a message holds at most {MAX_CONTENT_CHARS} characters"
+            )));
+        }
+        let message_type = match data.get("messageType") {
+            None | Some(Value::Null) => "text",
+            Some(Value::String(t)) if USER_MESSAGE_TYPES.contains(&t.as_str()) => t.as_str(),
+            Some(Value::String(t)) if t == "system" => {
+                return Err(Rejection::forbidden(
+                    "`system` messages are sent by livehub, not by users",
+                ));
+            }
+            Some(_) => {
+                return Err(Rejection::bad_request(
+                    "`messageType` must be one of text, file, image",
+                ));
+            }
+        };
+        let client_id = match data.get("clientId") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(c)) if !c.is_empty() && c.len() <= MAX_CLIENT_ID => Some(c.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(_) => {
+                return Err(Rejection::bad_request(format!(
+                    "`clientId` must be a string of 1-{MAX_CLIENT_ID} characters"
+                )));
+            }
+        };
+        let (stored_content, search_text, tokens) = match &self.sealer {
+            Some(s) => (s.seal(room, content), None, s.tokens(content)),
+            None => (content.clone(), Some(content.clone()), Vec::new()),
+        };
+        let new = NewMessage {
+            room: room.to_string(),
+            sender_id: sender.sub.clone(),
+            sender_name: Some(sender.display_name().to_string()),
+            content: stored_content,
+            encrypted: self.sealer.is_some(),
+            message_type: message_type.to_string(),
+            client_id,
+            created_at_ms: chrono::Utc::now().timestamp_millis(),
+            search_text,
+            tokens,
+        };
+        let (stored, created) = self.store.insert_message(&new).await.map_err(unavailable)?;
+        let message = self.to_json(&stored);
+        if created {
+            let payload = message.as_object().cloned().unwrap_or_default();
+            if self.sealer.is_some() {
+                // Sealed at rest: keep the plaintext out of the (unencrypted) event log.
+                self.hub
+                    .signal(&[room.to_string()], &[], "chat:message", &message);
+            } else {
+                self.hub
+                    .emit_system("chat:message", payload, vec![room.to_string()])
+                    .await?;
+            }
+        }
+        Ok(message)
+    }
+
+    /// A page of `room`'s history, newest last.
+    pub async fn history(
+        &self,
+        room: &str,
+        before: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Value>, Rejection> {
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Rejection::bad_request(format!(
+                "`limit` must be 1-{MAX_PAGE}"
+            )));
+        }
+        let messages = self
+            .store
+            .history(room, before, limit)
+            .await
+            .map_err(unavailable)?;
+        Ok(messages.iter().map(|m| self.to_json(m)).collect())
+    }
+
+    /// Records that `reader` read `ids` in `room` and tells the room.
+    pub async fn mark_read(
+        &self,
+        reader: &Claims,
+        room: &str,
+        ids: &[i64],
+    ) -> Result<Value, Rejection> {
+        if ids.is_empty() || ids.len() > MAX_PAGE {
+            return Err(Rejection::bad_request(format!(
+                "`messageIds` must list 1-{MAX_PAGE} message ids"
+            )));
+        }
+        let now = chrono::Utc::now();
+        let marked = self
+            .store
+            .mark_read(room, &reader.sub, ids, now.timestamp_millis())
+            .await
+            .map_err(unavailable)?;
+        if marked.is_empty() {
+            return Err(Rejection::not_found(
+                "none of these messages are in this room",
+            ));
+        }
+        let read_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let receipt =
+            json!({ "room": room, "userId": reader.sub, "messageIds": marked, "readAt": read_at });
+        let payload = receipt.as_object().cloned().unwrap_or_default();
+        self.hub
+            .emit_system("chat:read", payload, vec![room.to_string()])
+            .await?;
+        Ok(receipt)
+    }
+
+    /// Searches messages in `room` (or every room `visible` allows), newest first.
+    pub async fn search(
+        &self,
+        query: &str,
+        room: Option<&str>,
+        visible: impl Fn(&str) -> bool,
+        limit: usize,
+    ) -> Result<SearchResult, Rejection> {
+        let mut words = seal::words(query);
+        if words.is_empty() {
+            return Err(Rejection::bad_request("`q` must contain at least one word"));
+        }
+        words.truncate(seal::MAX_QUERY_WORDS);
+        let (query, mode, note) = match &self.sealer {
+            None => (
+                SearchQuery::Words(words),
+                "full-text",
+                "every word must appear; words match as prefixes, case- and accent-insensitively",
+            ),
+            Some(s) => (
+                SearchQuery::Tokens(words.iter().flat_map(|w| s.tokens(w)).collect()),
+                "exact-words",
+                "chat content is encrypted at rest: search matches whole words only (no prefixes, no stemming), \
+                 and only messages stored while encryption was on",
+            ),
+        };
+        // Over-fetch, then drop what the caller may not see.
+        let found = self
+            .store
+            .search(&query, room, limit * 4)
+            .await
+            .map_err(unavailable)?;
+        let messages = found
+            .iter()
+            .filter(|m| visible(&m.room))
+            .take(limit)
+            .map(|m| self.to_json(m))
+            .collect();
+        Ok(SearchResult {
+            messages,
+            mode,
+            note,
+        })
+    }
+
+    /// The wire form of a stored message.
+    fn to_json(&self, m: &StoredMessage) -> Value {
+        let content = match (&self.sealer, m.encrypted) {
+            (_, false) => Value::String(m.content.clone()),
+            (Some(s), true) => s
+                .open(&m.room, &m.content)
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+            (None, true) => Value::Null,
+        };
+        let read_by: Vec<Value> = m
+            .read_by
+            .iter()
+            .map(|(user, at)| json!({ "userId": user, "readAt": iso(*at) }))
+            .collect();
+        json!({
+            "id": m.id,
+            "room": m.room,
+            "senderId": m.sender_id,
+            "senderName": m.sender_name,
+            "content": content,
+            "messageType": m.message_type,
+            "clientId": m.client_id,
+            "createdAt": iso(m.created_at_ms),
+            "readBy": read_by,
+        })
+    }
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn unavailable(e: crate::store::StoreError) -> Rejection {
+    tracing::error!(error = %e, "chat store failed");
+    Rejection::internal("chat storage is unavailable")
+}

@@ -1,0 +1,101 @@
+//! Presence: who is viewing which room, and which users are connected at all.
+//!
+//! Counted by *user*, not by socket: a user with two tabs on a shipment is one
+//! viewer, and closing one tab changes nothing for the others. One boundary,
+//! two backings — in memory on a single node, and in Redis with per-entry
+//! expiry refreshed by a heartbeat when several nodes form a cluster — so that
+//! counting viewers never means asking every node (which stalls when one is
+//! slow or dead).
+//!
+//! This module only keeps the state and reports *transitions* (a user started or
+//! stopped viewing). What to tell the room about them is [`announce`]'s job;
+//! typing indicators live in [`typing`].
+
+pub mod announce;
+mod memory;
+pub mod typing;
+
+use serde::Serialize;
+
+pub use announce::Announcer;
+pub use memory::MemoryPresence;
+pub use typing::Typing;
+
+/// A user viewing a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Viewer {
+    /// User id.
+    pub user_id: String,
+    /// Display name.
+    pub name: String,
+    /// One of the user's sockets in the room.
+    pub socket_id: String,
+}
+
+/// What a join or leave did to a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// Whether the user started (join) or stopped (leave) viewing — false when
+    /// another of their sockets keeps them in the room.
+    pub user_changed: bool,
+    /// Distinct users viewing after the change.
+    pub viewers: usize,
+}
+
+/// The presence store.
+#[derive(Clone)]
+pub enum Presence {
+    /// This node only.
+    Memory(MemoryPresence),
+}
+
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Presence::Memory(p) => p.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Presence {
+    /// In-memory presence for a single node.
+    pub fn memory() -> Presence {
+        Presence::Memory(MemoryPresence::default())
+    }
+
+    /// Socket `sid` of `user` now views `room`.
+    pub async fn join(&self, room: &str, user: &str, name: &str, sid: &str) -> Change {
+        dispatch!(self.join(room, user, name, sid))
+    }
+
+    /// Socket `sid` of `user` no longer views `room`.
+    pub async fn leave(&self, room: &str, user: &str, sid: &str) -> Change {
+        dispatch!(self.leave(room, user, sid))
+    }
+
+    /// Who views `room`, one entry per user.
+    pub async fn viewers(&self, room: &str) -> Vec<Viewer> {
+        dispatch!(self.viewers(room))
+    }
+
+    /// How many distinct users view `room`.
+    pub async fn count(&self, room: &str) -> usize {
+        dispatch!(self.count(room))
+    }
+
+    /// Socket `sid` of `user` connected; `true` when it is the user's first anywhere.
+    pub async fn connect_user(&self, user: &str, sid: &str) -> bool {
+        dispatch!(self.connect_user(user, sid))
+    }
+
+    /// Socket `sid` of `user` disconnected; `true` when it was the user's last anywhere.
+    pub async fn disconnect_user(&self, user: &str, sid: &str) -> bool {
+        dispatch!(self.disconnect_user(user, sid))
+    }
+
+    /// Users with at least one socket (cluster-wide with Redis).
+    pub async fn users_online(&self) -> usize {
+        dispatch!(self.users_online())
+    }
+}
