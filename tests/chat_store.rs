@@ -24,6 +24,7 @@ impl Fabric for NoSockets {
     fn send(&self, _: Sid, _: &str, _: &serde_json::value::RawValue) -> SendOutcome {
         SendOutcome::Gone
     }
+    fn disconnect(&self, _: Sid) {}
     fn join(&self, _: Sid, _: &[String]) {}
     fn rooms_of(&self, _: Sid) -> Vec<String> {
         Vec::new()

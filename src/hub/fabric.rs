@@ -64,6 +64,10 @@ pub trait Fabric: Send + Sync + 'static {
     /// Sends one event to one local socket.
     fn send(&self, sid: Sid, event: &str, payload: &RawValue) -> SendOutcome;
 
+    /// Ends a local socket with a Socket.IO disconnect (the client does not
+    /// reconnect by itself: used when its token expired).
+    fn disconnect(&self, sid: Sid);
+
     /// Puts a local socket in rooms.
     fn join(&self, sid: Sid, rooms: &[String]);
 

@@ -486,6 +486,11 @@ impl Hub {
         self.inner.fabric.send(sid, event, &raw)
     }
 
+    /// Ends one socket on this node with a Socket.IO disconnect.
+    pub(crate) fn disconnect_socket(&self, sid: Sid) {
+        self.inner.fabric.disconnect(sid);
+    }
+
     /// Disconnects every socket of a user, on every node.
     pub async fn disconnect_user(&self, user_id: &str) -> Result<(), Rejection> {
         self.inner

@@ -116,6 +116,7 @@ impl ConnectFlow {
             ip,
             EventLimiter::per_minute(ctx.settings.rate_limit_per_minute),
         ));
+        ctx.expiry.watch(s.id, session.claims().exp);
         s.extensions.insert(session);
         s.on_fallback(Dispatcher(ctx.clone()));
         let ctx = ctx.clone();
@@ -138,5 +139,6 @@ async fn on_disconnect<A: Adapter>(
     tracing::debug!(sid = %socket.id, ?reason, "socket disconnected");
     ctx.connections.release(session.ip);
     ctx.transport.forget(&socket.id.to_string());
+    ctx.expiry.forget(socket.id);
     super::handlers::on_disconnect(&ctx, &session).await;
 }

@@ -72,6 +72,25 @@ pub async fn on_event<A: Adapter>(
             }
             Ok(fields(json!({ "room": room })))
         }
+        "auth:refresh" => {
+            let token = match object(&data)?.get("token") {
+                Some(Value::String(t)) if !t.is_empty() => t,
+                _ => return Err(Rejection::bad_request("`token` must be a string")),
+            };
+            let fresh = ctx
+                .verifier
+                .verify(token)
+                .await
+                .map_err(|e| Rejection::forbidden(e.to_string()))?;
+            let current = session.claims();
+            if fresh.sub != current.sub {
+                return Err(Rejection::forbidden("the new token is for another user"));
+            }
+            let exp = fresh.exp;
+            *session.claims.lock() = Arc::new(fresh);
+            ctx.expiry.watch(session.sid, exp);
+            Ok(fields(json!({ "exp": exp })))
+        }
         "presence:set" => {
             let status = match object(&data)?.get("status") {
                 Some(Value::String(s)) if PRESENCE_STATUSES.contains(&s.as_str()) => s.clone(),

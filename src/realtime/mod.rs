@@ -9,6 +9,7 @@
 
 pub mod connect;
 pub mod dispatch;
+pub mod expiry;
 pub mod handlers;
 pub mod limits;
 pub mod session;
@@ -90,6 +91,8 @@ pub struct Realtime {
     pub typing: Typing,
     /// Chat.
     pub chat: Chat,
+    /// Token lifetimes.
+    pub expiry: expiry::Expiry,
 }
 
 /// What the socket side is built from.
@@ -122,6 +125,7 @@ impl Realtime {
                 parts.presence_broadcast_limit,
             ),
             typing: Typing::start(parts.hub.clone()),
+            expiry: expiry::Expiry::start(parts.hub.clone()),
             hub: parts.hub,
             verifier: parts.verifier,
             transport: parts.transport,
@@ -252,6 +256,12 @@ impl<A: Adapter> Fabric for IoFabric<A> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let _ = socket.disconnect();
             });
+        }
+    }
+
+    fn disconnect(&self, sid: Sid) {
+        if let Some(socket) = self.io.get_socket(sid) {
+            let _ = socket.disconnect();
         }
     }
 
