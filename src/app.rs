@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ApiKeys, Verifier};
 use crate::chat::Chat;
+use crate::cluster::{self, ClusterAdapter};
 use crate::config::{Config, redact_url};
 use crate::http::{self, AppState, dev::DevInfo};
 use crate::hub::{Hub, HubOptions, HubTasks};
@@ -66,25 +67,40 @@ impl App {
         if let Some(jwks) = verifier.jwks() {
             jwks.refresh(true).await;
         }
+        let store = store.with_origin(&config.node_id);
         let builder = realtime::builder(&config);
         match config.redis_url.clone() {
             None => {
-                Self::assemble(builder, config, store, verifier, dev, |init| async move {
-                    init.spawn();
-                    Ok(())
-                })
+                let presence = Presence::memory();
+                Self::assemble(
+                    builder,
+                    config,
+                    store,
+                    verifier,
+                    dev,
+                    presence,
+                    |init| async move {
+                        init.spawn();
+                        Ok(())
+                    },
+                )
                 .await
             }
             Some(url) => {
-                let client = redis::Client::open(with_resp3(&url))
-                    .context("REDIS_URL is not a valid Redis URL")?;
-                let adapter = socketioxide_redis::RedisAdapterCtr::new_with_redis(&client)
+                let cluster = cluster::connect(&url, &config.cluster_name, &config.node_id)
                     .await
                     .context("cannot reach Redis at REDIS_URL")?;
-                let builder = builder.with_adapter::<socketioxide_redis::RedisAdapter<_>>(adapter);
-                Self::assemble(builder, config, store, verifier, dev, |init| async move {
-                    init.await.context("Redis adapter failed to start")
-                })
+                let builder = builder.with_adapter::<ClusterAdapter<_>>(cluster.adapter);
+                let presence = Presence::Redis(cluster.presence);
+                Self::assemble(
+                    builder,
+                    config,
+                    store,
+                    verifier,
+                    dev,
+                    presence,
+                    |init| async move { init.await.context("the Redis adapter failed to start") },
+                )
                 .await
             }
         }
@@ -96,6 +112,7 @@ impl App {
         store: Store,
         verifier: Verifier,
         dev: Option<DevInfo>,
+        presence: Presence,
         init: F,
     ) -> anyhow::Result<App>
     where
@@ -105,7 +122,13 @@ impl App {
     {
         let (layer, io) = builder.build_layer();
         let transport = Arc::new(TransportControl::default());
-        let fabric = Arc::new(IoFabric::new(io.clone(), transport.clone()));
+        // Without a shared log (SQLite), logged events cross nodes through the adapter.
+        let cross_node_broadcast = config.redis_url.is_some() && !store.is_shared();
+        let fabric = Arc::new(IoFabric::new(
+            io.clone(),
+            transport.clone(),
+            cross_node_broadcast,
+        ));
         let log_store = config.event_log.then(|| store.clone());
         let (hub, tasks) = Hub::start(
             log_store.clone(),
@@ -113,11 +136,11 @@ impl App {
             HubOptions {
                 replay_limit: config.replay_limit,
                 retention: config.event_retention,
+                node: config.node_id.clone(),
             },
         )
         .await
         .context("cannot read the event log")?;
-        let presence = Presence::memory();
         let chat = Chat::new(store.clone(), hub.clone(), config.encryption_key.as_ref());
         let realtime = Arc::new(Realtime::new(realtime::Parts {
             hub: hub.clone(),
@@ -130,6 +153,9 @@ impl App {
             presence_broadcast_limit: config.presence_broadcast_limit,
         }));
         init(realtime::register(&io, realtime.clone())).await?;
+        if let Presence::Redis(shared) = &presence {
+            realtime::start_cluster_presence(&realtime, shared);
+        }
 
         let ready = Arc::new(AtomicBool::new(false));
         let state = AppState {
@@ -242,17 +268,6 @@ fn prepare_dev(config: &mut Config) -> Option<DevInfo> {
         secret: config.jwt.secret.clone().unwrap_or_default(),
         api_key: config.api_keys[0].clone(),
     })
-}
-
-/// socketioxide-redis speaks RESP3; ask for it unless the URL already says.
-fn with_resp3(url: &str) -> String {
-    if url.contains("protocol=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&protocol=resp3")
-    } else {
-        format!("{url}?protocol=resp3")
-    }
 }
 
 /// Binds, announces, serves until SIGTERM or SIGINT, drains, returns.

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// nothing can be replayed. Meant for benchmarks that measure the log's cost.
     #[arg(long, env = "EVENT_LOG")]
     pub event_log: Option<String>,
+    /// Name of the cluster: prefixes every Redis key and channel, so that several
+    /// clusters (staging, production) can share one Redis.
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
     /// Allow `REDIS_URL` with an SQLite database (each node then has its own log).
     #[arg(long, env = "ALLOW_SQLITE_CLUSTER")]
     pub allow_sqlite_cluster: Option<String>,
@@ -219,6 +223,8 @@ pub struct Config {
     pub event_log: bool,
     /// `REDIS_URL` with SQLite allowed.
     pub allow_sqlite_cluster: bool,
+    /// Prefix of Redis keys and channels.
+    pub cluster_name: String,
     /// Built demo page, served at `/` and `/demo/` in dev mode.
     pub demo_dir: Option<PathBuf>,
     /// Development mode.
@@ -547,6 +553,23 @@ impl Config {
             "ALLOW_SQLITE_CLUSTER",
             "allow-sqlite-cluster",
         )?;
+        let cluster_name = match given(&a.cluster_name) {
+            None => "livehub".to_string(),
+            Some(n)
+                if n.len() <= 64
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                n.to_string()
+            }
+            Some(n) => {
+                return Err(err(
+                    "CLUSTER_NAME",
+                    "cluster-name",
+                    format!("{n:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."),
+                ));
+            }
+        };
         let dev = boolean(&a.dev, "LIVEHUB_DEV", "dev")?;
         let demo_dir = match given(&a.demo_dir) {
             Some(d) => {
@@ -609,6 +632,7 @@ impl Config {
             node_id,
             event_log,
             allow_sqlite_cluster,
+            cluster_name,
             demo_dir,
             dev,
         })

@@ -18,7 +18,8 @@
 //! * [`store`] owns every SQL statement.
 //! * [`presence`] knows who views what; [`chat`] stores and searches messages.
 //! * [`realtime`] holds the Socket.IO handlers, [`http`] the axum routes.
-//! * [`app`] wires them together; [`server`] accepts connections.
+//! * [`cluster`] makes several nodes one; [`app`] wires everything together;
+//!   [`server`] accepts connections.
 
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod app;
 pub mod auth;
 pub mod chat;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -11,11 +11,14 @@ use super::AppState;
 
 /// `GET /health`: 200 with live counts when ready, 503 while starting or draining.
 ///
-/// Counts are this node's (`connections`, `users`, `rooms`), labelled so by `node`.
+/// `connections` and `rooms` are this node's (named by `node`); `users` counts
+/// users connected anywhere — cluster-wide when clustered. In a cluster,
+/// `cluster.ready` is false while Redis is unreachable: the node keeps serving
+/// its own sockets (so it stays `ready`), but cross-node signals and presence wait.
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let ready = state.ready.load(Ordering::Acquire);
     let census = state.hub.census();
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "OK" } else { "UNAVAILABLE" },
         "ready": ready,
         "connections": census.websocket + census.polling,
@@ -26,6 +29,14 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "eventLog": if state.hub.is_durable() { "on" } else { "off" },
         "offset": state.hub.latest_offset(),
     });
+    if let crate::presence::Presence::Redis(shared) = &state.presence {
+        let cluster = crate::cluster::ClusterHealth::of(shared).await;
+        body["cluster"] = json!({
+            "ready": cluster.redis_up,
+            "redis": if cluster.redis_up { "up" } else { "down" },
+            "nodes": cluster.nodes,
+        });
+    }
     let status = if ready {
         StatusCode::OK
     } else {

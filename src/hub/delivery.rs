@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::fabric::{Fabric, LoggedEvent, SendOutcome};
 use crate::events::mark_replayed;
 use crate::metrics;
+use crate::store::Store;
 
 /// Events kept in memory for joins.
 pub const RING_CAPACITY: usize = 8192;
@@ -158,6 +159,8 @@ pub(crate) enum JoinReply {
 
 enum Op {
     Deliver(Vec<Arc<LoggedEvent>>),
+    /// Another node committed up to this `seq` (shared log only).
+    Remote(i64),
     Join(JoinOp),
     Barrier(oneshot::Sender<i64>),
 }
@@ -182,6 +185,13 @@ impl DeliveryHandle {
         }
     }
 
+    /// Another node committed everything up to `seq`: deliver it here too.
+    pub async fn remote(&self, seq: i64) {
+        if seq > self.position() {
+            let _ = self.tx.send(Op::Remote(seq)).await;
+        }
+    }
+
     pub async fn join(&self, op: JoinOp) {
         let _ = self.tx.send(Op::Join(op)).await;
     }
@@ -196,10 +206,12 @@ impl DeliveryHandle {
     }
 }
 
-/// Starts the deliverer at log position `start`.
+/// Starts the deliverer at log position `start`. With a shared `store`, it
+/// fills gaps left by other nodes' commits from the log.
 pub(crate) fn spawn(
     fabric: Arc<dyn Fabric>,
     start: i64,
+    store: Option<Store>,
 ) -> (DeliveryHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let position = Arc::new(AtomicI64::new(start));
@@ -207,6 +219,7 @@ pub(crate) fn spawn(
         fabric,
         ring: VecDeque::with_capacity(RING_CAPACITY),
         position: position.clone(),
+        store,
     };
     let task = tokio::spawn(deliverer.run(rx));
     (DeliveryHandle { tx, position }, task)
@@ -216,7 +229,12 @@ struct Deliverer {
     fabric: Arc<dyn Fabric>,
     ring: VecDeque<Arc<LoggedEvent>>,
     position: Arc<AtomicI64>,
+    /// The shared log, to read what other nodes committed.
+    store: Option<Store>,
 }
+
+/// Events read per query while catching up with other nodes' commits.
+const CATCH_UP_PAGE: usize = 1000;
 
 impl Deliverer {
     async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
@@ -224,9 +242,18 @@ impl Deliverer {
             match op {
                 Op::Deliver(events) => {
                     for event in events {
+                        let position = self.position.load(Ordering::Acquire);
+                        if event.seq <= position {
+                            continue; // already read from the shared log
+                        }
+                        if event.seq > position + 1 {
+                            // Other nodes committed the seqs before ours: they come first.
+                            self.catch_up(event.seq - 1).await;
+                        }
                         self.deliver(event);
                     }
                 }
+                Op::Remote(through) => self.catch_up(through).await,
                 Op::Join(op) => self.join(op),
                 Op::Barrier(reply) => {
                     let _ = reply.send(self.position.load(Ordering::Acquire));
@@ -234,6 +261,61 @@ impl Deliverer {
             }
         }
         tracing::debug!("deliverer stopped");
+    }
+
+    /// Delivers every event of the shared log up to `through`, in order. While
+    /// the database is unreachable it retries: nothing later may overtake.
+    async fn catch_up(&mut self, through: i64) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let mut failures = 0u32;
+        loop {
+            let position = self.position.load(Ordering::Acquire);
+            if position >= through {
+                return;
+            }
+            let want = ((through - position) as usize).min(CATCH_UP_PAGE);
+            match store.read_after(position, want).await {
+                Ok(events) if !events.is_empty() => {
+                    failures = 0;
+                    for stored in events {
+                        if stored.seq > through {
+                            break;
+                        }
+                        match RawValue::from_string(stored.payload) {
+                            Ok(payload) => self.deliver(Arc::new(LoggedEvent {
+                                seq: stored.seq,
+                                event: stored.event,
+                                payload,
+                                rooms: stored.rooms,
+                                except: stored.except,
+                            })),
+                            Err(e) => {
+                                tracing::error!(seq = stored.seq, error = %e, "unreadable event in the log; skipped");
+                                self.position.store(stored.seq, Ordering::Release);
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {
+                    // Announced but not visible yet (a replica lagging?): wait a moment.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    failures += 1;
+                    if failures > 250 {
+                        tracing::error!(position, through, "log gap never filled; moving on");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(50) {
+                        tracing::warn!(error = %e, position, through, "cannot read the shared log; retrying");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
     }
 
     fn deliver(&mut self, event: Arc<LoggedEvent>) {

@@ -38,6 +38,7 @@ pub mod delivery;
 pub mod fabric;
 pub mod log;
 pub mod offset;
+mod tail;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -93,6 +94,8 @@ pub struct HubOptions {
     pub replay_limit: usize,
     /// How long events are kept.
     pub retention: Duration,
+    /// This node's name (commits from other nodes are delivered from the shared log).
+    pub node: String,
 }
 
 /// The emitter. Cheap to clone; every clone is the same hub.
@@ -116,6 +119,7 @@ pub struct HubTasks {
     writer: tokio::task::JoinHandle<()>,
     deliverer: tokio::task::JoinHandle<()>,
     pruner: Option<tokio::task::JoinHandle<()>>,
+    tail: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HubTasks {
@@ -124,6 +128,9 @@ impl HubTasks {
     pub async fn finish(self) {
         if let Some(p) = self.pruner {
             p.abort();
+        }
+        if let Some(t) = self.tail {
+            t.abort();
         }
         let _ = self.writer.await;
         let _ = self.deliverer.await;
@@ -138,6 +145,7 @@ impl Hub {
         fabric: Arc<dyn Fabric>,
         options: HubOptions,
     ) -> Result<(Hub, HubTasks), StoreError> {
+        let node = options.node.clone();
         let (epoch, last_seq, pruned) = match &store {
             Some(s) => {
                 let meta = s.log_meta().await?;
@@ -146,7 +154,9 @@ impl Hub {
             None => (format!("mem{:05x}", rand::random::<u32>() & 0xfffff), 0, 0),
         };
         let codec = OffsetCodec::new(epoch);
-        let (delivery, deliverer) = delivery::spawn(fabric.clone(), last_seq);
+        let shared = store.clone().filter(Store::is_shared);
+        let (delivery, deliverer) = delivery::spawn(fabric.clone(), last_seq, shared.clone());
+        let tail = shared.map(|store| tail::spawn(store, node.to_string(), delivery.clone()));
         let sink = match &store {
             Some(s) => log::Sink::Store(s.clone()),
             None => log::Sink::Memory { last_seq },
@@ -174,6 +184,7 @@ impl Hub {
                 writer,
                 deliverer,
                 pruner,
+                tail,
             },
         ))
     }

@@ -112,6 +112,37 @@ impl MemoryPresence {
     pub(super) async fn users_online(&self) -> usize {
         self.users.len()
     }
+
+    /// Every (room, user, name, socket) held here.
+    pub(super) fn room_entries(&self) -> Vec<(String, String, String, String)> {
+        let mut out = Vec::new();
+        for room in self.rooms.iter() {
+            for (user, viewing) in room.value() {
+                for sid in &viewing.sockets {
+                    out.push((
+                        room.key().clone(),
+                        user.clone(),
+                        viewing.name.clone(),
+                        sid.clone(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every (user, socket) connected here.
+    pub(super) fn user_entries(&self) -> Vec<(String, String)> {
+        self.users
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .iter()
+                    .map(|sid| (e.key().clone(), sid.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

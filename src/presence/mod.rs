@@ -13,6 +13,7 @@
 
 pub mod announce;
 mod memory;
+pub mod redis;
 pub mod typing;
 
 use serde::Serialize;
@@ -48,12 +49,15 @@ pub struct Change {
 pub enum Presence {
     /// This node only.
     Memory(MemoryPresence),
+    /// Shared by the cluster through Redis.
+    Redis(redis::RedisPresence),
 }
 
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match $self {
             Presence::Memory(p) => p.$method($($arg),*).await,
+            Presence::Redis(p) => p.$method($($arg),*).await,
         }
     };
 }

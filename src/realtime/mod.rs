@@ -161,6 +161,77 @@ impl Realtime {
     }
 }
 
+/// The heartbeat's view of this node.
+struct NodeView(Hub);
+
+impl crate::presence::redis::NodeState for NodeView {
+    fn position(&self) -> i64 {
+        self.0.position()
+    }
+    fn connections(&self) -> usize {
+        let c = self.0.census();
+        c.websocket + c.polling
+    }
+}
+
+/// Starts the Redis presence heartbeat and turns lapsed entries (a node that
+/// died) into `user:disconnected`, the offline queue mark and an `offline` status.
+pub fn start_cluster_presence(
+    ctx: &Arc<Realtime>,
+    presence: &crate::presence::redis::RedisPresence,
+) {
+    use crate::presence::announce::Departure;
+    use crate::presence::redis::Lapsed;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    presence.start(Arc::new(NodeView(ctx.hub.clone())), tx);
+    let ctx = Arc::downgrade(ctx);
+    tokio::spawn(async move {
+        while let Some(lapsed) = rx.recv().await {
+            let Some(ctx) = ctx.upgrade() else { return };
+            match lapsed {
+                Lapsed::Viewer {
+                    room,
+                    user,
+                    name,
+                    socket_id,
+                    viewers,
+                } => {
+                    ctx.typing.stopped(&room, &user);
+                    ctx.announcer.departed(
+                        &room,
+                        &user,
+                        &name,
+                        &socket_id,
+                        Departure::Disconnected,
+                        viewers,
+                    );
+                }
+                Lapsed::User {
+                    user,
+                    branch,
+                    name,
+                    seq,
+                } => {
+                    if let Some(store) = &ctx.store {
+                        let now = chrono::Utc::now().timestamp_millis();
+                        if let Err(e) = store.mark_offline(&user, seq, now).await {
+                            tracing::warn!(error = %e, "could not record an offline user");
+                        }
+                    }
+                    if let Some(branch) = branch {
+                        ctx.hub.signal(
+                            &[format!("branch:{branch}")],
+                            &[],
+                            "presence",
+                            &serde_json::json!({ "userId": user, "name": name, "status": "offline", "timestamp": crate::events::now_iso8601() }),
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// socketioxide configured from livehub's settings.
 pub fn builder(config: &Config) -> SocketIoBuilder {
     // Messages up to MAX_PAYLOAD_BYTES are handled; larger ones up to twice that
@@ -193,14 +264,29 @@ pub fn register<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(
 pub struct IoFabric<A: Adapter> {
     io: SocketIo<A>,
     transport: Arc<TransportControl>,
+    /// Deliver logged events through the adapter to every node (a cluster
+    /// without a shared log) instead of to this node's sockets only.
+    cross_node_broadcast: bool,
 }
 
 impl<A: Adapter> IoFabric<A> {
     /// Over `io`.
-    pub fn new(io: SocketIo<A>, transport: Arc<TransportControl>) -> Self {
-        IoFabric { io, transport }
+    pub fn new(
+        io: SocketIo<A>,
+        transport: Arc<TransportControl>,
+        cross_node_broadcast: bool,
+    ) -> Self {
+        IoFabric {
+            io,
+            transport,
+            cross_node_broadcast,
+        }
     }
 }
+
+/// How long a cluster-wide broadcast may take before livehub falls back to this
+/// node's sockets (Redis down or slow).
+const CLUSTER_BROADCAST_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn outcome(result: Result<(), socketioxide::SendError>) -> SendOutcome {
     use socketioxide::{SendError, SocketError};
@@ -213,6 +299,21 @@ fn outcome(result: Result<(), socketioxide::SendError>) -> SendOutcome {
 
 impl<A: Adapter> Fabric for IoFabric<A> {
     fn deliver(&self, event: &LoggedEvent) -> usize {
+        if self.cross_node_broadcast {
+            // Other nodes have no shared log to read this from: send it through the adapter.
+            let mut op = self.io.to(event.rooms.clone());
+            if !event.except.is_empty() {
+                op = op.except(event.except.clone());
+            }
+            let name = event.event.clone();
+            let payload = event.payload.clone();
+            tokio::spawn(async move {
+                if let Err(e) = op.emit(&name, &*payload).await {
+                    tracing::warn!(error = %e, "cross-node delivery failed");
+                }
+            });
+            return 0;
+        }
         let Some(ns) = self.io.of("/") else { return 0 };
         let mut op = ns.local().to(event.rooms.clone());
         if !event.except.is_empty() {
@@ -285,22 +386,41 @@ impl<A: Adapter> Fabric for IoFabric<A> {
         event: &str,
         payload: &serde_json::Value,
     ) {
-        let mut op = self.io.to(rooms.to_vec());
+        let mut everywhere = self.io.to(rooms.to_vec());
+        let mut here = self.io.local().to(rooms.to_vec());
         if !except.is_empty() {
-            op = op.except(except.to_vec());
+            everywhere = everywhere.except(except.to_vec());
+            here = here.except(except.to_vec());
         }
         let event = event.to_string();
         let payload = payload.clone();
         tokio::spawn(async move {
-            if let Err(e) = op.emit(&event, &payload).await {
-                tracing::debug!(error = %e, "signal broadcast failed");
+            let sent =
+                tokio::time::timeout(CLUSTER_BROADCAST_TIMEOUT, everywhere.emit(&event, &payload))
+                    .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                // The cluster is unreachable: at least this node's sockets hear it.
+                tracing::debug!("cluster broadcast failed; delivering on this node only");
+                let _ = here.emit(&event, &payload).await;
             }
         });
     }
 
     fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {
-        let op = self.io.to(room);
-        Box::pin(async move { op.disconnect().await.map_err(|e| e.to_string()) })
+        let everywhere = self.io.to(room.clone());
+        let here = self.io.local().to(room);
+        Box::pin(async move {
+            match tokio::time::timeout(CLUSTER_BROADCAST_TIMEOUT, everywhere.disconnect()).await {
+                Ok(Ok(())) => Ok(()),
+                failed => {
+                    let _ = here.disconnect().await;
+                    Err(match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "the cluster did not answer in time".into(),
+                    })
+                }
+            }
+        })
     }
 
     fn census(&self) -> Census {

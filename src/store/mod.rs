@@ -114,6 +114,20 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// This node's name, carried by commit notifications so a node can ignore its own.
+    origin: std::sync::Arc<str>,
+}
+
+/// Commit notifications of a shared (PostgreSQL) log.
+pub struct LogListener(postgres::PgLogListener);
+
+impl LogListener {
+    /// The next commit: `(origin node, last seq)`. `None` means the connection
+    /// was lost and re-established: notifications may have been missed, so the
+    /// caller should catch up from the log.
+    pub async fn next(&mut self) -> StoreResult<Option<(String, i64)>> {
+        self.0.next().await
+    }
 }
 
 macro_rules! dispatch {
@@ -139,13 +153,31 @@ impl Store {
             DatabaseUrl::Sqlite(u) => Backend::Sqlite(sqlite::SqliteStore::open(u).await?),
             DatabaseUrl::Postgres(u) => Backend::Postgres(postgres::PgStore::open(u).await?),
         };
-        Ok(Store { backend })
+        Ok(Store {
+            backend,
+            origin: "".into(),
+        })
+    }
+
+    /// The same store, tagging its commits with this node's name.
+    pub fn with_origin(mut self, node: &str) -> Store {
+        self.origin = node.into();
+        self
+    }
+
+    /// Listens for commits by other nodes (PostgreSQL only; `None` on SQLite).
+    pub async fn log_listener(&self) -> StoreResult<Option<LogListener>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(b) => Ok(Some(LogListener(b.listener().await?))),
+        }
     }
 
     /// Opens PostgreSQL inside `schema` (created if missing): isolated test databases.
     pub async fn connect_postgres_schema(url: &str, schema: &str) -> StoreResult<Store> {
         let store = Store {
             backend: Backend::Postgres(postgres::PgStore::open_in_schema(url, schema).await?),
+            origin: "".into(),
         };
         store.migrate().await?;
         Ok(store)
@@ -191,7 +223,8 @@ impl Store {
         idempotency_cutoff_ms: i64,
         payload: PayloadFn<'_>,
     ) -> StoreResult<Vec<Appended>> {
-        dispatch!(self.append(batch, idempotency_cutoff_ms, payload))
+        let origin = &*self.origin;
+        dispatch!(self.append(batch, idempotency_cutoff_ms, payload, origin))
     }
 
     /// Events addressed to any of `rooms` with `after < seq <= upto`, oldest

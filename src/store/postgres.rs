@@ -93,6 +93,7 @@ impl PgStore {
         batch: &[NewEvent],
         idempotency_cutoff_ms: i64,
         payload: PayloadFn<'_>,
+        origin: &str,
     ) -> StoreResult<Vec<Appended>> {
         let mut tx = self.pool.begin().await?;
         let mut next: i64 =
@@ -181,7 +182,7 @@ impl PgStore {
                 .await?;
             // Wakes the other nodes' tails; delivered at commit, in commit order.
             sqlx::query("SELECT pg_notify('livehub_log', $1)")
-                .bind(next.to_string())
+                .bind(format!("{origin}:{next}"))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -491,6 +492,37 @@ fn message_row(row: &PgRow) -> Result<StoredMessage, StoreError> {
         created_at_ms: row.try_get(8)?,
         read_by: Vec::new(),
     })
+}
+
+/// LISTEN on the log's commit channel.
+pub(super) struct PgLogListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl PgStore {
+    pub(super) async fn listener(&self) -> StoreResult<PgLogListener> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(LOG_CHANNEL).await?;
+        Ok(PgLogListener { listener })
+    }
+}
+
+/// The NOTIFY channel of commits; the payload is `origin:last_seq`.
+const LOG_CHANNEL: &str = "livehub_log";
+
+impl PgLogListener {
+    pub(super) async fn next(&mut self) -> StoreResult<Option<(String, i64)>> {
+        match self.listener.try_recv().await? {
+            None => Ok(None),
+            Some(n) => {
+                let (origin, seq) = n.payload().rsplit_once(':').unwrap_or(("", n.payload()));
+                let seq = seq.parse().map_err(|_| {
+                    StoreError::Corrupt(format!("commit notification {:?}", n.payload()))
+                })?;
+                Ok(Some((origin.to_string(), seq)))
+            }
+        }
+    }
 }
 
 fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {

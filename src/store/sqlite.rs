@@ -85,6 +85,7 @@ impl SqliteStore {
         batch: &[NewEvent],
         idempotency_cutoff_ms: i64,
         payload: PayloadFn<'_>,
+        _origin: &str,
     ) -> StoreResult<Vec<Appended>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut next: i64 = sqlx::query_scalar("SELECT last_seq FROM log_meta WHERE id = 1")

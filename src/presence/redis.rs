@@ -1,0 +1,606 @@
+//! Presence shared by a cluster, in Redis, with per-entry expiry.
+//!
+//! Every socket's presence is an entry whose score is its expiry time. Each
+//! node refreshes its own entries with a heartbeat; a node that dies stops
+//! refreshing, and its entries lapse within [`ENTRY_TTL`]. A reaper on every
+//! node removes lapsed entries and reports the users that are gone — each one
+//! by exactly one node, the one whose removal took effect — so the room hears
+//! `user:disconnected` once. Counting never asks other nodes: it is one sorted
+//! set lookup.
+//!
+//! Layout (the `{room}` / `{user}` hash tags keep a script's keys together):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `<cluster>:pv:{room}:u` | zset | users viewing → latest expiry of their sockets |
+//! | `<cluster>:pv:{room}:s:<user>` | zset | that user's sockets `sid@node` → expiry |
+//! | `<cluster>:pv:{room}:n` | hash | user → `sid␟name` for the viewer list |
+//! | `<cluster>:pv:rooms` | zset | rooms with presence → last refresh (for the reaper) |
+//! | `<cluster>:on:u` | zset | users connected anywhere → expiry |
+//! | `<cluster>:on:{<user>}:s` | zset | the user's sockets → expiry |
+//! | `<cluster>:on:info` | hash | user → `branch␟name␟seq` (for the offline queue and status) |
+//! | `<cluster>:nodes` | zset | nodes → expiry; `<cluster>:nodes:conns` hash node → connections |
+//!
+//! `<cluster>` is `CLUSTER_NAME` (default `livehub`).
+//!
+//! When Redis does not answer, the node keeps serving from its own sockets (the
+//! local mirror) and says so in `/health`; the next heartbeat after Redis
+//! returns writes every local entry back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use super::memory::MemoryPresence;
+use super::{Change, Viewer};
+use crate::cluster::driver::REDIS_TIMEOUT;
+
+/// How long an entry lives without a heartbeat.
+pub const ENTRY_TTL: Duration = Duration::from_secs(15);
+/// How often a node refreshes its entries and reaps lapsed ones.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+const SEP: char = '\u{1f}';
+
+/// A user whose presence lapsed on a node that stopped heartbeating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lapsed {
+    /// Stopped viewing `room`.
+    Viewer {
+        /// Room.
+        room: String,
+        /// User id.
+        user: String,
+        /// Display name.
+        name: String,
+        /// The socket last seen.
+        socket_id: String,
+        /// Viewers left.
+        viewers: usize,
+    },
+    /// Has no connection anywhere any more.
+    User {
+        /// User id.
+        user: String,
+        /// Their branch, for the `offline` status.
+        branch: Option<String>,
+        /// Display name.
+        name: String,
+        /// The log position at their last heartbeat (the offline queue's start).
+        seq: i64,
+    },
+}
+
+/// What the heartbeat needs to know about this node.
+pub trait NodeState: Send + Sync + 'static {
+    /// The log position delivered on this node.
+    fn position(&self) -> i64;
+    /// Connections on this node.
+    fn connections(&self) -> usize;
+}
+
+/// Presence in Redis.
+#[derive(Clone)]
+pub struct RedisPresence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    keys: Keys,
+    node: String,
+    local: MemoryPresence,
+    /// Local users' branch and name, for the info hash.
+    user_info: dashmap::DashMap<String, (Option<String>, String)>,
+    healthy: AtomicBool,
+    nodes: AtomicUsize,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    join: Script,
+    leave: Script,
+    reap: Script,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Key names, under the cluster's prefix.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn room(&self, room: &str, user: &str) -> [String; 3] {
+        let p = &self.prefix;
+        [
+            format!("{p}:pv:{{{room}}}:s:{user}"),
+            format!("{p}:pv:{{{room}}}:u"),
+            format!("{p}:pv:{{{room}}}:n"),
+        ]
+    }
+
+    fn room_sockets_prefix(&self, room: &str) -> String {
+        format!("{}:pv:{{{room}}}:s:", self.prefix)
+    }
+
+    fn user(&self, user: &str) -> [String; 3] {
+        let p = &self.prefix;
+        [
+            format!("{p}:on:{{{user}}}:s"),
+            format!("{p}:on:u"),
+            format!("{p}:on:info"),
+        ]
+    }
+
+    fn rooms_index(&self) -> String {
+        format!("{}:pv:rooms", self.prefix)
+    }
+
+    fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    fn node_connections(&self) -> String {
+        format!("{}:nodes:conns", self.prefix)
+    }
+}
+
+/// KEYS: sockets zset, users zset, info hash. ARGV: user, member, now, exp, info.
+/// Adds the socket; returns {1 if the user was not present, distinct users now}.
+const JOIN: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local had = redis.call('ZCARD', KEYS[1])
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4] + 60000)
+redis.call('ZADD', KEYS[2], 'GT', ARGV[4], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+local count = redis.call('ZCOUNT', KEYS[2], ARGV[3], '+inf')
+if had == 0 then return {1, count} else return {0, count} end
+";
+
+/// KEYS: sockets zset, users zset, info hash. ARGV: user, member, now.
+/// Removes the socket; returns {1 if this removed the user, distinct users now}.
+const LEAVE: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local changed = 0
+if redis.call('ZCARD', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
+    changed = 1
+    redis.call('HDEL', KEYS[3], ARGV[1])
+  end
+end
+return {changed, redis.call('ZCOUNT', KEYS[2], ARGV[3], '+inf')}
+";
+
+/// KEYS: users zset, info hash. ARGV: now, sockets-key prefix, sockets-key suffix.
+/// Removes users whose every socket lapsed; returns {user, info, …, count}.
+const REAP: &str = r"
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local gone = {}
+for _, user in ipairs(lapsed) do
+  local skey = ARGV[2] .. user .. ARGV[3]
+  redis.call('ZREMRANGEBYSCORE', skey, '-inf', ARGV[1])
+  local live = redis.call('ZRANGE', skey, -1, -1, 'WITHSCORES')
+  if #live == 0 then
+    redis.call('DEL', skey)
+    if redis.call('ZREM', KEYS[1], user) == 1 then
+      table.insert(gone, user)
+      table.insert(gone, redis.call('HGET', KEYS[2], user) or '')
+      redis.call('HDEL', KEYS[2], user)
+    end
+  else
+    redis.call('ZADD', KEYS[1], live[2], user)
+  end
+end
+table.insert(gone, tostring(redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf')))
+return gone
+";
+
+async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Option<T> {
+    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "presence: redis call failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+impl RedisPresence {
+    /// Presence on `conn` for node `node` of cluster `cluster`.
+    pub fn new(conn: ConnectionManager, cluster: &str, node: &str) -> RedisPresence {
+        RedisPresence {
+            inner: Arc::new(Inner {
+                conn,
+                keys: Keys {
+                    prefix: cluster.to_string(),
+                },
+                node: node.to_string(),
+                local: MemoryPresence::default(),
+                user_info: dashmap::DashMap::new(),
+                healthy: AtomicBool::new(true),
+                nodes: AtomicUsize::new(1),
+                scripts: Scripts {
+                    join: Script::new(JOIN),
+                    leave: Script::new(LEAVE),
+                    reap: Script::new(REAP),
+                },
+            }),
+        }
+    }
+
+    /// Whether Redis answered the last call.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Live nodes: asked from Redis now, or the last heartbeat's count when it
+    /// does not answer.
+    pub async fn nodes(&self) -> usize {
+        let mut conn = self.inner.conn.clone();
+        let live: Option<usize> = bounded(
+            redis::cmd("ZCOUNT")
+                .arg(self.inner.keys.nodes())
+                .arg(now_ms())
+                .arg("+inf")
+                .query_async(&mut conn),
+        )
+        .await;
+        match self.record(live) {
+            Some(n) => {
+                self.inner.nodes.store(n, Ordering::Relaxed);
+                n
+            }
+            None => self.inner.nodes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn record<T>(&self, result: Option<T>) -> Option<T> {
+        let ok = result.is_some();
+        if self.inner.healthy.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!("redis is reachable again: cluster presence restored");
+            } else {
+                tracing::warn!("redis is not answering: serving presence from this node only");
+            }
+        }
+        result
+    }
+
+    fn member(&self, sid: &str) -> String {
+        format!("{sid}@{}", self.inner.node)
+    }
+
+    /// Remembers a user's branch and name for the cluster (call before `connect_user`).
+    pub fn describe_user(&self, user: &str, branch: Option<&str>, name: &str) {
+        self.inner.user_info.insert(
+            user.to_string(),
+            (branch.map(String::from), name.to_string()),
+        );
+    }
+
+    fn user_info(&self, user: &str, seq: i64) -> String {
+        let (branch, name) = self
+            .inner
+            .user_info
+            .get(user)
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        format!("{}{SEP}{name}{SEP}{seq}", branch.unwrap_or_default())
+    }
+
+    pub(super) async fn join(&self, room: &str, user: &str, name: &str, sid: &str) -> Change {
+        let local = self.inner.local.join(room, user, name, sid).await;
+        let now = now_ms();
+        let exp = now + ENTRY_TTL.as_millis() as i64;
+        let keys = self.inner.keys.room(room, user);
+        let mut conn = self.inner.conn.clone();
+        let mut call = self.inner.scripts.join.prepare_invoke();
+        call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
+        call.arg(user)
+            .arg(self.member(sid))
+            .arg(now)
+            .arg(exp)
+            .arg(format!("{sid}{SEP}{name}"));
+        let result: Option<(i64, i64)> = self.record(bounded(call.invoke_async(&mut conn)).await);
+        let _: Option<()> = bounded(
+            redis::cmd("ZADD")
+                .arg(self.inner.keys.rooms_index())
+                .arg(exp)
+                .arg(room)
+                .query_async(&mut conn),
+        )
+        .await;
+        match result {
+            Some((changed, count)) => Change {
+                user_changed: changed == 1,
+                viewers: count as usize,
+            },
+            None => local,
+        }
+    }
+
+    pub(super) async fn leave(&self, room: &str, user: &str, sid: &str) -> Change {
+        let local = self.inner.local.leave(room, user, sid).await;
+        let keys = self.inner.keys.room(room, user);
+        let mut conn = self.inner.conn.clone();
+        let mut call = self.inner.scripts.leave.prepare_invoke();
+        call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
+        call.arg(user).arg(self.member(sid)).arg(now_ms());
+        match self.record(bounded(call.invoke_async::<(i64, i64)>(&mut conn)).await) {
+            Some((changed, count)) => Change {
+                user_changed: changed == 1,
+                viewers: count as usize,
+            },
+            None => local,
+        }
+    }
+
+    pub(super) async fn viewers(&self, room: &str) -> Vec<Viewer> {
+        let keys = self.inner.keys.room(room, "");
+        let mut conn = self.inner.conn.clone();
+        let users: Option<Vec<String>> = bounded(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(&keys[1])
+                .arg(now_ms())
+                .arg("+inf")
+                .query_async(&mut conn),
+        )
+        .await;
+        let Some(users) = self.record(users) else {
+            return self.inner.local.viewers(room).await;
+        };
+        if users.is_empty() {
+            return Vec::new();
+        }
+        let infos: Vec<Option<String>> = bounded(
+            redis::cmd("HMGET")
+                .arg(&keys[2])
+                .arg(&users)
+                .query_async(&mut conn),
+        )
+        .await
+        .unwrap_or_else(|| vec![None; users.len()]);
+        let mut viewers: Vec<Viewer> = users
+            .into_iter()
+            .zip(infos)
+            .map(|(user_id, info)| {
+                let info = info.unwrap_or_default();
+                let (socket_id, name) = info.split_once(SEP).unwrap_or(("", ""));
+                Viewer {
+                    name: if name.is_empty() {
+                        user_id.clone()
+                    } else {
+                        name.to_string()
+                    },
+                    socket_id: socket_id.to_string(),
+                    user_id,
+                }
+            })
+            .collect();
+        viewers.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        viewers
+    }
+
+    pub(super) async fn count(&self, room: &str) -> usize {
+        let keys = self.inner.keys.room(room, "");
+        let mut conn = self.inner.conn.clone();
+        let count: Option<usize> = bounded(
+            redis::cmd("ZCOUNT")
+                .arg(&keys[1])
+                .arg(now_ms())
+                .arg("+inf")
+                .query_async(&mut conn),
+        )
+        .await;
+        match self.record(count) {
+            Some(c) => c,
+            None => self.inner.local.count(room).await,
+        }
+    }
+
+    pub(super) async fn connect_user(&self, user: &str, sid: &str) -> bool {
+        let local_first = self.inner.local.connect_user(user, sid).await;
+        let now = now_ms();
+        let keys = self.inner.keys.user(user);
+        let mut conn = self.inner.conn.clone();
+        let mut call = self.inner.scripts.join.prepare_invoke();
+        call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
+        call.arg(user)
+            .arg(self.member(sid))
+            .arg(now)
+            .arg(now + ENTRY_TTL.as_millis() as i64)
+            .arg(self.user_info(user, 0));
+        match self.record(bounded(call.invoke_async::<(i64, i64)>(&mut conn)).await) {
+            Some((first, _)) => first == 1,
+            None => local_first,
+        }
+    }
+
+    pub(super) async fn disconnect_user(&self, user: &str, sid: &str) -> bool {
+        let local_last = self.inner.local.disconnect_user(user, sid).await;
+        if local_last {
+            self.inner.user_info.remove(user);
+        }
+        let keys = self.inner.keys.user(user);
+        let mut conn = self.inner.conn.clone();
+        let mut call = self.inner.scripts.leave.prepare_invoke();
+        call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
+        call.arg(user).arg(self.member(sid)).arg(now_ms());
+        match self.record(bounded(call.invoke_async::<(i64, i64)>(&mut conn)).await) {
+            Some((last, _)) => last == 1,
+            None => local_last,
+        }
+    }
+
+    pub(super) async fn users_online(&self) -> usize {
+        let mut conn = self.inner.conn.clone();
+        let online = &self.inner.keys.user("")[1];
+        let count: Option<usize> = bounded(
+            redis::cmd("ZCOUNT")
+                .arg(online)
+                .arg(now_ms())
+                .arg("+inf")
+                .query_async(&mut conn),
+        )
+        .await;
+        match self.record(count) {
+            Some(c) => c,
+            None => self.inner.local.users_online().await,
+        }
+    }
+
+    /// Starts the heartbeat and the reaper. Lapsed users are sent to `lapsed`.
+    pub fn start(&self, state: Arc<dyn NodeState>, lapsed: mpsc::Sender<Lapsed>) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let presence = RedisPresence { inner };
+                presence.heartbeat(&*state).await;
+                presence.reap(&lapsed).await;
+            }
+        });
+    }
+
+    /// Refreshes every entry of this node's sockets (and writes them back after an outage).
+    async fn heartbeat(&self, state: &dyn NodeState) {
+        let now = now_ms();
+        let exp = now + ENTRY_TTL.as_millis() as i64;
+        let seq = state.position();
+        let mut pipe = redis::pipe();
+        for (room, user, name, sid) in self.inner.local.room_entries() {
+            let keys = self.inner.keys.room(&room, &user);
+            pipe.zadd(&keys[0], self.member(&sid), exp).ignore();
+            pipe.cmd("PEXPIREAT")
+                .arg(&keys[0])
+                .arg(exp + 60_000)
+                .ignore();
+            pipe.cmd("ZADD")
+                .arg(&keys[1])
+                .arg("GT")
+                .arg(exp)
+                .arg(&user)
+                .ignore();
+            pipe.hset(&keys[2], &user, format!("{sid}{SEP}{name}"))
+                .ignore();
+            pipe.zadd(self.inner.keys.rooms_index(), &room, exp)
+                .ignore();
+        }
+        for (user, sid) in self.inner.local.user_entries() {
+            let keys = self.inner.keys.user(&user);
+            pipe.zadd(&keys[0], self.member(&sid), exp).ignore();
+            pipe.cmd("PEXPIREAT")
+                .arg(&keys[0])
+                .arg(exp + 60_000)
+                .ignore();
+            pipe.cmd("ZADD")
+                .arg(&keys[1])
+                .arg("GT")
+                .arg(exp)
+                .arg(&user)
+                .ignore();
+            pipe.hset(&keys[2], &user, self.user_info(&user, seq))
+                .ignore();
+        }
+        let keys = &self.inner.keys;
+        pipe.zadd(keys.nodes(), &self.inner.node, exp).ignore();
+        pipe.hset(
+            keys.node_connections(),
+            &self.inner.node,
+            state.connections(),
+        )
+        .ignore();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(keys.rooms_index())
+            .arg("-inf")
+            .arg(now - 2 * ENTRY_TTL.as_millis() as i64)
+            .ignore();
+        pipe.cmd("ZCOUNT").arg(keys.nodes()).arg(now).arg("+inf");
+        let mut conn = self.inner.conn.clone();
+        let nodes: Option<(usize,)> = self.record(bounded(pipe.query_async(&mut conn)).await);
+        if let Some((nodes,)) = nodes {
+            self.inner.nodes.store(nodes, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes lapsed entries everywhere and reports the users that are gone.
+    async fn reap(&self, lapsed: &mpsc::Sender<Lapsed>) {
+        let now = now_ms();
+        let mut conn = self.inner.conn.clone();
+        let rooms: Option<Vec<String>> = bounded(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(self.inner.keys.rooms_index())
+                .arg("-inf")
+                .arg("+inf")
+                .query_async(&mut conn),
+        )
+        .await;
+        for room in rooms.unwrap_or_default() {
+            let keys = self.inner.keys.room(&room, "");
+            let mut call = self.inner.scripts.reap.prepare_invoke();
+            call.key(&keys[1]).key(&keys[2]);
+            call.arg(now)
+                .arg(self.inner.keys.room_sockets_prefix(&room))
+                .arg("");
+            let Some(mut gone) = bounded(call.invoke_async::<Vec<String>>(&mut conn)).await else {
+                return;
+            };
+            let viewers = gone.pop().and_then(|c| c.parse().ok()).unwrap_or(0);
+            for pair in gone.chunks(2) {
+                let (socket_id, name) = pair[1].split_once(SEP).unwrap_or(("", ""));
+                let _ = lapsed
+                    .send(Lapsed::Viewer {
+                        room: room.clone(),
+                        user: pair[0].clone(),
+                        name: if name.is_empty() {
+                            pair[0].clone()
+                        } else {
+                            name.to_string()
+                        },
+                        socket_id: socket_id.to_string(),
+                        viewers,
+                    })
+                    .await;
+            }
+        }
+        let user_keys = self.inner.keys.user("");
+        let mut call = self.inner.scripts.reap.prepare_invoke();
+        call.key(&user_keys[1]).key(&user_keys[2]);
+        call.arg(now)
+            .arg(format!("{}:on:{{", self.inner.keys.prefix))
+            .arg("}:s");
+        if let Some(mut gone) = bounded(call.invoke_async::<Vec<String>>(&mut conn)).await {
+            gone.pop();
+            for pair in gone.chunks(2) {
+                let mut info = pair[1].split(SEP);
+                let branch = info.next().filter(|b| !b.is_empty()).map(String::from);
+                let name = info.next().unwrap_or_default().to_string();
+                let seq = info.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let _ = lapsed
+                    .send(Lapsed::User {
+                        user: pair[0].clone(),
+                        branch,
+                        name,
+                        seq,
+                    })
+                    .await;
+            }
+        }
+    }
+}

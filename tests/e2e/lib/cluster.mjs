@@ -1,0 +1,130 @@
+// Cluster test helpers: real PostgreSQL and Redis (TEST_DATABASE_URL,
+// TEST_REDIS_URL), a private database per test file, a private Redis when a
+// test needs to restart it, and a TCP proxy standing in for a load balancer.
+import { execFileSync, spawn } from "node:child_process";
+import crypto from "node:crypto";
+import net from "node:net";
+import { startServer } from "./harness.mjs";
+
+const required = process.env.LIVEHUB_REQUIRE_SERVICES === "1";
+
+/**
+ * The external services, or `{ skip }` with a message saying why not. In CI
+ * (LIVEHUB_REQUIRE_SERVICES=1) missing services throw instead of skipping.
+ */
+export function services() {
+  const pg = process.env.TEST_DATABASE_URL;
+  const redis = process.env.TEST_REDIS_URL;
+  const missing = [!pg && "TEST_DATABASE_URL", !redis && "TEST_REDIS_URL"].filter(Boolean);
+  if (missing.length) {
+    const message = `skipped: ${missing.join(" and ")} not set (cluster tests need PostgreSQL and Redis)`;
+    if (required) throw new Error(message.replace("skipped", "required"));
+    return { skip: message };
+  }
+  return { pg, redis };
+}
+
+/** A fresh PostgreSQL database for one test file; dropped at exit. */
+export function createDatabase(baseUrl) {
+  const name = `livehub_t_${crypto.randomBytes(5).toString("hex")}`;
+  execFileSync("psql", [baseUrl, "-q", "-c", `CREATE DATABASE ${name}`], { stdio: "pipe" });
+  process.on("exit", () => {
+    try {
+      execFileSync("psql", [baseUrl, "-q", "-c", `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`], { stdio: "pipe" });
+    } catch {
+      // best effort
+    }
+  });
+  const url = new URL(baseUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** Starts one node of a cluster. */
+export function startNode({ db, redis, cluster, node, env = {} }) {
+  return startServer({
+    DATABASE_URL: db,
+    REDIS_URL: redis,
+    CLUSTER_NAME: cluster,
+    NODE_ID: node,
+    RATE_LIMIT_PER_MINUTE: "0",
+    ...env,
+  });
+}
+
+/** A unique cluster name, so concurrent test files never hear each other on a shared Redis. */
+export const clusterName = () => `t${crypto.randomBytes(4).toString("hex")}`;
+
+/**
+ * A TCP proxy on a free port forwarding to `target` (a port). `retarget(port)`
+ * sends new connections elsewhere; `dropAll()` cuts the open ones.
+ */
+export async function tcpProxy(target) {
+  const state = { target, sockets: new Set() };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(state.target, "127.0.0.1");
+    state.sockets.add(client);
+    state.sockets.add(upstream);
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+      state.sockets.delete(client);
+      state.sockets.delete(upstream);
+    };
+    client.on("error", close).on("close", close);
+    upstream.on("error", close).on("close", close);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const port = server.address().port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    retarget: (p) => (state.target = p),
+    dropAll: () => state.sockets.forEach((s) => s.destroy()),
+    close: () => new Promise((r) => { state.sockets.forEach((s) => s.destroy()); server.close(r); }),
+  };
+}
+
+/** A private redis-server on a free port (for tests that restart Redis). */
+export async function privateRedis(port) {
+  const p = port ?? (await freePort());
+  const proc = spawn("redis-server", ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  proc.stdout.on("data", (d) => (out += d));
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`redis-server did not start: ${out}`)), 10000);
+    const check = () => {
+      if (/Ready to accept connections/.test(out)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout.on("data", check);
+    proc.on("exit", () => reject(new Error(`redis-server exited: ${out}`)));
+  });
+  const exited = new Promise((r) => proc.on("exit", r));
+  process.on("exit", () => proc.kill("SIGKILL"));
+  return { url: `redis://127.0.0.1:${p}`, port: p, stop: () => { proc.kill("SIGKILL"); return exited; } };
+}
+
+export function hasRedisServer() {
+  try {
+    execFileSync("redis-server", ["--version"], { stdio: "pipe" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,244 @@
+// Several livehub nodes as one, on a real PostgreSQL and a real Redis
+// (TEST_DATABASE_URL, TEST_REDIS_URL): cross-node delivery of every target kind,
+// offsets ordered across nodes, presence with one user's tabs on two nodes, a
+// node killed with SIGKILL and its clients replaying on another node, and Redis
+// restarted while the nodes run.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { io } from "socket.io-client";
+import { ack, closeAll, collect, connect, emit, http, next, nothing, sleep, token, until, userToken } from "../lib/harness.mjs";
+import { clusterName, createDatabase, hasRedisServer, privateRedis, services, startNode, tcpProxy } from "../lib/cluster.mjs";
+
+const env = services();
+const ws = { transports: ["websocket"] };
+
+describe("a two-node cluster", { skip: env.skip }, () => {
+  let a;
+  let b;
+  before(async () => {
+    const db = createDatabase(env.pg);
+    const cluster = clusterName();
+    // Migrations run once; the second node finds them applied.
+    a = await startNode({ db, redis: env.redis, cluster, node: "node-a" });
+    b = await startNode({ db, redis: env.redis, cluster, node: "node-b" });
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+  });
+
+  it("delivers an emit on either node to sockets on both, for every target kind, once", async () => {
+    const claims = { branchId: "br", role: "manager" };
+    const onA = await connect(a.url, { token: userToken("x-a", claims), ...ws });
+    const onB = await connect(b.url, { token: userToken("x-b", claims), ...ws });
+    const other = await connect(b.url, { token: userToken("x-other", { branchId: "elsewhere" }), ...ws });
+    await ack(onA, "join:shipment", { shipmentId: "XS" });
+    await ack(onB, "join:shipment", { shipmentId: "XS" });
+    const targets = [
+      [{ event: "shipment:updated", data: { shipmentId: "XS" } }, ["a", "b"]],
+      [{ event: "note", rooms: ["shipment:XS"], data: {} }, ["a", "b"]],
+      [{ event: "note", user: "x-b", data: {} }, ["b"]],
+      [{ event: "note", users: ["x-a", "x-b"], data: {} }, ["a", "b"]],
+      [{ event: "note", branch: "br", data: {} }, ["a", "b"]],
+      [{ event: "note", role: "manager", data: {} }, ["a", "b"]],
+      [{ event: "note", role: "manager", branch: "br", data: {} }, ["a", "b"]],
+      [{ event: "note", broadcast: true, data: {} }, ["a", "b", "other"]],
+      [{ event: "note", branch: "br", except: ["user:x-a"], data: {} }, ["b"]],
+    ];
+    const sockets = { a: onA, b: onB, other };
+    for (const [i, [body, expected]] of targets.entries()) {
+      for (const via of [a, b]) {
+        const tag = `${i}-${via === a ? "A" : "B"}`;
+        const event = body.event;
+        const got = Object.fromEntries(Object.entries(sockets).map(([k, s]) => [k, collect(s, event)]));
+        const res = await emit(via, { ...body, data: { ...body.data, tag } });
+        assert.equal(res.status, 202, JSON.stringify(res.body));
+        await until(() => expected.every((k) => got[k].some((p) => p.tag === tag)), { what: `${tag} delivered` });
+        await sleep(150);
+        for (const [k, list] of Object.entries(got)) {
+          assert.equal(list.filter((p) => p.tag === tag).length, expected.includes(k) ? 1 : 0, `${tag} to ${k}`);
+          sockets[k].removeAllListeners(event);
+        }
+      }
+    }
+    closeAll(onA, onB, other);
+  });
+
+  it("keeps offsets unique and in order across nodes", async () => {
+    const watcher = await connect(a.url, { token: userToken("ord", { branchId: "ob" }), ...ws });
+    const seen = collect(watcher, "dashboard:refresh");
+    const burst = (node, who) =>
+      Promise.all(Array.from({ length: 30 }, (_, i) => emit(node, { event: "dashboard:refresh", data: { branchId: "ob", who, i } })));
+    const [fromA, fromB] = await Promise.all([burst(a, "A"), burst(b, "B")]);
+    const offsets = [...fromA, ...fromB].map((r) => r.body.offset);
+    assert.equal(new Set(offsets).size, 60, "unique");
+    await until(() => seen.length === 60, { what: "60 events on node A" });
+    const received = seen.map((e) => e.offset);
+    assert.deepEqual(received, [...received].sort(), "delivered in offset order, whichever node emitted");
+    closeAll(watcher);
+  });
+
+  it("counts one user's tabs on two nodes as one viewer, cluster-wide", async () => {
+    const tabA = await connect(a.url, { token: userToken("multi", { name: "Multi" }), ...ws });
+    const tabB = await connect(b.url, { token: userToken("multi", { name: "Multi" }), ...ws });
+    const observer = await connect(a.url, { token: userToken("obs"), ...ws });
+    await ack(observer, "join:shipment", { shipmentId: "MP" });
+    const arrived = next(observer, "user:viewing", { filter: (p) => p.userId === "multi" });
+    assert.equal((await ack(tabA, "join:shipment", { shipmentId: "MP" })).viewersCount, 2);
+    await arrived;
+    const second = await ack(tabB, "join:shipment", { shipmentId: "MP" });
+    assert.equal(second.viewersCount, 2, "the second tab, on the other node, is the same viewer");
+    await nothing(observer, "user:viewing", 300);
+    for (const node of [a, b]) {
+      const p = await http(node, "GET", "/api/v1/rooms/shipment:MP/presence");
+      assert.equal(p.body.viewersCount, 2);
+      assert.deepEqual(p.body.viewers.map((v) => v.userId), ["multi", "obs"]);
+    }
+    // Closing the tab on node A is not "left": the tab on node B still views.
+    tabA.close();
+    await nothing(observer, "user:disconnected", 500);
+    const gone = next(observer, "user:disconnected", { filter: (p) => p.userId === "multi" });
+    tabB.close();
+    assert.equal((await gone).viewersCount, 1);
+    const health = await http(a, "GET", "/health");
+    assert.equal(health.body.cluster.ready, true);
+    assert.ok(health.body.cluster.nodes >= 2);
+    closeAll(observer);
+  });
+
+  it("disconnects a user's sockets on every node", async () => {
+    const s1 = await connect(a.url, { token: userToken("kick"), ...ws });
+    const s2 = await connect(b.url, { token: userToken("kick"), ...ws });
+    const bystander = await connect(b.url, { token: userToken("stay"), ...ws });
+    const d1 = new Promise((r) => s1.once("disconnect", r));
+    const d2 = new Promise((r) => s2.once("disconnect", r));
+    assert.equal((await http(a, "POST", "/api/v1/users/kick/disconnect")).status, 200);
+    assert.deepEqual(await Promise.all([d1, d2]), ["io server disconnect", "io server disconnect"]);
+    assert.equal(bystander.connected, true);
+    closeAll(bystander);
+  });
+});
+
+describe("a node killed with SIGKILL", { skip: env.skip }, () => {
+  it("its clients reconnect to another node and replay what they missed, no loss, no duplicates", async () => {
+    const db = createDatabase(env.pg);
+    const cluster = clusterName();
+    const a = await startNode({ db, redis: env.redis, cluster, node: "doomed" });
+    const b = await startNode({ db, redis: env.redis, cluster, node: "survivor" });
+    const lb = await tcpProxy(a.port); // the load balancer, pointing at node A for now
+    try {
+      let last;
+      const seen = [];
+      const client = io(lb.url, {
+        auth: (cb) => cb({ token: userToken("killed", { branchId: "kb" }), ...(last ? { offset: last } : {}) }),
+        ...ws,
+        forceNew: true,
+        reconnectionDelay: 100,
+        reconnectionDelayMax: 300,
+      });
+      client.on("dashboard:refresh", (p) => {
+        seen.push(p.n);
+        last = p.offset;
+      });
+      await new Promise((r) => client.once("connect", r));
+      // A viewer on node B watches the doomed user's presence.
+      const watcher = await connect(b.url, { token: userToken("watcher"), ...ws });
+      await ack(watcher, "join:shipment", { shipmentId: "K" });
+      await ack(client, "join:shipment", { shipmentId: "K" });
+
+      // The controller emits through node B the whole time.
+      let n = 0;
+      let running = true;
+      const stream = (async () => {
+        while (running) {
+          await emit(b, { event: "dashboard:refresh", data: { branchId: "kb", n: n++ } });
+          await sleep(5);
+        }
+      })();
+      await until(() => seen.length > 20);
+      const disconnected = next(watcher, "user:disconnected", { timeout: 40000, filter: (p) => p.userId === "killed" });
+      await a.stop("SIGKILL");
+      lb.retarget(b.port); // the balancer notices the dead node
+      lb.dropAll();
+      await until(() => client.connected && seen.length > n / 2, { timeout: 15000, what: "reconnected to node B" });
+      await sleep(500);
+      running = false;
+      await stream;
+      await until(() => seen.length >= n, { timeout: 15000, what: `all ${n} events (have ${seen.length})` });
+      await sleep(300);
+      assert.deepEqual(seen, Array.from({ length: n }, (_, i) => i), "every event exactly once, in order");
+      // The dead node took its viewer with it: the room hears it within the entry expiry.
+      const d = await disconnected;
+      assert.equal(d.room, "shipment:K");
+      closeAll(client, watcher);
+    } finally {
+      await lb.close();
+      await a.stop("SIGKILL");
+      await b.stop();
+    }
+  });
+});
+
+describe("Redis restarted while the nodes run", { skip: env.skip ?? (!hasRedisServer() && "skipped: no redis-server binary to run a private Redis") }, () => {
+  it("keeps serving, reports the cluster not ready, heals by itself, loses nothing logged", async () => {
+    const redis = await privateRedis();
+    const db = createDatabase(env.pg);
+    const cluster = clusterName();
+    const a = await startNode({ db, redis: redis.url, cluster, node: "ra" });
+    const b = await startNode({ db, redis: redis.url, cluster, node: "rb" });
+    let restarted;
+    try {
+      const onA = await connect(a.url, { token: userToken("r-a", { branchId: "rr" }), ...ws });
+      const onB = await connect(b.url, { token: userToken("r-b", { branchId: "rr" }), ...ws });
+      await ack(onA, "join:order", { orderId: "R" });
+      await ack(onB, "join:order", { orderId: "R" });
+      const gotA = collect(onA, "order:status_changed");
+      const gotB = collect(onB, "order:status_changed");
+
+      await redis.stop();
+      // Logged events still cross nodes: they ride the shared PostgreSQL log.
+      for (let i = 0; i < 5; i++) await emit(a, { event: "order:status_changed", data: { orderId: "R", i } });
+      await until(() => gotA.length === 5 && gotB.length === 5, { what: "delivery with Redis down" });
+      await until(async () => (await http(a, "GET", "/health")).body.cluster?.ready === false, { timeout: 15000, what: "cluster.ready false" });
+      const health = await http(a, "GET", "/health");
+      assert.equal(health.status, 200, "the node itself stays ready for its own sockets");
+      assert.equal(health.body.ready, true);
+      // Local signals still work while Redis is down.
+      const localTyping = next(onA, "typing");
+      const other = await connect(a.url, { token: userToken("r-c"), ...ws });
+      await ack(other, "join:order", { orderId: "R" });
+      await ack(other, "typing:start", { room: "order:R" });
+      await localTyping;
+
+      restarted = await privateRedis(redis.port);
+      await until(async () => (await http(a, "GET", "/health")).body.cluster?.ready === true, { timeout: 20000, what: "cluster.ready again" });
+      await until(async () => (await http(b, "GET", "/health")).body.cluster?.ready === true, { timeout: 20000, what: "node B ready again" });
+      // Cross-node signals work again after the adapter re-subscribed.
+      await until(async () => {
+        const typing = next(onB, "typing", { timeout: 1000 }).catch(() => null);
+        await ack(other, "typing:stop", { room: "order:R" });
+        await ack(other, "typing:start", { room: "order:R" });
+        return (await typing) !== null;
+      }, { timeout: 20000, what: "typing across nodes after Redis returned" });
+      for (let i = 5; i < 10; i++) await emit(b, { event: "order:status_changed", data: { orderId: "R", i } });
+      await until(() => gotA.length === 10 && gotB.length === 10);
+      assert.deepEqual(gotA.map((e) => e.i), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      assert.deepEqual(gotB.map((e) => e.i), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      closeAll(onA, onB, other);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await restarted?.stop();
+    }
+  });
+});
+
+describe("cluster configuration", () => {
+  it("refuses REDIS_URL with SQLite unless ALLOW_SQLITE_CLUSTER", async () => {
+    const { runBinary } = await import("../lib/harness.mjs");
+    const r = await runBinary(["serve"], { JWT_SECRET: "a-long-enough-secret-123", REDIS_URL: "redis://127.0.0.1:6379", DATABASE_URL: "sqlite:///tmp/never.db" });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /REDIS_URL.*PostgreSQL/);
+    void token;
+  });
+});
