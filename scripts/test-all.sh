@@ -9,8 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 started=$SECONDS
+last=$SECONDS
+step() {
+  if [ "$last" -ne "$started" ]; then printf '    (%ss)\n' "$((SECONDS - last))"; fi
+  last=$SECONDS
+  printf '\n\033[1m==> %s\033[0m\n' "$*"
+}
 
 step "format (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -32,4 +37,4 @@ if [ -f web-demo/package.json ]; then
   scripts/browser-test.sh
 fi
 
-printf '\n\033[1mall tests passed in %ss\033[0m\n' "$((SECONDS - started))"
+printf '    (%ss)\n\n\033[1mall tests passed in %ss\033[0m\n' "$((SECONDS - last))" "$((SECONDS - started))"

@@ -284,6 +284,16 @@ impl SqliteStore {
     }
 
     pub(super) async fn take_offline(&self, user_id: &str) -> StoreResult<Option<i64>> {
+        // Almost every connect finds nothing: look first (a read, concurrent with
+        // the log writer), and only take the row — a write — when there is one.
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT since_seq FROM offline_users WHERE user_id = ?")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if found.is_none() {
+            return Ok(None);
+        }
         Ok(
             sqlx::query_scalar("DELETE FROM offline_users WHERE user_id = ? RETURNING since_seq")
                 .bind(user_id)
