@@ -301,32 +301,47 @@ impl RedisPresence {
         format!("{}{SEP}{name}{SEP}{seq}", branch.unwrap_or_default())
     }
 
+    /// Runs the join script (add a socket) or the leave script (remove one) on
+    /// one of the two presence sets; `None` when Redis did not answer.
+    async fn transition(
+        &self,
+        keys: [String; 3],
+        user: &str,
+        sid: &str,
+        joining: Option<String>,
+    ) -> Option<(bool, usize)> {
+        let now = now_ms();
+        let mut conn = self.inner.conn.clone();
+        let script = if joining.is_some() {
+            &self.inner.scripts.join
+        } else {
+            &self.inner.scripts.leave
+        };
+        let mut call = script.prepare_invoke();
+        call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
+        call.arg(user).arg(self.member(sid)).arg(now);
+        if let Some(info) = joining {
+            call.arg(now + ENTRY_TTL.as_millis() as i64).arg(info);
+        }
+        let result = self.record(bounded(call.invoke_async::<(i64, i64)>(&mut conn)).await);
+        result.map(|(changed, count)| (changed == 1, count as usize))
+    }
+
     pub(super) async fn join(&self, room: &str, user: &str, name: &str, sid: &str) -> Change {
         let local = self.inner.local.join(room, user, name, sid).await;
-        let now = now_ms();
-        let exp = now + ENTRY_TTL.as_millis() as i64;
         let keys = self.inner.keys.room(room, user);
+        let shared = self
+            .transition(keys, user, sid, Some(format!("{sid}{SEP}{name}")))
+            .await;
         let mut conn = self.inner.conn.clone();
-        let mut call = self.inner.scripts.join.prepare_invoke();
-        call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
-        call.arg(user)
-            .arg(self.member(sid))
-            .arg(now)
-            .arg(exp)
-            .arg(format!("{sid}{SEP}{name}"));
-        let result: Option<(i64, i64)> = self.record(bounded(call.invoke_async(&mut conn)).await);
-        let _: Option<()> = bounded(
-            redis::cmd("ZADD")
-                .arg(self.inner.keys.rooms_index())
-                .arg(exp)
-                .arg(room)
-                .query_async(&mut conn),
-        )
-        .await;
-        match result {
-            Some((changed, count)) => Change {
-                user_changed: changed == 1,
-                viewers: count as usize,
+        let exp = now_ms() + ENTRY_TTL.as_millis() as i64;
+        let mut index = redis::cmd("ZADD");
+        index.arg(self.inner.keys.rooms_index()).arg(exp).arg(room);
+        let _ = bounded(index.query_async::<()>(&mut conn)).await;
+        match shared {
+            Some((user_changed, viewers)) => Change {
+                user_changed,
+                viewers,
             },
             None => local,
         }
@@ -335,14 +350,10 @@ impl RedisPresence {
     pub(super) async fn leave(&self, room: &str, user: &str, sid: &str) -> Change {
         let local = self.inner.local.leave(room, user, sid).await;
         let keys = self.inner.keys.room(room, user);
-        let mut conn = self.inner.conn.clone();
-        let mut call = self.inner.scripts.leave.prepare_invoke();
-        call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
-        call.arg(user).arg(self.member(sid)).arg(now_ms());
-        match self.record(bounded(call.invoke_async::<(i64, i64)>(&mut conn)).await) {
-            Some((changed, count)) => Change {
-                user_changed: changed == 1,
-                viewers: count as usize,
+        match self.transition(keys, user, sid, None).await {
+            Some((user_changed, viewers)) => Change {
+                user_changed,
+                viewers,
             },
             None => local,
         }
@@ -413,20 +424,11 @@ impl RedisPresence {
 
     pub(super) async fn connect_user(&self, user: &str, sid: &str) -> bool {
         let local_first = self.inner.local.connect_user(user, sid).await;
-        let now = now_ms();
         let keys = self.inner.keys.user(user);
-        let mut conn = self.inner.conn.clone();
-        let mut call = self.inner.scripts.join.prepare_invoke();
-        call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
-        call.arg(user)
-            .arg(self.member(sid))
-            .arg(now)
-            .arg(now + ENTRY_TTL.as_millis() as i64)
-            .arg(self.user_info(user, 0));
-        match self.record(bounded(call.invoke_async::<(i64, i64)>(&mut conn)).await) {
-            Some((first, _)) => first == 1,
-            None => local_first,
-        }
+        let info = self.user_info(user, 0);
+        self.transition(keys, user, sid, Some(info))
+            .await
+            .map_or(local_first, |(first, _)| first)
     }
 
     pub(super) async fn disconnect_user(&self, user: &str, sid: &str) -> bool {
@@ -435,14 +437,9 @@ impl RedisPresence {
             self.inner.user_info.remove(user);
         }
         let keys = self.inner.keys.user(user);
-        let mut conn = self.inner.conn.clone();
-        let mut call = self.inner.scripts.leave.prepare_invoke();
-        call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
-        call.arg(user).arg(self.member(sid)).arg(now_ms());
-        match self.record(bounded(call.invoke_async::<(i64, i64)>(&mut conn)).await) {
-            Some((last, _)) => last == 1,
-            None => local_last,
-        }
+        self.transition(keys, user, sid, None)
+            .await
+            .map_or(local_last, |(last, _)| last)
     }
 
     pub(super) async fn users_online(&self) -> usize {
@@ -486,37 +483,27 @@ impl RedisPresence {
         let mut pipe = redis::pipe();
         for (room, user, name, sid) in self.inner.local.room_entries() {
             let keys = self.inner.keys.room(&room, &user);
-            pipe.zadd(&keys[0], self.member(&sid), exp).ignore();
-            pipe.cmd("PEXPIREAT")
-                .arg(&keys[0])
-                .arg(exp + 60_000)
-                .ignore();
-            pipe.cmd("ZADD")
-                .arg(&keys[1])
-                .arg("GT")
-                .arg(exp)
-                .arg(&user)
-                .ignore();
-            pipe.hset(&keys[2], &user, format!("{sid}{SEP}{name}"))
-                .ignore();
+            self.refresh(
+                &mut pipe,
+                &keys,
+                &user,
+                &sid,
+                exp,
+                format!("{sid}{SEP}{name}"),
+            );
             pipe.zadd(self.inner.keys.rooms_index(), &room, exp)
                 .ignore();
         }
         for (user, sid) in self.inner.local.user_entries() {
             let keys = self.inner.keys.user(&user);
-            pipe.zadd(&keys[0], self.member(&sid), exp).ignore();
-            pipe.cmd("PEXPIREAT")
-                .arg(&keys[0])
-                .arg(exp + 60_000)
-                .ignore();
-            pipe.cmd("ZADD")
-                .arg(&keys[1])
-                .arg("GT")
-                .arg(exp)
-                .arg(&user)
-                .ignore();
-            pipe.hset(&keys[2], &user, self.user_info(&user, seq))
-                .ignore();
+            self.refresh(
+                &mut pipe,
+                &keys,
+                &user,
+                &sid,
+                exp,
+                self.user_info(&user, seq),
+            );
         }
         let keys = &self.inner.keys;
         pipe.zadd(keys.nodes(), &self.inner.node, exp).ignore();
@@ -537,6 +524,31 @@ impl RedisPresence {
         if let Some((nodes,)) = nodes {
             self.inner.nodes.store(nodes, Ordering::Relaxed);
         }
+    }
+
+    /// Queues the refresh of one socket's entry: what the join script does,
+    /// without the answer.
+    fn refresh(
+        &self,
+        pipe: &mut redis::Pipeline,
+        keys: &[String; 3],
+        user: &str,
+        sid: &str,
+        exp: i64,
+        info: String,
+    ) {
+        pipe.zadd(&keys[0], self.member(sid), exp).ignore();
+        pipe.cmd("PEXPIREAT")
+            .arg(&keys[0])
+            .arg(exp + 60_000)
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg(&keys[1])
+            .arg("GT")
+            .arg(exp)
+            .arg(user)
+            .ignore();
+        pipe.hset(&keys[2], user, info).ignore();
     }
 
     /// Removes lapsed entries everywhere and reports the users that are gone.

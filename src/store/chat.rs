@@ -51,6 +51,27 @@ pub struct StoredMessage {
     pub read_by: Vec<(String, i64)>,
 }
 
+impl NewMessage {
+    /// The stored form of this message once the database gave it `id`.
+    pub fn stored(&self, id: i64) -> StoredMessage {
+        StoredMessage {
+            id,
+            room: self.room.clone(),
+            sender_id: self.sender_id.clone(),
+            sender_name: self.sender_name.clone(),
+            content: self.content.clone(),
+            encrypted: self.encrypted,
+            message_type: self.message_type.clone(),
+            client_id: self.client_id.clone(),
+            created_at_ms: self.created_at_ms,
+            read_by: Vec::new(),
+        }
+    }
+}
+
+/// The columns both backings select for a message, in [`super::message_row`]'s order.
+pub(crate) const MESSAGE_COLUMNS: &str = "SELECT id, room, sender_id, sender_name, content, encrypted, message_type, client_id, created_at";
+
 /// How to search.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SearchQuery {

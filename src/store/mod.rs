@@ -352,6 +352,64 @@ fn new_epoch() -> String {
         .collect()
 }
 
+/// What both backings' rows can decode: the column types the log and chat use.
+pub(crate) trait LogRow {
+    fn text(&self, i: usize) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, sqlx::Error>;
+    fn int(&self, i: usize) -> Result<i64, sqlx::Error>;
+    fn flag(&self, i: usize) -> Result<bool, sqlx::Error>;
+}
+
+macro_rules! log_row {
+    ($row:ty) => {
+        impl LogRow for $row {
+            fn text(&self, i: usize) -> Result<String, sqlx::Error> {
+                sqlx::Row::try_get(self, i)
+            }
+            fn opt_text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+                sqlx::Row::try_get(self, i)
+            }
+            fn int(&self, i: usize) -> Result<i64, sqlx::Error> {
+                sqlx::Row::try_get(self, i)
+            }
+            fn flag(&self, i: usize) -> Result<bool, sqlx::Error> {
+                sqlx::Row::try_get(self, i)
+            }
+        }
+    };
+}
+log_row!(sqlx::sqlite::SqliteRow);
+log_row!(sqlx::postgres::PgRow);
+
+/// The columns of `events` that both backings select, in this order:
+/// `seq, event, payload, rooms, except_rooms, created_at`.
+pub(crate) fn stored_event(row: &impl LogRow) -> StoreResult<StoredEvent> {
+    Ok(StoredEvent {
+        seq: row.int(0)?,
+        event: row.text(1)?,
+        payload: row.text(2)?,
+        rooms: rooms_from_json(Some(&row.text(3)?))?,
+        except: rooms_from_json(row.opt_text(4)?.as_deref())?,
+        created_at_ms: row.int(5)?,
+    })
+}
+
+/// The columns of [`chat::MESSAGE_COLUMNS`], in that order.
+pub(crate) fn message_row(row: &impl LogRow) -> StoreResult<StoredMessage> {
+    Ok(StoredMessage {
+        id: row.int(0)?,
+        room: row.text(1)?,
+        sender_id: row.text(2)?,
+        sender_name: row.opt_text(3)?,
+        content: row.text(4)?,
+        encrypted: row.flag(5)?,
+        message_type: row.text(6)?,
+        client_id: row.opt_text(7)?,
+        created_at_ms: row.int(8)?,
+        read_by: Vec::new(),
+    })
+}
+
 pub(crate) fn rooms_to_json(rooms: &[String]) -> String {
     serde_json::to_string(rooms).expect("a list of strings serialises")
 }

@@ -9,13 +9,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
-use super::chat::{NewMessage, SearchQuery, StoredMessage};
+use super::chat::{MESSAGE_COLUMNS, NewMessage, SearchQuery, StoredMessage};
 use super::{
-    Appended, LogMeta, NewEvent, PayloadFn, StoreError, StoreResult, StoredEvent, rooms_from_json,
-    rooms_to_json,
+    Appended, LogMeta, NewEvent, PayloadFn, StoreError, StoreResult, StoredEvent, message_row,
+    rooms_from_json, rooms_to_json, stored_event,
 };
 
 #[derive(Clone)]
@@ -368,21 +368,7 @@ impl PgStore {
             .await?;
         }
         tx.commit().await?;
-        Ok((
-            StoredMessage {
-                id,
-                room: m.room.clone(),
-                sender_id: m.sender_id.clone(),
-                sender_name: m.sender_name.clone(),
-                content: m.content.clone(),
-                encrypted: m.encrypted,
-                message_type: m.message_type.clone(),
-                client_id: m.client_id.clone(),
-                created_at_ms: m.created_at_ms,
-                read_by: Vec::new(),
-            },
-            true,
-        ))
+        Ok((m.stored(id), true))
     }
 
     pub(super) async fn history(
@@ -487,23 +473,6 @@ impl PgStore {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "SELECT id, room, sender_id, sender_name, content, encrypted, message_type, client_id, created_at";
-
-fn message_row(row: &PgRow) -> Result<StoredMessage, StoreError> {
-    Ok(StoredMessage {
-        id: row.try_get(0)?,
-        room: row.try_get(1)?,
-        sender_id: row.try_get(2)?,
-        sender_name: row.try_get(3)?,
-        content: row.try_get(4)?,
-        encrypted: row.try_get(5)?,
-        message_type: row.try_get(6)?,
-        client_id: row.try_get(7)?,
-        created_at_ms: row.try_get(8)?,
-        read_by: Vec::new(),
-    })
-}
-
 /// LISTEN on the log's commit channel.
 pub(super) struct PgLogListener {
     listener: sqlx::postgres::PgListener,
@@ -533,15 +502,4 @@ impl PgLogListener {
             }
         }
     }
-}
-
-fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        seq: row.try_get(0)?,
-        event: row.try_get(1)?,
-        payload: row.try_get(2)?,
-        rooms: rooms_from_json(Some(row.try_get::<&str, _>(3)?))?,
-        except: rooms_from_json(row.try_get::<Option<&str>, _>(4)?)?,
-        created_at_ms: row.try_get(5)?,
-    })
 }

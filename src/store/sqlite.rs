@@ -10,10 +10,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use super::chat::{NewMessage, SearchQuery, StoredMessage};
+use super::chat::{MESSAGE_COLUMNS, NewMessage, SearchQuery, StoredMessage};
 use super::{
-    Appended, LogMeta, NewEvent, PayloadFn, StoreError, StoreResult, StoredEvent, rooms_from_json,
-    rooms_to_json,
+    Appended, LogMeta, NewEvent, PayloadFn, StoreResult, StoredEvent, message_row, rooms_from_json,
+    rooms_to_json, stored_event,
 };
 
 /// SQLite allows at most 32766 bound parameters per statement; stay well below.
@@ -352,21 +352,7 @@ impl SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok((
-            StoredMessage {
-                id,
-                room: m.room.clone(),
-                sender_id: m.sender_id.clone(),
-                sender_name: m.sender_name.clone(),
-                content: m.content.clone(),
-                encrypted: m.encrypted,
-                message_type: m.message_type.clone(),
-                client_id: m.client_id.clone(),
-                created_at_ms: m.created_at_ms,
-                read_by: Vec::new(),
-            },
-            true,
-        ))
+        Ok((m.stored(id), true))
     }
 
     pub(super) async fn history(
@@ -484,32 +470,4 @@ impl SqliteStore {
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(message_row).collect()
     }
-}
-
-const MESSAGE_COLUMNS: &str = "SELECT id, room, sender_id, sender_name, content, encrypted, message_type, client_id, created_at";
-
-fn message_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, StoreError> {
-    Ok(StoredMessage {
-        id: row.try_get(0)?,
-        room: row.try_get(1)?,
-        sender_id: row.try_get(2)?,
-        sender_name: row.try_get(3)?,
-        content: row.try_get(4)?,
-        encrypted: row.try_get(5)?,
-        message_type: row.try_get(6)?,
-        client_id: row.try_get(7)?,
-        created_at_ms: row.try_get(8)?,
-        read_by: Vec::new(),
-    })
-}
-
-fn stored_event(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        seq: row.try_get(0)?,
-        event: row.try_get(1)?,
-        payload: row.try_get(2)?,
-        rooms: rooms_from_json(Some(row.try_get::<&str, _>(3)?))?,
-        except: rooms_from_json(row.try_get::<Option<&str>, _>(4)?)?,
-        created_at_ms: row.try_get(5)?,
-    })
 }
