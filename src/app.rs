@@ -153,6 +153,7 @@ impl App {
             presence_broadcast_limit: config.presence_broadcast_limit,
         }));
         init(realtime::register(&io, realtime.clone())).await?;
+        realtime::start_ghost_sweeper(io.clone(), transport.clone());
         if let Presence::Redis(shared) = &presence {
             realtime::start_cluster_presence(&realtime, shared);
         }
@@ -162,7 +163,7 @@ impl App {
             hub: hub.clone(),
             api_keys: ApiKeys::new(&config.api_keys),
             verifier,
-            realtime,
+            realtime: realtime.clone(),
             chat,
             presence,
             metrics: crate::metrics::install(),
@@ -174,9 +175,14 @@ impl App {
         };
         let routes = http::router(state, config.demo_dir.as_deref()).layer(layer);
         let router = http::outer_layers(routes, &config.cors_origins, transport, ready.clone());
+        let drained = realtime.clone();
         let close_sockets: Closer = Box::new(move || {
             let io = io.clone();
-            Box::pin(async move { io.close().await })
+            let realtime = drained.clone();
+            Box::pin(async move {
+                realtime::drain(&io, &realtime).await;
+                io.close().await
+            })
         });
         Ok(App {
             hub,

@@ -122,8 +122,25 @@ where
     }
 }
 
+/// Crates whose debug output dumps whole packets — handshake `auth` tokens and
+/// `auth:refresh` tokens included. They log at `info` at most, whatever
+/// `LOG_LEVEL` says: no token is ever written to the logs.
+const PACKET_DUMPERS: &[&str] = &["socketioxide", "engineioxide", "socketioxide_redis"];
+
+/// `LOG_LEVEL` with the packet dumpers capped at `info`.
+pub fn log_filter(level: &str) -> String {
+    let mut directives: Vec<&str> = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !PACKET_DUMPERS.iter().any(|c| d.starts_with(c)))
+        .collect();
+    let caps: Vec<String> = PACKET_DUMPERS.iter().map(|c| format!("{c}=info")).collect();
+    directives.extend(caps.iter().map(String::as_str));
+    directives.join(",")
+}
+
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log_level);
+    let filter = tracing_subscriber::EnvFilter::new(log_filter(&config.log_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -131,4 +148,21 @@ fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn packet_dumpers_never_log_below_info() {
+        assert_eq!(
+            log_filter("debug"),
+            "debug,socketioxide=info,engineioxide=info,socketioxide_redis=info"
+        );
+        let f = log_filter("livehub=trace, socketioxide=trace,engineioxide::transport=debug");
+        assert!(f.starts_with("livehub=trace,socketioxide=info"));
+        assert!(!f.contains("trace,socketioxide=trace"));
+        assert!(!f.contains("engineioxide::transport"));
+    }
 }

@@ -44,17 +44,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let kill = all_connections.child_token();
-        let info = ConnInfo {
-            peer,
-            kill: kill.clone(),
-        };
+        let info = ConnInfo::new(peer, kill.clone());
+        let io = TokioIo::new(KillableStream::new(stream, &info));
         let service = app
             .clone()
             .map_request(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(info.clone());
                 req
             });
-        let io = TokioIo::new(KillableStream::new(stream, kill.clone()));
         tracker.spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(

@@ -166,7 +166,8 @@ async fn engine_gate(
             next.run(req).await
         }
         Some((sid, websocket)) => {
-            let guard = match req.extensions().get::<ConnInfo>() {
+            let conn = req.extensions().get::<ConnInfo>().cloned();
+            let guard = match &conn {
                 Some(conn) => match transport.track(sid, websocket, conn) {
                     Ok(guard) => Some(guard),
                     Err(_killed) => {
@@ -179,7 +180,14 @@ async fn engine_gate(
                 },
                 None => None,
             };
+            let sid = sid.to_string();
             let response = next.run(req).await;
+            if websocket
+                && response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(conn) = &conn
+            {
+                transport.upgraded(&sid, conn);
+            }
             drop(guard);
             response
         }

@@ -221,7 +221,7 @@ pub(crate) fn spawn(
         position: position.clone(),
         store,
     };
-    let task = tokio::spawn(deliverer.run(rx));
+    let task = super::spawn_critical("deliverer", deliverer.run(rx));
     (DeliveryHandle { tx, position }, task)
 }
 

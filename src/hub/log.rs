@@ -79,7 +79,7 @@ pub(crate) fn spawn(
     delivery: DeliveryHandle,
 ) -> (LogHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let task = tokio::spawn(run(rx, sink, codec, delivery));
+    let task = super::spawn_critical("log writer", run(rx, sink, codec, delivery));
     (LogHandle { tx }, task)
 }
 

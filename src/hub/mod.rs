@@ -114,6 +114,29 @@ struct Inner {
     options: HubOptions,
 }
 
+/// Runs a task livehub cannot work without. If it panics, nothing would be
+/// delivered any more while the process looked alive: exit instead, so that the
+/// supervisor restarts livehub and clients reconnect and replay.
+pub(crate) fn spawn_critical<F>(name: &'static str, task: F) -> tokio::task::JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures_util::FutureExt;
+    tokio::spawn(async move {
+        if std::panic::AssertUnwindSafe(task)
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                task = name,
+                "a critical task panicked; exiting so that a supervisor restarts livehub"
+            );
+            std::process::exit(70);
+        }
+    })
+}
+
 /// The hub's background tasks, to await on shutdown.
 pub struct HubTasks {
     writer: tokio::task::JoinHandle<()>,

@@ -157,12 +157,19 @@ pub async fn on_connect<A: Adapter>(
     session: &Arc<Session>,
 ) {
     let claims = session.claims();
-    if ctx
-        .presence
-        .connect_user(&claims.sub, &session.sid.to_string())
-        .await
     {
-        announce_status(ctx, &claims, "online");
+        let mut state = session.presence.lock().await;
+        if state.gone {
+            return; // disconnected before its connect job ran
+        }
+        state.user_online = true;
+        if ctx
+            .presence
+            .connect_user(&claims.sub, &session.sid.to_string())
+            .await
+        {
+            announce_status(ctx, &claims, "online");
+        }
     }
     let mut rooms = rooms::automatic_rooms(&claims);
     rooms.push(EVERYONE.to_string());
@@ -273,11 +280,16 @@ async fn join(
     };
     crate::metrics::replayed(replayed);
     let sid = session.sid.to_string();
+    let mut state = session.presence.lock().await;
+    if state.gone {
+        return Err(Rejection::internal("the socket disconnected"));
+    }
     let change = ctx
         .presence
         .join(&room, &claims.sub, claims.display_name(), &sid)
         .await;
-    session.viewing.lock().push(room.clone());
+    state.viewing.push(room.clone());
+    drop(state);
     if change.user_changed {
         ctx.announcer.arrived(
             &room,
@@ -310,15 +322,13 @@ async fn leave<A: Adapter>(
     let was_in = session.membership.contains(&room);
     socket.leave(room.clone());
     session.membership.forget(&room);
-    let viewed = {
-        let mut viewing = session.viewing.lock();
-        let before = viewing.len();
-        viewing.retain(|r| *r != room);
-        viewing.len() != before
-    };
-    if viewed {
+    let mut state = session.presence.lock().await;
+    let before = state.viewing.len();
+    state.viewing.retain(|r| *r != room);
+    if state.viewing.len() != before {
         stop_viewing(ctx, session, &room, Departure::Left).await;
     }
+    drop(state);
     Ok(fields(json!({ "room": room, "left": was_in })))
 }
 
@@ -343,16 +353,23 @@ async fn stop_viewing(ctx: &Realtime, session: &Session, room: &str, how: Depart
 
 /// Cleans up after a socket: presence in its rooms, and — when it was the
 /// user's last socket — the offline queue mark and an `offline` status.
+///
+/// Runs once per socket: on its disconnect, or earlier when the server drains.
 pub async fn on_disconnect(ctx: &Arc<Realtime>, session: &Arc<Session>) {
-    let rooms = std::mem::take(&mut *session.viewing.lock());
-    for room in rooms {
+    let mut state = session.presence.lock().await;
+    if state.gone {
+        return;
+    }
+    state.gone = true;
+    for room in std::mem::take(&mut state.viewing) {
         stop_viewing(ctx, session, &room, Departure::Disconnected).await;
     }
     let claims = session.claims();
-    if ctx
-        .presence
-        .disconnect_user(&claims.sub, &session.sid.to_string())
-        .await
+    if state.user_online
+        && ctx
+            .presence
+            .disconnect_user(&claims.sub, &session.sid.to_string())
+            .await
     {
         ctx.mark_offline(&claims.sub).await;
         announce_status(ctx, &claims, "offline");

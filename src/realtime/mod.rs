@@ -232,6 +232,66 @@ pub fn start_cluster_presence(
     });
 }
 
+/// How often sockets are checked for a transport that is gone.
+const GHOST_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Ends sockets whose websocket connection is gone but that Engine.IO never
+/// closed. engineioxide 0.17 leaks the session of a websocket handshake whose
+/// first write fails (a client that connects and vanishes at once): it never
+/// times out, holds a connection slot of its address, and counts in `/health`.
+/// A socket found so on two sweeps in a row is disconnected.
+pub fn start_ghost_sweeper<A: Adapter>(io: SocketIo<A>, transport: Arc<TransportControl>) {
+    tokio::spawn(async move {
+        let mut suspects = std::collections::HashSet::new();
+        loop {
+            tokio::time::sleep(GHOST_SWEEP_EVERY).await;
+            let Some(ns) = io.of("/") else { return };
+            let mut now_suspect = std::collections::HashSet::new();
+            for socket in ns.local().sockets() {
+                if socket.transport_type() != TransportType::Websocket {
+                    continue; // polling sessions time out by Engine.IO's heartbeat
+                }
+                let sid = socket.id.to_string();
+                let handshake = socket.req_parts().extensions.get::<ConnInfo>();
+                let gone = transport
+                    .websocket_conn(&sid, handshake)
+                    .is_some_and(|c| c.is_closed());
+                if !gone {
+                    continue;
+                }
+                if suspects.contains(&socket.id) {
+                    tracing::info!(%sid, "ending a socket whose connection is gone");
+                    let _ = socket.disconnect();
+                } else {
+                    now_suspect.insert(socket.id);
+                }
+            }
+            suspects = now_suspect;
+        }
+    });
+}
+
+/// Runs livehub's disconnect cleanup for every socket on this node, before
+/// shutdown closes the transports (socketioxide drops the namespace first, so
+/// its disconnect handlers would not run): presence is withdrawn and each user's
+/// offline position recorded, so that what is emitted while they reconnect —
+/// here after a restart, or on another node — reaches them.
+pub async fn drain<A: Adapter>(io: &SocketIo<A>, ctx: &Arc<Realtime>) {
+    use futures_util::StreamExt;
+    let Some(ns) = io.of("/") else { return };
+    let sessions: Vec<Arc<session::Session>> = ns
+        .local()
+        .sockets()
+        .iter()
+        .filter_map(|s| s.extensions.get::<Arc<session::Session>>())
+        .collect();
+    futures_util::stream::iter(sessions)
+        .for_each_concurrent(64, |session| async move {
+            handlers::on_disconnect(ctx, &session).await;
+        })
+        .await;
+}
+
 /// socketioxide configured from livehub's settings.
 pub fn builder(config: &Config) -> SocketIoBuilder {
     // Messages up to MAX_PAYLOAD_BYTES are handled; larger ones up to twice that
@@ -267,19 +327,65 @@ pub struct IoFabric<A: Adapter> {
     /// Deliver logged events through the adapter to every node (a cluster
     /// without a shared log) instead of to this node's sockets only.
     cross_node_broadcast: bool,
+    /// Signals wait here for the one task that sends them, so that they go out
+    /// in the order they were made (an `offline` never overtakes its `online`).
+    signals: tokio::sync::mpsc::UnboundedSender<Signal>,
+}
+
+/// An ephemeral broadcast waiting to be sent.
+struct Signal {
+    rooms: Vec<String>,
+    except: Vec<String>,
+    event: String,
+    payload: serde_json::Value,
+}
+
+/// Sends signals one after the other, through the adapter (every node), or —
+/// when the cluster does not answer — to this node's sockets at least.
+async fn send_signals<A: Adapter>(
+    io: SocketIo<A>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Signal>,
+) {
+    while let Some(signal) = rx.recv().await {
+        let Some(ns) = io.of("/") else { return };
+        let mut everywhere = ns.clone().to(signal.rooms.clone());
+        let mut here = ns.local().to(signal.rooms);
+        if !signal.except.is_empty() {
+            everywhere = everywhere.except(signal.except.clone());
+            here = here.except(signal.except);
+        }
+        let sent = tokio::time::timeout(
+            CLUSTER_BROADCAST_TIMEOUT,
+            everywhere.emit(&signal.event, &signal.payload),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::debug!("cluster broadcast failed; delivering on this node only");
+            let _ = here.emit(&signal.event, &signal.payload).await;
+        }
+    }
 }
 
 impl<A: Adapter> IoFabric<A> {
+    /// A local socket. (`SocketIo::get_socket` panics once shutdown has closed
+    /// the namespace; deliveries may still be flushing then.)
+    fn socket(&self, sid: Sid) -> Option<socketioxide::extract::SocketRef<A>> {
+        self.io.of("/")?.get_socket(sid)
+    }
+
     /// Over `io`.
     pub fn new(
         io: SocketIo<A>,
         transport: Arc<TransportControl>,
         cross_node_broadcast: bool,
     ) -> Self {
+        let (signals, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(send_signals(io.clone(), queue));
         IoFabric {
             io,
             transport,
             cross_node_broadcast,
+            signals,
         }
     }
 }
@@ -301,7 +407,8 @@ impl<A: Adapter> Fabric for IoFabric<A> {
     fn deliver(&self, event: &LoggedEvent) -> usize {
         if self.cross_node_broadcast {
             // Other nodes have no shared log to read this from: send it through the adapter.
-            let mut op = self.io.to(event.rooms.clone());
+            let Some(ns) = self.io.of("/") else { return 0 };
+            let mut op = ns.to(event.rooms.clone());
             if !event.except.is_empty() {
                 op = op.except(event.except.clone());
             }
@@ -334,14 +441,14 @@ impl<A: Adapter> Fabric for IoFabric<A> {
     }
 
     fn send(&self, sid: Sid, event: &str, payload: &RawValue) -> SendOutcome {
-        match self.io.get_socket(sid) {
+        match self.socket(sid) {
             Some(socket) => outcome(socket.emit(event, payload)),
             None => SendOutcome::Gone,
         }
     }
 
     fn force_reconnect(&self, sid: Sid) {
-        let Some(socket) = self.io.get_socket(sid) else {
+        let Some(socket) = self.socket(sid) else {
             return;
         };
         let conn = socket.req_parts().extensions.get::<ConnInfo>().cloned();
@@ -361,20 +468,19 @@ impl<A: Adapter> Fabric for IoFabric<A> {
     }
 
     fn disconnect(&self, sid: Sid) {
-        if let Some(socket) = self.io.get_socket(sid) {
+        if let Some(socket) = self.socket(sid) {
             let _ = socket.disconnect();
         }
     }
 
     fn join(&self, sid: Sid, rooms: &[String]) {
-        if let Some(socket) = self.io.get_socket(sid) {
+        if let Some(socket) = self.socket(sid) {
             socket.join(rooms.to_vec());
         }
     }
 
     fn rooms_of(&self, sid: Sid) -> Vec<String> {
-        self.io
-            .get_socket(sid)
+        self.socket(sid)
             .map(|s| s.rooms().into_iter().map(|r| r.to_string()).collect())
             .unwrap_or_default()
     }
@@ -386,29 +492,20 @@ impl<A: Adapter> Fabric for IoFabric<A> {
         event: &str,
         payload: &serde_json::Value,
     ) {
-        let mut everywhere = self.io.to(rooms.to_vec());
-        let mut here = self.io.local().to(rooms.to_vec());
-        if !except.is_empty() {
-            everywhere = everywhere.except(except.to_vec());
-            here = here.except(except.to_vec());
-        }
-        let event = event.to_string();
-        let payload = payload.clone();
-        tokio::spawn(async move {
-            let sent =
-                tokio::time::timeout(CLUSTER_BROADCAST_TIMEOUT, everywhere.emit(&event, &payload))
-                    .await;
-            if !matches!(sent, Ok(Ok(()))) {
-                // The cluster is unreachable: at least this node's sockets hear it.
-                tracing::debug!("cluster broadcast failed; delivering on this node only");
-                let _ = here.emit(&event, &payload).await;
-            }
+        let _ = self.signals.send(Signal {
+            rooms: rooms.to_vec(),
+            except: except.to_vec(),
+            event: event.to_string(),
+            payload: payload.clone(),
         });
     }
 
     fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {
-        let everywhere = self.io.to(room.clone());
-        let here = self.io.local().to(room);
+        let Some(ns) = self.io.of("/") else {
+            return Box::pin(async { Err("livehub is shutting down".to_string()) });
+        };
+        let everywhere = ns.clone().to(room.clone());
+        let here = ns.local().to(room);
         Box::pin(async move {
             match tokio::time::timeout(CLUSTER_BROADCAST_TIMEOUT, everywhere.disconnect()).await {
                 Ok(Ok(())) => Ok(()),
@@ -425,7 +522,11 @@ impl<A: Adapter> Fabric for IoFabric<A> {
 
     fn census(&self) -> Census {
         let mut census = Census::default();
-        for socket in self.io.local().sockets() {
+        // After shutdown closed the namespace there is nothing to count.
+        let Some(ns) = self.io.of("/") else {
+            return census;
+        };
+        for socket in ns.clone().local().sockets() {
             match socket.transport_type() {
                 TransportType::Websocket => census.websocket += 1,
                 TransportType::Polling => census.polling += 1,

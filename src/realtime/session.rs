@@ -42,6 +42,17 @@ struct Queue {
     draining: bool,
 }
 
+/// A socket's entries in the presence store.
+#[derive(Debug, Default)]
+pub struct PresenceState {
+    /// The socket is gone and cleaned up: add nothing more.
+    pub gone: bool,
+    /// The socket is counted among its user's connections.
+    pub user_online: bool,
+    /// Rooms it views (joined with `join:*` / `subscribe`).
+    pub viewing: Vec<String>,
+}
+
 /// Most jobs a socket may have waiting; more are refused with `rate_limited`.
 pub const MAX_QUEUED: usize = 256;
 
@@ -61,8 +72,10 @@ pub struct Session {
     pub ip: IpAddr,
     /// Rate limit on client events.
     pub limiter: Option<crate::realtime::limits::EventLimiter>,
-    /// Rooms this socket views (joined with `join:*` / `subscribe`), for presence.
-    pub viewing: Mutex<Vec<String>>,
+    /// What this socket put in the presence store. An async lock: presence
+    /// calls happen under it, so a disconnect that races a connect or a join
+    /// can neither miss what they add nor let them add after it cleaned up.
+    pub presence: tokio::sync::Mutex<PresenceState>,
     queue: Mutex<Queue>,
 }
 
@@ -86,7 +99,7 @@ impl Session {
             auth_offset,
             ip,
             limiter,
-            viewing: Mutex::new(Vec::new()),
+            presence: tokio::sync::Mutex::new(PresenceState::default()),
             queue: Mutex::new(Queue {
                 jobs: VecDeque::from([Job::Connect]),
                 draining: true,

@@ -17,6 +17,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,24 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Cancelling it closes the TCP connection, upgraded websockets included.
     pub kill: CancellationToken,
+    /// Set once the connection's stream is dropped (the TCP connection is gone).
+    pub closed: Arc<AtomicBool>,
+}
+
+impl ConnInfo {
+    /// Facts of a new connection from `peer`.
+    pub fn new(peer: SocketAddr, kill: CancellationToken) -> ConnInfo {
+        ConnInfo {
+            peer,
+            kill,
+            closed: Arc::default(),
+        }
+    }
+
+    /// Whether the TCP connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 /// How long a killed polling session's requests keep being refused.
@@ -41,7 +60,7 @@ const KILLED_TTL: Duration = Duration::from_secs(120);
 #[derive(Default)]
 pub struct TransportControl {
     /// Sessions upgraded to websocket: the upgrade request's connection.
-    upgraded: DashMap<String, CancellationToken>,
+    upgraded: DashMap<String, ConnInfo>,
     /// Polling requests in flight, by session.
     polling: DashMap<String, Vec<(u64, CancellationToken)>>,
     /// Sessions whose transport was killed, and when.
@@ -62,10 +81,13 @@ pub struct Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        if let Some(id) = self.id
-            && let Some(mut list) = self.control.polling.get_mut(&self.sid)
-        {
-            list.retain(|(i, _)| *i != id);
+        if let Some(id) = self.id {
+            if let Some(mut list) = self.control.polling.get_mut(&self.sid) {
+                list.retain(|(i, _)| *i != id);
+            }
+            self.control
+                .polling
+                .remove_if(&self.sid, |_, list| list.is_empty());
         }
     }
 }
@@ -88,7 +110,8 @@ impl TransportControl {
             self.killed.remove(sid);
         }
         if websocket {
-            self.upgraded.insert(sid.to_string(), conn.kill.clone());
+            // Recorded by `upgraded` once Engine.IO accepted the upgrade: an
+            // upgrade request for a session that does not exist records nothing.
             return Ok(Tracked {
                 control: self.clone(),
                 sid: sid.to_string(),
@@ -109,12 +132,26 @@ impl TransportControl {
         })
     }
 
+    /// Engine.IO accepted a websocket upgrade of session `sid` on connection `conn`.
+    pub fn upgraded(&self, sid: &str, conn: &ConnInfo) {
+        self.upgraded.insert(sid.to_string(), conn.clone());
+    }
+
+    /// The connection carrying a websocket session: the upgrade's, or for a
+    /// websocket opened directly, its handshake's (`handshake`).
+    pub fn websocket_conn(&self, sid: &str, handshake: Option<&ConnInfo>) -> Option<ConnInfo> {
+        self.upgraded
+            .get(sid)
+            .map(|c| c.clone())
+            .or_else(|| handshake.cloned())
+    }
+
     /// Closes the transport of session `sid`. `handshake` is the connection of
     /// the session's first request (the websocket itself when opened directly).
     pub fn kill(&self, sid: &str, handshake: Option<&ConnInfo>, is_websocket: bool) {
         self.killed.insert(sid.to_string(), Instant::now());
-        if let Some((_, token)) = self.upgraded.remove(sid) {
-            token.cancel();
+        if let Some((_, conn)) = self.upgraded.remove(sid) {
+            conn.kill.cancel();
         } else if is_websocket && let Some(conn) = handshake {
             conn.kill.cancel();
         }
@@ -182,14 +219,23 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
 pub struct KillableStream<S> {
     inner: S,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    closed: Arc<AtomicBool>,
+}
+
+impl<S> Drop for KillableStream<S> {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 impl<S> KillableStream<S> {
-    /// Wraps `inner`; cancelling `kill` ends it.
-    pub fn new(inner: S, kill: CancellationToken) -> Self {
+    /// Wraps `inner` for connection `conn`: cancelling its kill token ends it,
+    /// dropping it marks the connection closed.
+    pub fn new(inner: S, conn: &ConnInfo) -> Self {
         KillableStream {
             inner,
-            killed: Box::pin(kill.cancelled_owned()),
+            killed: Box::pin(conn.kill.clone().cancelled_owned()),
+            closed: conn.closed.clone(),
         }
     }
 

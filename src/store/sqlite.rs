@@ -35,6 +35,12 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory {
+            // Switching a new file to WAL needs an exclusive lock and does not wait
+            // for it: do it on one connection before the pool opens several.
+            use sqlx::{ConnectOptions, Connection};
+            options.clone().connect().await?.close().await?;
+        }
         let pool = SqlitePoolOptions::new()
             // An in-memory database exists once per connection: keep exactly one.
             .max_connections(if in_memory { 1 } else { 8 })
