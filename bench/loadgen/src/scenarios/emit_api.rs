@@ -1,0 +1,96 @@
+//! The HTTP emit API alone: no sockets, C controllers posting back to back.
+//!
+//! Each client owns one keep-alive connection and sends its next emit as soon
+//! as the previous one is answered (closed loop: this measures capacity, the
+//! fan-out scenario measures behaviour at a given rate). The room has no
+//! members, so the figure is the cost of accepting, validating and (unless
+//! `EVENT_LOG=off`) durably logging an event.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use super::Common;
+use crate::histogram::Histogram;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Concurrent keep-alive clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds that count.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of the same load before, not counted.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+}
+
+#[derive(Default)]
+struct Tally {
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+    latency: Histogram,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
+    let pool = Arc::new(common.pool(args.clients));
+    let tally = Arc::new(Tally::default());
+    let warm_end = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let end = warm_end + Duration::from_secs_f64(args.duration);
+    let mut clients = JoinSet::new();
+    for c in 0..args.clients {
+        let (pool, tally) = (pool.clone(), tally.clone());
+        clients.spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let body = Bytes::from(format!(
+                    r#"{{"event":"shipment:updated","data":{{"shipmentId":"BENCH-API-{c}","status":"in_transit","seq":{n}}}}}"#
+                ));
+                n += 1;
+                let began = Instant::now();
+                let counted = began >= warm_end;
+                let result = pool.post_json("/api/v1/emit", body).await;
+                if !counted {
+                    continue;
+                }
+                match result {
+                    Ok(r) if r.status.is_success() => {
+                        tally.latency.record(began.elapsed());
+                        tally.accepted.fetch_add(1, Relaxed);
+                    }
+                    Ok(r) => {
+                        tally.rejected.fetch_add(1, Relaxed);
+                        let text = format!("{} {}", r.status, String::from_utf8_lossy(&r.body));
+                        tally.first_error.lock().expect("lock").get_or_insert(text);
+                    }
+                    Err(e) => {
+                        tally.failed.fetch_add(1, Relaxed);
+                        tally.first_error.lock().expect("lock").get_or_insert(format!("{e:#}"));
+                    }
+                }
+            }
+        });
+    }
+    while clients.join_next().await.is_some() {}
+    let window = Instant::now()
+        .saturating_duration_since(warm_end)
+        .as_secs_f64();
+    let accepted = tally.accepted.load(Relaxed);
+    Ok(json!({
+        "clients": args.clients,
+        "duration_s": window,
+        "accepted": accepted,
+        "emits_per_s": accepted as f64 / window,
+        "rejected": tally.rejected.load(Relaxed),
+        "failed": tally.failed.load(Relaxed),
+        "first_error": tally.first_error.lock().expect("lock").clone(),
+        "latency": tally.latency.summary(),
+    }))
+}

@@ -1,0 +1,56 @@
+//! The benchmark scenarios. Each returns its figures as JSON.
+
+pub mod emit_api;
+pub mod fanout;
+pub mod idle;
+pub mod replay;
+pub mod storm;
+
+use std::net::SocketAddr;
+
+use crate::http::Pool;
+use crate::sio::Endpoint;
+use crate::token::Minter;
+
+/// What every scenario needs to reach the server under test.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Server address (loopback only), e.g. 127.0.0.1:3000.
+    #[arg(
+        long,
+        env = "BENCH_SERVER",
+        global = true,
+        default_value = "127.0.0.1:3000"
+    )]
+    pub server: SocketAddr,
+    /// HS256 secret the server verifies user tokens with.
+    #[arg(
+        long,
+        env = "BENCH_JWT_SECRET",
+        global = true,
+        default_value = "bench-secret"
+    )]
+    pub jwt_secret: String,
+    /// API key for the controller routes.
+    #[arg(
+        long,
+        env = "BENCH_API_KEY",
+        global = true,
+        default_value = "bench-key"
+    )]
+    pub api_key: String,
+}
+
+impl Common {
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::new(self.server)
+    }
+
+    pub fn minter(&self) -> Minter {
+        Minter::new(&self.jwt_secret)
+    }
+
+    pub fn pool(&self, max: usize) -> Pool {
+        Pool::new(self.server, &self.api_key, max)
+    }
+}
