@@ -1,5 +1,6 @@
 //! The `livehub` binary: everything lives in the library; this only runs its CLI.
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

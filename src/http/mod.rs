@@ -155,6 +155,8 @@ async fn engine_gate(
     let query = req.uri().query().unwrap_or("");
     match engine_session(query) {
         None => {
+            let mut req = req;
+            detach_from_read_buffer(&mut req);
             if !ready.load(Ordering::Acquire) {
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -191,6 +193,39 @@ async fn engine_gate(
             drop(guard);
             response
         }
+    }
+}
+
+/// Gives a handshake request's URI and headers their own small allocations.
+///
+/// hyper parses them as slices of its connection read buffer (8 KiB or more),
+/// and socketioxide keeps a new session's request parts for the session's whole
+/// life — which would pin that buffer per connection: most of an idle
+/// websocket's memory. Copying a few hundred bytes frees it.
+fn detach_from_read_buffer(req: &mut Request) {
+    use axum::http::{HeaderMap, HeaderName, Uri};
+    let headers = std::mem::take(req.headers_mut());
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in &headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            owned.append(name, value);
+        }
+    }
+    *req.headers_mut() = owned;
+    if let Ok(uri) = Uri::try_from(req.uri().to_string()) {
+        // axum keeps a copy of the URI as it arrived; it would pin the buffer too.
+        if req
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .is_some()
+        {
+            req.extensions_mut()
+                .insert(axum::extract::OriginalUri(uri.clone()));
+        }
+        *req.uri_mut() = uri;
     }
 }
 

@@ -69,16 +69,33 @@ pub async fn events(
     })))
 }
 
-/// `GET /api/v1/rooms/{room}/presence`: who views the room (200 with 0 when nobody).
+/// Query of the presence route.
+#[derive(Debug, Deserialize)]
+pub struct PresenceQuery {
+    limit: Option<String>,
+}
+
+/// The most viewers the presence route lists.
+pub const MAX_VIEWERS_LISTED: usize = 10_000;
+
+/// `GET /api/v1/rooms/{room}/presence?limit=`: who views the room (200 with 0
+/// when nobody): `viewersCount` users in all, the first `limit` (default 1000) listed.
 pub async fn presence(
     State(state): State<AppState>,
     caller: Caller,
     Path(room): Path<String>,
+    Query(q): Query<PresenceQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.may_read(&room)?;
-    let viewers = state.presence.viewers(&room).await;
+    let limit = int_param(q.limit.as_deref(), "limit")?.unwrap_or(1000);
+    if !(0..=MAX_VIEWERS_LISTED as i64).contains(&limit) {
+        return Err(
+            Rejection::bad_request(format!("`limit` must be 0-{MAX_VIEWERS_LISTED}")).into(),
+        );
+    }
+    let (viewers, count) = state.presence.viewers(&room, limit as usize).await;
     Ok(axum::Json(
-        json!({ "ok": true, "room": room, "viewersCount": viewers.len(), "viewers": viewers }),
+        json!({ "ok": true, "room": room, "viewersCount": count, "viewers": viewers }),
     ))
 }
 

@@ -65,22 +65,23 @@ impl MemoryPresence {
         }
     }
 
-    pub(super) async fn viewers(&self, room: &str) -> Vec<Viewer> {
-        let mut list: Vec<Viewer> = self
-            .rooms
-            .get(room)
-            .map(|v| {
-                v.iter()
-                    .map(|(user, viewing)| Viewer {
-                        user_id: user.clone(),
-                        name: viewing.name.clone(),
-                        socket_id: viewing.sockets.first().cloned().unwrap_or_default(),
-                    })
-                    .collect()
+    pub(super) async fn viewers(&self, room: &str, limit: usize) -> (Vec<Viewer>, usize) {
+        let Some(viewers) = self.rooms.get(room) else {
+            return (Vec::new(), 0);
+        };
+        let total = viewers.len();
+        let mut list: Vec<Viewer> = viewers
+            .iter()
+            .take(limit)
+            .map(|(user, viewing)| Viewer {
+                user_id: user.clone(),
+                name: viewing.name.clone(),
+                socket_id: viewing.sockets.first().cloned().unwrap_or_default(),
             })
-            .unwrap_or_default();
+            .collect();
+        drop(viewers);
         list.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        list
+        (list, total)
     }
 
     pub(super) async fn count(&self, room: &str) -> usize {
@@ -204,7 +205,8 @@ mod tests {
             },
             "twice is a no-op"
         );
-        let viewers = p.viewers("s:1").await;
+        let (viewers, total) = p.viewers("s:1", 10).await;
+        assert_eq!(total, 1);
         assert_eq!(
             viewers,
             vec![Viewer {

@@ -78,9 +78,10 @@ impl Presence {
         dispatch!(self.leave(room, user, sid))
     }
 
-    /// Who views `room`, one entry per user.
-    pub async fn viewers(&self, room: &str) -> Vec<Viewer> {
-        dispatch!(self.viewers(room))
+    /// Who views `room`, one entry per user: at most `limit` of them (sorted by
+    /// user id), and how many there are in all.
+    pub async fn viewers(&self, room: &str, limit: usize) -> (Vec<Viewer>, usize) {
+        dispatch!(self.viewers(room, limit))
     }
 
     /// How many distinct users view `room`.

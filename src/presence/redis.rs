@@ -359,22 +359,25 @@ impl RedisPresence {
         }
     }
 
-    pub(super) async fn viewers(&self, room: &str) -> Vec<Viewer> {
+    pub(super) async fn viewers(&self, room: &str, limit: usize) -> (Vec<Viewer>, usize) {
         let keys = self.inner.keys.room(room, "");
         let mut conn = self.inner.conn.clone();
-        let users: Option<Vec<String>> = bounded(
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(&keys[1])
-                .arg(now_ms())
-                .arg("+inf")
-                .query_async(&mut conn),
-        )
-        .await;
-        let Some(users) = self.record(users) else {
-            return self.inner.local.viewers(room).await;
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZCOUNT").arg(&keys[1]).arg(now).arg("+inf");
+        pipe.cmd("ZRANGEBYSCORE")
+            .arg(&keys[1])
+            .arg(now)
+            .arg("+inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        let answer: Option<(usize, Vec<String>)> = bounded(pipe.query_async(&mut conn)).await;
+        let Some((total, users)) = self.record(answer) else {
+            return self.inner.local.viewers(room, limit).await;
         };
         if users.is_empty() {
-            return Vec::new();
+            return (Vec::new(), total);
         }
         let infos: Vec<Option<String>> = bounded(
             redis::cmd("HMGET")
@@ -402,7 +405,7 @@ impl RedisPresence {
             })
             .collect();
         viewers.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        viewers
+        (viewers, total)
     }
 
     pub(super) async fn count(&self, room: &str) -> usize {

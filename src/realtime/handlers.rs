@@ -223,9 +223,12 @@ async fn join(
     let claims = session.claims();
     rooms::authorize(&claims, &room)?;
     if session.membership.contains(&room) {
-        let viewers = ctx.presence.viewers(&room).await;
+        let (viewers, count) = ctx
+            .presence
+            .viewers(&room, ctx.settings.presence_broadcast_limit)
+            .await;
         return Ok(fields(
-            json!({ "room": room, "replayed": 0, "viewers": viewers, "viewersCount": viewers.len() }),
+            json!({ "room": room, "replayed": 0, "viewers": viewers, "viewersCount": count }),
         ));
     }
     if session.membership.len() >= ctx.settings.max_rooms_per_socket {
@@ -299,12 +302,17 @@ async fn join(
             change.viewers,
         );
     }
-    let viewers = ctx.presence.viewers(&room).await;
+    // A large room lists its first viewers only: listing every one on every
+    // join would make filling a room quadratic (see presence::announce).
+    let (viewers, count) = ctx
+        .presence
+        .viewers(&room, ctx.settings.presence_broadcast_limit)
+        .await;
     let mut ack = fields(json!({
         "room": room,
         "replayed": replayed,
         "viewers": viewers,
-        "viewersCount": viewers.len(),
+        "viewersCount": count,
     }));
     if let Some(problem) = reset_reason {
         ack.insert("reset".into(), Value::String(problem.as_str().into()));

@@ -54,6 +54,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Rooms per socket.
     pub max_rooms_per_socket: usize,
+    /// Most viewers a join ack lists (`PRESENCE_BROADCAST_LIMIT`).
+    pub presence_broadcast_limit: usize,
 }
 
 impl Settings {
@@ -65,6 +67,7 @@ impl Settings {
             max_connections_per_ip: c.max_connections_per_ip,
             trusted_proxies: c.trusted_proxies.clone(),
             max_rooms_per_socket: c.max_rooms_per_socket,
+            presence_broadcast_limit: c.presence_broadcast_limit,
         }
     }
 }
@@ -304,6 +307,9 @@ pub fn builder(config: &Config) -> SocketIoBuilder {
         .ws_max_message_size(hard_cap)
         .ws_max_frame_size(hard_cap)
         .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        // Clients send small messages: a 1 KiB read chunk (instead of 4 KiB) is
+        // plenty, and an idle websocket keeps it.
+        .ws_read_buffer_size(1024)
         .ping_interval(Duration::from_secs(25))
         .ping_timeout(Duration::from_secs(20))
         .connect_timeout(Duration::from_secs(45))
