@@ -125,7 +125,7 @@ fi
 # ------------------------------------------------------------------ servers
 JWT_SECRET="bench-$(date +%s)-$RANDOM$RANDOM"
 API_KEY="bench-key-$RANDOM$RANDOM"
-RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)$( ((QUICK)) && echo -quick)
+RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)$( ((QUICK)) && echo -quick || true)
 RUN_DIR=$BENCH_DIR/results/$RUN_ID
 mkdir -p "$RUN_DIR"
 SERVER_PID="" SERVER_PORT="" SERVER_TMP=""

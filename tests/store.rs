@@ -295,3 +295,53 @@ async fn postgres_concurrent_appenders_commit_in_offset_order() {
     assert_eq!(all.len(), 400);
     assert!(all.iter().enumerate().all(|(i, e)| e.seq == i as i64 + 1));
 }
+
+/// The SQLite store appends in one round trip on a head it remembers; if
+/// something else appended meanwhile, it must notice and stay gapless.
+#[tokio::test]
+async fn sqlite_append_survives_another_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url =
+        livehub::config::DatabaseUrl::Sqlite(format!("sqlite://{}/log.db", dir.path().display()));
+    let first = Store::connect(&url).await.unwrap();
+    let second = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        seqs(&append(&first, &[event("a", &["order:1"])]).await),
+        vec![1]
+    );
+    assert_eq!(
+        seqs(&append(&second, &[event("b", &["order:1"])]).await),
+        vec![2]
+    );
+    // `first` still believes the head is 1.
+    assert_eq!(
+        seqs(
+            &append(
+                &first,
+                &[event("c", &["order:1"]), event("d", &["order:2"])]
+            )
+            .await
+        ),
+        vec![3, 4]
+    );
+    let all = first.read_after(0, 10).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|e| (e.seq, e.event.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+    );
+    assert_eq!(all[3].rooms, vec!["order:2"]);
+    // Quotes in payloads survive the one-round-trip path.
+    let quoted = first
+        .append(&[event("q", &["order:1"])], 0, &|_, seq| {
+            format!(r#"{{"text":"it's","seq":{seq}}}"#)
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs(&quoted), vec![5]);
+    assert_eq!(
+        first.read_after(4, 1).await.unwrap()[0].payload,
+        r#"{"text":"it's","seq":5}"#
+    );
+}

@@ -140,10 +140,14 @@ macro_rules! dispatch {
 }
 
 impl Store {
-    /// Opens the database (creating an SQLite file if needed) and runs the migrations.
+    /// Opens the database (creating an SQLite file if needed), runs the
+    /// migrations, and starts the database's own upkeep (SQLite: checkpoints).
     pub async fn connect(url: &DatabaseUrl) -> StoreResult<Store> {
         let store = Self::open(url).await?;
         store.migrate().await?;
+        if let Backend::Sqlite(b) = &store.backend {
+            b.spawn_checkpointer();
+        }
         Ok(store)
     }
 
