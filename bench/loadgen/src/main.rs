@@ -54,6 +54,9 @@ enum Command {
     EmitApi(scenarios::emit_api::Args),
     /// Reconnect from an offset after N missed events: time to the last one.
     Replay(scenarios::replay::Args),
+    /// Thousands of clients for minutes, with churn and a steady emit rate:
+    /// delivered vs expected per client (not part of bench/run.sh).
+    Soak(scenarios::soak::Args),
     /// Prints a free TCP port on 127.0.0.1.
     FreePort,
     /// Waits until GET /health answers 200.
@@ -120,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::EmitApi(a) => ("emit-api", scenarios::emit_api::run(common, a).await?),
                 Command::Replay(a) => ("replay", scenarios::replay::run(common, a).await?),
+                Command::Soak(a) => ("soak", scenarios::soak::run(common, a).await?),
                 _ => unreachable!("handled above"),
             }
         }

@@ -43,6 +43,10 @@ pub struct Setup {
     /// Seconds of quiet between trials.
     #[arg(long, default_value_t = 1.0)]
     pub settle: f64,
+    /// Emit through this server instead (loopback only): another node of the
+    /// same cluster, to measure cross-node delivery.
+    #[arg(long)]
+    pub emit_server: Option<std::net::SocketAddr>,
 }
 
 /// `fanout`: one rate, one duration.
@@ -184,7 +188,11 @@ impl Bench {
             swarm.setup_time.as_secs_f64(),
             swarm.failed
         );
-        let pool = Arc::new(common.pool(setup.http_connections));
+        let pool = Arc::new(match setup.emit_server {
+            Some(addr) if addr.ip().is_loopback() => Pool::new(addr, &common.api_key, setup.http_connections),
+            Some(addr) => anyhow::bail!("refusing to emit through {addr}: benchmarks target loopback only"),
+            None => common.pool(setup.http_connections),
+        });
         Ok(Bench {
             swarm,
             recorder,

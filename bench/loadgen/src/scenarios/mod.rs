@@ -4,6 +4,7 @@ pub mod emit_api;
 pub mod fanout;
 pub mod idle;
 pub mod replay;
+pub mod soak;
 pub mod storm;
 
 use std::net::SocketAddr;
