@@ -94,13 +94,13 @@ impl ConnectFlow {
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok());
         let ip = client_ip(peer, forwarded, &ctx.settings.trusted_proxies);
-        if !ctx
+        let Some(slot) = ctx
             .connections
             .acquire(ip, ctx.settings.max_connections_per_ip)
-        {
+        else {
             crate::metrics::rejected("too_many_connections");
             return Err(Refusal::TooManyConnections);
-        }
+        };
 
         let auth_offset = auth_json
             .as_ref()
@@ -115,6 +115,7 @@ impl ConnectFlow {
             auth_offset,
             ip,
             EventLimiter::per_minute(ctx.settings.rate_limit_per_minute),
+            Some(slot),
         ));
         ctx.expiry.watch(s.id, session.claims().exp);
         s.extensions.insert(session);
@@ -137,7 +138,9 @@ async fn on_disconnect<A: Adapter>(
         return;
     };
     tracing::debug!(sid = %socket.id, ?reason, "socket disconnected");
-    ctx.connections.release(session.ip);
+    if let Some(slot) = &session.connection {
+        slot.release();
+    }
     ctx.transport.forget(&socket.id.to_string());
     ctx.expiry.forget(socket.id);
     super::handlers::on_disconnect(&ctx, &session).await;

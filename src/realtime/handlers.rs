@@ -157,11 +157,19 @@ pub async fn on_connect<A: Adapter>(
     session: &Arc<Session>,
 ) {
     let claims = session.claims();
-    {
+    let mut rooms = rooms::automatic_rooms(&claims);
+    rooms.push(EVERYONE.to_string());
+    let connected_at = session.connected_at;
+    let mut after: Vec<(String, i64)> = rooms.iter().map(|r| (r.clone(), connected_at)).collect();
+
+    let offline_since = {
         let mut state = session.presence.lock().await;
         if state.gone {
             return; // disconnected before its connect job ran
         }
+        // The user's transition, status and offline mark, in one order with
+        // their other sockets' (see `UserLocks`).
+        let _user = ctx.user_locks.lock(&claims.sub).await;
         state.user_online = true;
         if ctx
             .presence
@@ -170,11 +178,14 @@ pub async fn on_connect<A: Adapter>(
         {
             announce_status(ctx, &claims, "online");
         }
-    }
-    let mut rooms = rooms::automatic_rooms(&claims);
-    rooms.push(EVERYONE.to_string());
-    let connected_at = session.connected_at;
-    let mut after: Vec<(String, i64)> = rooms.iter().map(|r| (r.clone(), connected_at)).collect();
+        if session.auth_offset.is_some() {
+            // An offset covers the offline queue too.
+            ctx.forget_offline(&claims.sub).await;
+            None
+        } else {
+            ctx.take_offline(&claims.sub).await
+        }
+    };
 
     if let Some(offset) = &session.auth_offset {
         match ctx.hub.resolve_offset(offset).await {
@@ -185,9 +196,7 @@ pub async fn on_connect<A: Adapter>(
             },
             Err(problem) => reset(ctx, session, problem, offset, None),
         }
-        // An offset covers the offline queue too.
-        ctx.forget_offline(&claims.sub).await;
-    } else if let Some(since) = ctx.take_offline(&claims.sub).await {
+    } else if let Some(since) = offline_since {
         let user_room = rooms::user_room(&claims.sub);
         for (room, a) in &mut after {
             if *room == user_room {
@@ -372,15 +381,23 @@ pub async fn on_disconnect(ctx: &Arc<Realtime>, session: &Arc<Session>) {
     for room in std::mem::take(&mut state.viewing) {
         stop_viewing(ctx, session, &room, Departure::Disconnected).await;
     }
+    if !state.user_online {
+        return;
+    }
     let claims = session.claims();
-    if state.user_online
-        && ctx
-            .presence
-            .disconnect_user(&claims.sub, &session.sid.to_string())
-            .await
+    let _user = ctx.user_locks.lock(&claims.sub).await;
+    if ctx
+        .presence
+        .disconnect_user(&claims.sub, &session.sid.to_string())
+        .await
     {
-        ctx.mark_offline(&claims.sub).await;
+        // What was delivered up to now reached the socket; anything later waits
+        // for the user's next connection. The status goes out before the mark
+        // is written: the branch learns at once, and the user's next connect
+        // waits for the mark on the user lock.
+        let position = ctx.hub.position();
         announce_status(ctx, &claims, "offline");
+        ctx.mark_offline(&claims.sub, position).await;
     }
 }
 

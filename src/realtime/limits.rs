@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -24,30 +26,55 @@ impl EventLimiter {
 }
 
 /// Open connections per client address.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct ConnectionsPerIp {
-    counts: DashMap<IpAddr, u32>,
+    counts: Arc<DashMap<IpAddr, u32>>,
 }
 
-impl ConnectionsPerIp {
-    /// Counts a new connection from `ip`, unless `cap` (non-zero) is reached.
-    pub fn acquire(&self, ip: IpAddr, cap: u32) -> bool {
-        let mut count = self.counts.entry(ip).or_insert(0);
-        if cap > 0 && *count >= cap {
-            return false;
-        }
-        *count += 1;
-        true
-    }
+/// One counted connection. It is given back when released or dropped, so a
+/// socket that socketioxide discards without a disconnect (its CONNECT packet
+/// could not be sent: the client vanished during authentication) still frees
+/// its address's slot when the socket is freed.
+pub struct ConnectionSlot {
+    counts: Arc<DashMap<IpAddr, u32>>,
+    ip: IpAddr,
+    released: AtomicBool,
+}
 
-    /// Forgets a connection from `ip`.
-    pub fn release(&self, ip: IpAddr) {
-        if let dashmap::Entry::Occupied(mut e) = self.counts.entry(ip) {
+impl ConnectionSlot {
+    /// Gives the slot back (once; later calls do nothing).
+    pub fn release(&self) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let dashmap::Entry::Occupied(mut e) = self.counts.entry(self.ip) {
             *e.get_mut() -= 1;
             if *e.get() == 0 {
                 e.remove();
             }
         }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl ConnectionsPerIp {
+    /// Counts a new connection from `ip`, unless `cap` (non-zero) is reached.
+    pub fn acquire(&self, ip: IpAddr, cap: u32) -> Option<ConnectionSlot> {
+        let mut count = self.counts.entry(ip).or_insert(0);
+        if cap > 0 && *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            counts: self.counts.clone(),
+            ip,
+            released: AtomicBool::new(false),
+        })
     }
 
     /// Addresses with at least one connection.
@@ -72,15 +99,26 @@ mod tests {
         let c = ConnectionsPerIp::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(c.acquire(a, 2) && c.acquire(a, 2));
-        assert!(!c.acquire(a, 2));
-        assert!(c.acquire(b, 2));
-        c.release(a);
-        assert!(c.acquire(a, 2));
-        c.release(a);
-        c.release(a);
-        c.release(b);
-        assert_eq!(c.addresses(), 0);
-        assert!(c.acquire(a, 0), "0 means no cap");
+        let a1 = c.acquire(a, 2).unwrap();
+        let a2 = c.acquire(a, 2).unwrap();
+        assert!(c.acquire(a, 2).is_none());
+        let b1 = c.acquire(b, 2).unwrap();
+        a1.release();
+        a1.release();
+        let a3 = c.acquire(a, 2).expect("a released slot is free again");
+        assert!(
+            c.acquire(a, 2).is_none(),
+            "a second release gives nothing back"
+        );
+        drop(a1);
+        assert!(
+            c.acquire(a, 2).is_none(),
+            "dropping a released slot gives nothing back"
+        );
+        drop(a2);
+        a3.release();
+        drop(b1);
+        assert_eq!(c.addresses(), 0, "dropped slots are given back");
+        assert!(c.acquire(a, 0).is_some(), "0 means no cap");
     }
 }

@@ -82,6 +82,8 @@ pub struct Realtime {
     pub transport: Arc<TransportControl>,
     /// Connections per address.
     pub connections: ConnectionsPerIp,
+    /// Orders each user's connects and disconnects on this node.
+    pub user_locks: session::UserLocks,
     /// Limits.
     pub settings: Settings,
     /// The database, for the offline queue (none when the log is off).
@@ -133,6 +135,7 @@ impl Realtime {
             verifier: parts.verifier,
             transport: parts.transport,
             connections: ConnectionsPerIp::default(),
+            user_locks: session::UserLocks::default(),
             settings: parts.settings,
             store: parts.store,
             presence: parts.presence,
@@ -140,12 +143,12 @@ impl Realtime {
         }
     }
 
-    /// Records that the user's last socket is gone, at the current log position,
-    /// so that events for the user meanwhile wait for their next connection.
-    pub(crate) async fn mark_offline(&self, user: &str) {
+    /// Records that the user's last socket is gone at log `position`, so that
+    /// events for the user after it wait for their next connection.
+    pub(crate) async fn mark_offline(&self, user: &str, position: i64) {
         if let Some(store) = &self.store {
             let now = chrono::Utc::now().timestamp_millis();
-            if let Err(e) = store.mark_offline(user, self.hub.position(), now).await {
+            if let Err(e) = store.mark_offline(user, position, now).await {
                 tracing::warn!(error = %e, "could not record an offline user");
             }
         }

@@ -53,6 +53,39 @@ pub struct PresenceState {
     pub viewing: Vec<String>,
 }
 
+/// Serialises the user-level half of connects and disconnects on this node.
+///
+/// Two sockets of one user can connect and disconnect at the same moment (a
+/// page reload: the old tab's socket goes as the new one comes). The user's
+/// transition in the presence store, its `presence` status and the offline
+/// queue mark must then happen in one order, or the branch is told `offline`
+/// after `online` for a user who is there, or a fresh connect misses the mark
+/// its predecessor was still writing. Locks are striped by user id: a fixed
+/// set, no per-user allocation, and unrelated users rarely share one.
+pub struct UserLocks {
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl Default for UserLocks {
+    fn default() -> Self {
+        UserLocks {
+            stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+}
+
+impl UserLocks {
+    /// Holds `user`'s stripe until the guard is dropped.
+    pub async fn lock(&self, user: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(user);
+        self.stripes[(hash as usize) % self.stripes.len()]
+            .lock()
+            .await
+    }
+}
+
 /// Most jobs a socket may have waiting; more are refused with `rate_limited`.
 pub const MAX_QUEUED: usize = 256;
 
@@ -72,6 +105,8 @@ pub struct Session {
     pub ip: IpAddr,
     /// Rate limit on client events.
     pub limiter: Option<crate::realtime::limits::EventLimiter>,
+    /// The socket's place in its address's connection count (none in tests).
+    pub connection: Option<crate::realtime::limits::ConnectionSlot>,
     /// What this socket put in the presence store. An async lock: presence
     /// calls happen under it, so a disconnect that races a connect or a join
     /// can neither miss what they add nor let them add after it cleaned up.
@@ -90,6 +125,7 @@ impl Session {
         auth_offset: Option<String>,
         ip: IpAddr,
         limiter: Option<crate::realtime::limits::EventLimiter>,
+        connection: Option<crate::realtime::limits::ConnectionSlot>,
     ) -> Session {
         Session {
             sid,
@@ -99,6 +135,7 @@ impl Session {
             auth_offset,
             ip,
             limiter,
+            connection,
             presence: tokio::sync::Mutex::new(PresenceState::default()),
             queue: Mutex::new(Queue {
                 jobs: VecDeque::from([Job::Connect]),
@@ -151,6 +188,7 @@ mod tests {
             0,
             None,
             [127, 0, 0, 1].into(),
+            None,
             None,
         )
     }

@@ -768,17 +768,22 @@ describe("connection churn", () => {
       const settled = await until(async () => ((last = await healthOf(server)).connections === 1 && last.users === 1 ? last : null), {
         timeout: 3000,
       }).catch(() => last);
-      const lastStatus = new Map();
-      for (const p of statuses) lastStatus.set(p.userId, p.status);
-      const stuck = [...lastStatus].filter(([, status]) => status === "online").map(([user]) => user);
+      // Each racer's last `presence` status, once the branch has heard them all:
+      // an `offline` follows its `online` by the time the server has forgotten the user.
+      const onlineRacers = () => {
+        const lastStatus = new Map();
+        for (const p of statuses) if (p.userId !== "boss") lastStatus.set(p.userId, p.status);
+        return [...lastStatus].filter(([, status]) => status === "online").map(([user]) => user);
+      };
+      const stuck = await until(() => (onlineRacers().length === 0 ? [] : null), { timeout: 3000 }).catch(() => onlineRacers());
       console.log(`# racers: /health ${JSON.stringify({ connections: settled.connections, users: settled.users })}, ${stuck.length} left "online" for their branch`);
       if (stuck.length) {
         // What the user notices: a notification sent while they were away never arrives.
         const tok = userToken(stuck[0], { branchId: "race" });
+        const seen = statuses.length;
         const tab = await connect(server.url, { token: tok, transports: ["websocket"] });
         tab.close();
-        await until(async () => !(await http(server, "GET", `/api/v1/rooms/user:${stuck[0]}/presence`)).body?.viewersCount, { timeout: 2000 }).catch(() => {});
-        await sleep(300);
+        await until(() => statuses.slice(seen).some((p) => p.userId === stuck[0] && p.status === "offline"), { timeout: 2000 }).catch(() => {});
         await emit(server, { event: "notification", user: stuck[0], data: { title: "t", message: "while away", severity: "info" } });
         const back = ioV4(server.url, { auth: { token: tok }, transports: ["websocket"], forceNew: true, reconnection: false });
         const queued = await next(back, "notification", { timeout: 2000 }).catch(() => null);
@@ -789,6 +794,45 @@ describe("connection churn", () => {
       assert.equal(settled.users, 1, "only the boss is online");
     } finally {
       closeAll(boss);
+      await server.stop();
+    }
+  });
+
+  it("a user who reloads (old socket goes as the new one comes) stays online, and a notification sent after they leave waits for them", async () => {
+    const server = await startServer();
+    const boss = await connect(server.url, { token: userToken("boss", { branchId: "reload" }), transports: ["websocket"] });
+    const statuses = collect(boss, "presence");
+    const open = [];
+    try {
+      const tok = userToken("reloader", { branchId: "reload" });
+      let tab = await connect(server.url, { token: tok, transports: ["websocket"] });
+      for (let round = 0; round < 40; round++) {
+        // The browser drops the old page's socket while the new page connects:
+        // the old one's disconnect reaches the server with the new one's CONNECT.
+        const old = tab;
+        const fresh = ioV4(server.url, { auth: { token: tok }, transports: ["websocket"], forceNew: true, reconnection: false });
+        fresh.io.on("open", () => setTimeout(() => old.close(), round % 2));
+        await next(fresh, "connect", { timeout: 5000 });
+        tab = fresh;
+      }
+      open.push(tab);
+      const lastStatus = async () => {
+        await sleep(200);
+        return statuses.filter((p) => p.userId === "reloader").at(-1)?.status;
+      };
+      assert.equal(await lastStatus(), "online", "the branch last heard `online` for a user who is there");
+      assert.equal((await healthOf(server)).users, 2, "boss and the reloader are online");
+
+      const seen = statuses.length;
+      tab.close();
+      await until(() => statuses.slice(seen).some((p) => p.userId === "reloader" && p.status === "offline"), { timeout: 3000, what: "offline" });
+      await emit(server, { event: "notification", user: "reloader", data: { title: "t", message: "while away", severity: "info" } });
+      const back = ioV4(server.url, { auth: { token: tok }, transports: ["websocket"], forceNew: true, reconnection: false });
+      open.push(back);
+      const queued = await next(back, "notification", { timeout: 3000 }).catch(() => null);
+      assert.equal(queued?.message, "while away", "the notification sent while away arrives on return");
+    } finally {
+      closeAll(boss, ...open);
       await server.stop();
     }
   });
