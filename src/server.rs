@@ -6,13 +6,14 @@
 //! per connection that still works after an HTTP upgrade (see
 //! [`crate::realtime::transport`]).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -29,19 +30,7 @@ pub async fn serve(
 ) {
     let tracker = TaskTracker::new();
     let all_connections = CancellationToken::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let serve_one = |stream: TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
         let kill = all_connections.child_token();
         let info = ConnInfo::new(peer, kill.clone());
@@ -67,8 +56,34 @@ pub async fn serve(
                 _ = kill.cancelled() => {}
             }
         });
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve_one(stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
     }
-    drop(listener);
+    // Connections the kernel completed but nobody accepted yet would be reset
+    // when the listener closes. Take every one that is waiting, straight from
+    // the socket (the reactor may not have seen them yet), so each gets an
+    // answer (`/health` is 503 by now), and only then close the listener.
+    if let Ok(listener) = listener.into_std() {
+        while let Ok((stream, peer)) = listener.accept() {
+            let accepted = stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(stream));
+            if let Ok(stream) = accepted {
+                serve_one(stream, peer);
+            }
+        }
+    }
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::debug!("closing connections still open after the grace period");
