@@ -171,10 +171,12 @@ pub async fn on_connect<A: Adapter>(
         // their other sockets' (see `UserLocks`).
         let _user = ctx.user_locks.lock(&claims.sub).await;
         state.user_online = true;
+        let in_branch = ctx.branch_users.arrived(&claims);
         if ctx
             .presence
             .connect_user(&claims.sub, &session.sid.to_string())
             .await
+            && in_branch <= ctx.settings.presence_broadcast_limit
         {
             announce_status(ctx, &claims, "online");
         }
@@ -386,6 +388,7 @@ pub async fn on_disconnect(ctx: &Arc<Realtime>, session: &Arc<Session>) {
     }
     let claims = session.claims();
     let _user = ctx.user_locks.lock(&claims.sub).await;
+    let in_branch = ctx.branch_users.departed(&claims);
     if ctx
         .presence
         .disconnect_user(&claims.sub, &session.sid.to_string())
@@ -396,7 +399,9 @@ pub async fn on_disconnect(ctx: &Arc<Realtime>, session: &Arc<Session>) {
         // is written: the branch learns at once, and the user's next connect
         // waits for the mark on the user lock.
         let position = ctx.hub.position();
-        announce_status(ctx, &claims, "offline");
+        if in_branch < ctx.settings.presence_broadcast_limit {
+            announce_status(ctx, &claims, "offline");
+        }
         ctx.mark_offline(&claims.sub, position).await;
     }
 }

@@ -84,6 +84,8 @@ pub struct Realtime {
     pub connections: ConnectionsPerIp,
     /// Orders each user's connects and disconnects on this node.
     pub user_locks: session::UserLocks,
+    /// Users connected per branch on this node.
+    pub branch_users: session::BranchUsers,
     /// Limits.
     pub settings: Settings,
     /// The database, for the offline queue (none when the log is off).
@@ -136,6 +138,7 @@ impl Realtime {
             transport: parts.transport,
             connections: ConnectionsPerIp::default(),
             user_locks: session::UserLocks::default(),
+            branch_users: session::BranchUsers::default(),
             settings: parts.settings,
             store: parts.store,
             presence: parts.presence,

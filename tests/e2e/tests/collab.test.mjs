@@ -252,6 +252,36 @@ describe("large rooms", () => {
       await server.stop();
     }
   });
+
+  it("automatic online/offline statuses stop in a branch with more than PRESENCE_BROADCAST_LIMIT sockets; presence:set still goes out", async () => {
+    const server = await startServer({ PRESENCE_BROADCAST_LIMIT: "3" });
+    const sockets = [];
+    const join = async (user) => {
+      const s = await connect(server.url, { token: userToken(user, { branchId: "crowd" }), ...ws });
+      sockets.push(s);
+      return s;
+    };
+    try {
+      const watcher = await join("crowd-0");
+      const statuses = collect(watcher, "presence");
+      await join("crowd-1");
+      const third = await join("crowd-2");
+      await until(() => statuses.some((p) => p.userId === "crowd-2" && p.status === "online"), { what: "online within the limit" });
+      const fourth = await join("crowd-3");
+      await sleep(300);
+      assert.ok(!statuses.some((p) => p.userId === "crowd-3"), "no automatic status above the limit");
+      assert.equal((await ack(fourth, "presence:set", { status: "busy" })).ok, true);
+      await until(() => statuses.some((p) => p.userId === "crowd-3" && p.status === "busy"), { what: "presence:set above the limit" });
+      fourth.close();
+      await sleep(300);
+      assert.ok(!statuses.some((p) => p.userId === "crowd-3" && p.status === "offline"), "the 4th leaving is not announced (the branch was over the limit)");
+      third.close();
+      await until(() => statuses.some((p) => p.userId === "crowd-2" && p.status === "offline"), { what: "offline back within the limit" });
+    } finally {
+      closeAll(sockets);
+      await server.stop();
+    }
+  });
 });
 
 describe("chat encrypted at rest", () => {

@@ -189,8 +189,12 @@ impl Bench {
             swarm.failed
         );
         let pool = Arc::new(match setup.emit_server {
-            Some(addr) if addr.ip().is_loopback() => Pool::new(addr, &common.api_key, setup.http_connections),
-            Some(addr) => anyhow::bail!("refusing to emit through {addr}: benchmarks target loopback only"),
+            Some(addr) if addr.ip().is_loopback() => {
+                Pool::new(addr, &common.api_key, setup.http_connections)
+            }
+            Some(addr) => {
+                anyhow::bail!("refusing to emit through {addr}: benchmarks target loopback only")
+            }
             None => common.pool(setup.http_connections),
         });
         Ok(Bench {

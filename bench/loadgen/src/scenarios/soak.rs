@@ -55,6 +55,10 @@ struct Seen {
     reconnects: u64,
     replayed: u64,
     failed_connects: u64,
+    /// `replay:reset` signals: the server could not replay from the offset.
+    resets: u64,
+    /// Per connection: (seq of the offset sent, first seq received, last seq received).
+    history: Vec<(Option<u64>, Option<u64>, Option<u64>)>,
 }
 
 /// Swarm-wide progress counters, for the periodic line on stderr.
@@ -74,25 +78,42 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
     // Each client drops on average once every `sockets / churn` seconds.
     let mean_life = Duration::from_secs_f64(args.sockets as f64 / args.churn.max(1e-9));
 
+    // Like an app that loads its state and then connects with the offset that
+    // state is at (so nothing emitted in between is owed to nobody): every
+    // client starts from the log position before the first emit.
+    let health = crate::http::get(common.server, "/health", Duration::from_secs(5)).await?;
+    let start_offset: Option<String> = serde_json::from_slice::<Value>(&health.body)
+        .ok()
+        .and_then(|h| h.get("offset").and_then(Value::as_str).map(String::from));
+
     let mut clients = JoinSet::new();
     for i in 0..args.sockets {
         let (ep, minter) = (common.endpoint(), common.minter());
         let (stop, progress, gate) = (stop.clone(), progress.clone(), gate.clone());
         let ttl = (args.duration + args.drain + 3600.0) as u64;
+        let start_offset = start_offset.clone();
         clients.spawn(async move {
             let token = minter.token(&format!("soak-{i}"), Some(BRANCH), ttl);
-            client_loop(ep, token, mean_life, stop, progress, gate).await
+            client_loop(ep, token, start_offset, mean_life, stop, progress, gate).await
         });
     }
     // Everyone is in before the first emit, so every event is owed to everyone.
     let setup = Instant::now();
     while (progress.connected.load(Relaxed) as usize) < args.sockets {
         if setup.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!("only {} of {} clients connected", progress.connected.load(Relaxed), args.sockets);
+            anyhow::bail!(
+                "only {} of {} clients connected",
+                progress.connected.load(Relaxed),
+                args.sockets
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("soak: {} clients connected in {:.1}s", args.sockets, setup.elapsed().as_secs_f64());
+    eprintln!(
+        "soak: {} clients connected in {:.1}s",
+        args.sockets,
+        setup.elapsed().as_secs_f64()
+    );
 
     let reporter = {
         let (progress, stop) = (progress.clone(), stop.clone());
@@ -111,9 +132,17 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
     };
 
     let pool = Arc::new(common.pool(16));
-    let outcome = emitter::paced(pool, args.rate, Duration::from_secs_f64(args.duration), |seq, _| {
-        Bytes::from(json!({ "event": "dashboard:refresh", "data": { "branchId": BRANCH, "seq": seq } }).to_string())
-    })
+    let outcome = emitter::paced(
+        pool,
+        args.rate,
+        Duration::from_secs_f64(args.duration),
+        |seq, _| {
+            Bytes::from(
+                json!({ "event": "dashboard:refresh", "data": { "branchId": BRANCH, "seq": seq } })
+                    .to_string(),
+            )
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs_f64(args.drain)).await;
     stop.store(true, Relaxed);
@@ -147,6 +176,20 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
         "reconnects_total": sum(|s| s.reconnects),
         "replayed_total": sum(|s| s.replayed),
         "failed_connects_total": sum(|s| s.failed_connects),
+        "replay_resets_total": sum(|s| s.resets),
+        // What went wrong for the first clients that missed events: which
+        // seqs, and each of their connections (offset sent, first and last seq seen).
+        "incomplete_examples": per_client
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| missing[*i] > 0)
+            .take(5)
+            .map(|(i, s)| json!({
+                "client": i,
+                "missing": (0..emitted).filter(|q| !s.seqs.contains(q)).take(40).collect::<Vec<_>>(),
+                "connections": s.history.iter().rev().take(30).rev().collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>(),
     }))
 }
 
@@ -154,19 +197,22 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
 async fn client_loop(
     ep: crate::sio::Endpoint,
     token: String,
+    start_offset: Option<String>,
     mean_life: Duration,
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
     gate: Arc<tokio::sync::Semaphore>,
 ) -> Seen {
     let mut seen = Seen::default();
-    let mut offset: Option<String> = None;
+    let mut offset: Option<String> = start_offset;
+    let mut offset_seq: Option<u64> = None;
     let mut first = true;
     while !stop.load(Relaxed) {
         let auth = match &offset {
             Some(o) => json!({ "token": token, "offset": o }),
             None => json!({ "token": token }),
         };
+        let sent_offset_seq = offset_seq;
         let connected = {
             let _permit = gate.acquire().await;
             Client::connect(&ep, &auth).await
@@ -190,11 +236,18 @@ async fn client_loop(
         let u: f64 = rand::random_range(f64::EPSILON..1.0);
         let life = mean_life.mul_f64(-u.ln());
         let dropped_at = tokio::time::Instant::now() + life;
+        let (mut first_seq, mut last_seq) = (None, None);
         loop {
             tokio::select! {
                 packet = client.next() => match packet {
                     Ok(Some(Packet::Event { args })) => {
+                        if args.as_str().starts_with("[\"replay:reset\"") {
+                            seen.resets += 1;
+                        }
                         if let Some((seq, off, replayed)) = parse(args.as_str()) {
+                            first_seq.get_or_insert(seq);
+                            last_seq = Some(seq);
+                            offset_seq = Some(seq);
                             if !seen.seqs.insert(seq) {
                                 seen.duplicates += 1;
                             }
@@ -208,11 +261,13 @@ async fn client_loop(
                 },
                 _ = tokio::time::sleep_until(dropped_at) => break,
                 _ = tokio::time::sleep(Duration::from_millis(500)), if stop.load(Relaxed) => {
+                    seen.history.push((sent_offset_seq, first_seq, last_seq));
                     drop(client);
                     return seen;
                 }
             }
         }
+        seen.history.push((sent_offset_seq, first_seq, last_seq));
         // The network went: no goodbye, the TCP connection just closes.
         drop(client);
         tokio::time::sleep(Duration::from_millis(rand::random_range(50..1000))).await;
@@ -226,6 +281,9 @@ fn parse(args: &str) -> Option<(u64, String, bool)> {
     let data = v.get(1)?;
     let seq = data.get("seq")?.as_u64()?;
     let offset = data.get("offset")?.as_str()?.to_string();
-    let replayed = data.get("replayed").and_then(Value::as_bool).unwrap_or(false);
+    let replayed = data
+        .get("replayed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Some((seq, offset, replayed))
 }
