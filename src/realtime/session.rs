@@ -49,6 +49,9 @@ pub struct PresenceState {
     pub gone: bool,
     /// The socket is counted among its user's connections.
     pub user_online: bool,
+    /// The branch it is counted in (the claims' at connect: `auth:refresh`
+    /// may bring another).
+    pub counted_branch: Option<String>,
     /// Rooms it views (joined with `join:*` / `subscribe`).
     pub viewing: Vec<String>,
 }
@@ -100,21 +103,21 @@ pub struct BranchUsers {
 
 impl BranchUsers {
     /// A socket of the user connected: their branch's count after it.
-    pub fn arrived(&self, claims: &Claims) -> usize {
-        let Some(branch) = &claims.branch_id else {
+    pub fn arrived(&self, branch: Option<&str>) -> usize {
+        let Some(branch) = branch else {
             return 0;
         };
-        let mut count = self.counts.entry(branch.clone()).or_insert(0);
+        let mut count = self.counts.entry(branch.to_string()).or_insert(0);
         *count += 1;
         *count
     }
 
     /// A socket of the user went: their branch's count after it.
-    pub fn departed(&self, claims: &Claims) -> usize {
-        let Some(branch) = &claims.branch_id else {
+    pub fn departed(&self, branch: Option<&str>) -> usize {
+        let Some(branch) = branch else {
             return 0;
         };
-        match self.counts.entry(branch.clone()) {
+        match self.counts.entry(branch.to_string()) {
             dashmap::Entry::Occupied(mut e) => {
                 *e.get_mut() = e.get().saturating_sub(1);
                 let left = *e.get();
@@ -260,6 +263,20 @@ mod tests {
             "an idle queue needs a new drain"
         );
         assert_eq!(s.enqueue(event(3)).ok(), Some(false));
+    }
+
+    #[test]
+    fn branch_counts_go_up_and_down_and_forget_empty_branches() {
+        let b = BranchUsers::default();
+        assert_eq!(b.arrived(Some("x")), 1);
+        assert_eq!(b.arrived(Some("x")), 2);
+        assert_eq!(b.arrived(Some("y")), 1);
+        assert_eq!(b.arrived(None), 0, "no branch, nothing counted");
+        assert_eq!(b.departed(Some("x")), 1);
+        assert_eq!(b.departed(Some("x")), 0);
+        assert_eq!(b.departed(Some("x")), 0, "never below zero");
+        assert!(!b.counts.contains_key("x"), "an empty branch is forgotten");
+        assert_eq!(b.counts.len(), 1);
     }
 
     #[test]
