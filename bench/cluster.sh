@@ -54,7 +54,8 @@ PIDS=()
 stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done; PIDS=(); }
 trap stop_all EXIT
 
-# start_node NAME [REDIS_URL] → prints the port
+# start_node NAME [REDIS_URL] → sets NODE_PORT
+NODE_PORT=""
 start_node() {
   local name=$1 redis=${2:-} port
   port=$("$LOADGEN" free-port)
@@ -63,7 +64,7 @@ start_node() {
     ${redis:+REDIS_URL="$redis"} CLUSTER_NAME="bench$$" "$LIVEHUB" serve >"$OUT/$name.log" 2>&1 &
   PIDS+=($!)
   "$LOADGEN" --server "127.0.0.1:$port" wait-ready >/dev/null
-  echo "$port"
+  NODE_PORT=$port
 }
 
 reset_db() {
@@ -71,12 +72,12 @@ reset_db() {
 }
 
 run_case() {
-  local case=$1 round=$2 a b sockets_on emit_on
+  local case=$1 round=$2 a="" b="" sockets_on emit_on
   reset_db
   case "$case" in
-    single) a=$(start_node single); sockets_on=$a; emit_on=$a ;;
-    same-node) a=$(start_node node-a "$REDIS"); b=$(start_node node-b "$REDIS"); sockets_on=$a; emit_on=$a ;;
-    cross-node) a=$(start_node node-a "$REDIS"); b=$(start_node node-b "$REDIS"); sockets_on=$b; emit_on=$a ;;
+    single) start_node single; a=$NODE_PORT; sockets_on=$a; emit_on=$a ;;
+    same-node) start_node node-a "$REDIS"; a=$NODE_PORT; start_node node-b "$REDIS"; sockets_on=$a; emit_on=$a ;;
+    cross-node) start_node node-a "$REDIS"; a=$NODE_PORT; start_node node-b "$REDIS"; b=$NODE_PORT; sockets_on=$b; emit_on=$a ;;
   esac
   "$LOADGEN" --server "127.0.0.1:$sockets_on" --jwt-secret "$SECRET" --api-key "$KEY" \
     --tag case="$case" --tag round="$round" --out "$OUT/$case-$round.json" \

@@ -260,10 +260,13 @@ async fn client_loop(
                     Ok(Some(_)) => {}
                 },
                 _ = tokio::time::sleep_until(dropped_at) => break,
-                _ = tokio::time::sleep(Duration::from_millis(500)), if stop.load(Relaxed) => {
-                    seen.history.push((sent_offset_seq, first_seq, last_seq));
-                    drop(client);
-                    return seen;
+                // Look at the stop flag at least twice a second, even when nothing arrives.
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if stop.load(Relaxed) {
+                        seen.history.push((sent_offset_seq, first_seq, last_seq));
+                        drop(client);
+                        return seen;
+                    }
                 }
             }
         }
