@@ -744,6 +744,7 @@ describe("connection churn", () => {
   it("a socket that loses its transport right after connecting does not leave its user online (presence, offline queue)", async () => {
     const server = await startServer();
     const boss = await connect(server.url, { token: userToken("boss", { branchId: "race" }), transports: ["websocket"] });
+    await ack(boss, "rooms"); // in its branch room from here on
     const statuses = collect(boss, "presence");
     try {
       // Clients whose network drops right after the handshake (1–2 ms after the
@@ -801,6 +802,7 @@ describe("connection churn", () => {
   it("a user who reloads (old socket goes as the new one comes) stays online, and a notification sent after they leave waits for them", async () => {
     const server = await startServer();
     const boss = await connect(server.url, { token: userToken("boss", { branchId: "reload" }), transports: ["websocket"] });
+    await ack(boss, "rooms"); // in its branch room from here on
     const statuses = collect(boss, "presence");
     const open = [];
     try {
