@@ -79,7 +79,8 @@ pub struct PresenceQuery {
 pub const MAX_VIEWERS_LISTED: usize = 10_000;
 
 /// `GET /api/v1/rooms/{room}/presence?limit=`: who views the room (200 with 0
-/// when nobody): `viewersCount` users in all, the first `limit` (default 1000) listed.
+/// when nobody): `viewersCount` users in all, up to `limit` (default 1000) of
+/// them listed.
 pub async fn presence(
     State(state): State<AppState>,
     caller: Caller,

@@ -113,7 +113,6 @@ impl ConnectFlow {
             claims,
             ctx.hub.position(),
             auth_offset,
-            ip,
             EventLimiter::per_minute(ctx.settings.rate_limit_per_minute),
             Some(slot),
         ));

@@ -172,7 +172,7 @@ pub async fn on_connect<A: Adapter>(
         let _user = ctx.user_locks.lock(&claims.sub).await;
         state.user_online = true;
         state.counted_branch = claims.branch_id.clone();
-        let in_branch = ctx.branch_users.arrived(state.counted_branch.as_deref());
+        let in_branch = ctx.branch_sockets.arrived(state.counted_branch.as_deref());
         if ctx
             .presence
             .connect_user(&claims.sub, &session.sid.to_string())
@@ -389,7 +389,7 @@ pub async fn on_disconnect(ctx: &Arc<Realtime>, session: &Arc<Session>) {
     }
     let claims = session.claims();
     let _user = ctx.user_locks.lock(&claims.sub).await;
-    let in_branch = ctx.branch_users.departed(state.counted_branch.as_deref());
+    let in_branch = ctx.branch_sockets.departed(state.counted_branch.as_deref());
     if ctx
         .presence
         .disconnect_user(&claims.sub, &session.sid.to_string())

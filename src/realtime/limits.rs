@@ -1,6 +1,7 @@
 //! Limits that protect everyone else from one client: events per minute per
-//! socket, connections per address.
+//! socket, connections per address — and the keyed counter they count with.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -25,10 +26,58 @@ impl EventLimiter {
     }
 }
 
+/// Live counts per key (connections per address, sockets per branch). A key
+/// is dropped when its count falls back to zero, so the map holds only what is
+/// open now.
+pub struct CountsByKey<K: Eq + Hash>(DashMap<K, usize>);
+
+impl<K: Eq + Hash> Default for CountsByKey<K> {
+    fn default() -> Self {
+        CountsByKey(DashMap::new())
+    }
+}
+
+impl<K: Eq + Hash + Clone> CountsByKey<K> {
+    /// Adds one to `key` unless `cap` (non-zero) is reached: the count after.
+    pub fn increment(&self, key: K, cap: usize) -> Option<usize> {
+        let mut count = self.0.entry(key).or_insert(0);
+        if cap > 0 && *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(*count)
+    }
+
+    /// Takes one from `key`: the count after (0 for a key that is not counted).
+    pub fn decrement(&self, key: &K) -> usize {
+        match self.0.entry(key.clone()) {
+            dashmap::Entry::Occupied(mut e) => {
+                *e.get_mut() -= 1;
+                let left = *e.get();
+                if left == 0 {
+                    e.remove();
+                }
+                left
+            }
+            dashmap::Entry::Vacant(_) => 0,
+        }
+    }
+
+    /// Keys with a count above zero.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Open connections per client address.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct ConnectionsPerIp {
-    counts: Arc<DashMap<IpAddr, u32>>,
+    counts: Arc<CountsByKey<IpAddr>>,
 }
 
 /// One counted connection. It is given back when released or dropped, so a
@@ -36,7 +85,7 @@ pub struct ConnectionsPerIp {
 /// could not be sent: the client vanished during authentication) still frees
 /// its address's slot when the socket is freed.
 pub struct ConnectionSlot {
-    counts: Arc<DashMap<IpAddr, u32>>,
+    counts: Arc<CountsByKey<IpAddr>>,
     ip: IpAddr,
     released: AtomicBool,
 }
@@ -44,14 +93,8 @@ pub struct ConnectionSlot {
 impl ConnectionSlot {
     /// Gives the slot back (once; later calls do nothing).
     pub fn release(&self) {
-        if self.released.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        if let dashmap::Entry::Occupied(mut e) = self.counts.entry(self.ip) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.counts.decrement(&self.ip);
         }
     }
 }
@@ -65,11 +108,7 @@ impl Drop for ConnectionSlot {
 impl ConnectionsPerIp {
     /// Counts a new connection from `ip`, unless `cap` (non-zero) is reached.
     pub fn acquire(&self, ip: IpAddr, cap: u32) -> Option<ConnectionSlot> {
-        let mut count = self.counts.entry(ip).or_insert(0);
-        if cap > 0 && *count >= cap {
-            return None;
-        }
-        *count += 1;
+        self.counts.increment(ip, cap as usize)?;
         Some(ConnectionSlot {
             counts: self.counts.clone(),
             ip,
@@ -92,6 +131,19 @@ mod tests {
         let l = EventLimiter::per_minute(5).unwrap();
         assert_eq!((0..10).filter(|_| l.allow()).count(), 5);
         assert!(EventLimiter::per_minute(0).is_none());
+    }
+
+    #[test]
+    fn counts_by_key_never_go_below_zero_and_forget_empty_keys() {
+        let c = CountsByKey::default();
+        assert_eq!(c.increment("x", 0), Some(1));
+        assert_eq!(c.increment("x", 0), Some(2));
+        assert_eq!(c.increment("y", 0), Some(1));
+        assert_eq!(c.increment("y", 1), None, "at the cap");
+        assert_eq!(c.decrement(&"x"), 1);
+        assert_eq!(c.decrement(&"x"), 0);
+        assert_eq!(c.decrement(&"x"), 0, "a key that is not counted stays at 0");
+        assert_eq!(c.len(), 1, "an empty key is forgotten");
     }
 
     #[test]

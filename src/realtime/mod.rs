@@ -84,8 +84,8 @@ pub struct Realtime {
     pub connections: ConnectionsPerIp,
     /// Orders each user's connects and disconnects on this node.
     pub user_locks: session::UserLocks,
-    /// Users connected per branch on this node.
-    pub branch_users: session::BranchUsers,
+    /// Sockets connected per branch on this node.
+    pub branch_sockets: session::BranchSockets,
     /// Limits.
     pub settings: Settings,
     /// The database, for the offline queue (none when the log is off).
@@ -138,7 +138,7 @@ impl Realtime {
             transport: parts.transport,
             connections: ConnectionsPerIp::default(),
             user_locks: session::UserLocks::default(),
-            branch_users: session::BranchUsers::default(),
+            branch_sockets: session::BranchSockets::default(),
             settings: parts.settings,
             store: parts.store,
             presence: parts.presence,

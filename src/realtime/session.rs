@@ -8,7 +8,6 @@
 //! task exists only while there is work: an idle socket costs no task.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -17,6 +16,7 @@ use socketioxide::socket::Sid;
 
 use crate::auth::Claims;
 use crate::hub::Membership;
+use crate::realtime::limits::CountsByKey;
 
 /// Sends the ack for one event, if the client asked for one.
 pub type Ack = Box<dyn FnOnce(&Value) + Send>;
@@ -97,37 +97,17 @@ impl UserLocks {
 /// a user's first and last sockets are on different nodes. `presence:set`
 /// statuses are always announced.
 #[derive(Default)]
-pub struct BranchUsers {
-    counts: dashmap::DashMap<String, usize>,
-}
+pub struct BranchSockets(CountsByKey<String>);
 
-impl BranchUsers {
-    /// A socket of the user connected: their branch's count after it.
+impl BranchSockets {
+    /// A socket of `branch` connected: the branch's count after it (0 for none).
     pub fn arrived(&self, branch: Option<&str>) -> usize {
-        let Some(branch) = branch else {
-            return 0;
-        };
-        let mut count = self.counts.entry(branch.to_string()).or_insert(0);
-        *count += 1;
-        *count
+        branch.map_or(0, |b| self.0.increment(b.to_string(), 0).unwrap_or(0))
     }
 
-    /// A socket of the user went: their branch's count after it.
+    /// A socket of `branch` went: the branch's count after it.
     pub fn departed(&self, branch: Option<&str>) -> usize {
-        let Some(branch) = branch else {
-            return 0;
-        };
-        match self.counts.entry(branch.to_string()) {
-            dashmap::Entry::Occupied(mut e) => {
-                *e.get_mut() = e.get().saturating_sub(1);
-                let left = *e.get();
-                if left == 0 {
-                    e.remove();
-                }
-                left
-            }
-            dashmap::Entry::Vacant(_) => 0,
-        }
+        branch.map_or(0, |b| self.0.decrement(&b.to_string()))
     }
 }
 
@@ -146,8 +126,6 @@ pub struct Session {
     pub connected_at: i64,
     /// `auth.offset` from the handshake.
     pub auth_offset: Option<String>,
-    /// The client's address (after trusted proxies).
-    pub ip: IpAddr,
     /// Rate limit on client events.
     pub limiter: Option<crate::realtime::limits::EventLimiter>,
     /// The socket's place in its address's connection count (none in tests).
@@ -168,7 +146,6 @@ impl Session {
         claims: Claims,
         connected_at: i64,
         auth_offset: Option<String>,
-        ip: IpAddr,
         limiter: Option<crate::realtime::limits::EventLimiter>,
         connection: Option<crate::realtime::limits::ConnectionSlot>,
     ) -> Session {
@@ -178,7 +155,6 @@ impl Session {
             membership: Arc::new(Membership::default()),
             connected_at,
             auth_offset,
-            ip,
             limiter,
             connection,
             presence: tokio::sync::Mutex::new(PresenceState::default()),
@@ -232,7 +208,6 @@ mod tests {
             Claims::from_json(serde_json::json!({"sub": "u", "exp": 1})).unwrap(),
             0,
             None,
-            [127, 0, 0, 1].into(),
             None,
             None,
         )
@@ -266,17 +241,15 @@ mod tests {
     }
 
     #[test]
-    fn branch_counts_go_up_and_down_and_forget_empty_branches() {
-        let b = BranchUsers::default();
+    fn branch_sockets_count_sockets_with_a_branch() {
+        let b = BranchSockets::default();
         assert_eq!(b.arrived(Some("x")), 1);
         assert_eq!(b.arrived(Some("x")), 2);
-        assert_eq!(b.arrived(Some("y")), 1);
         assert_eq!(b.arrived(None), 0, "no branch, nothing counted");
         assert_eq!(b.departed(Some("x")), 1);
         assert_eq!(b.departed(Some("x")), 0);
         assert_eq!(b.departed(Some("x")), 0, "never below zero");
-        assert!(!b.counts.contains_key("x"), "an empty branch is forgotten");
-        assert_eq!(b.counts.len(), 1);
+        assert!(b.0.is_empty(), "an empty branch is forgotten");
     }
 
     #[test]

@@ -166,8 +166,7 @@ impl SqliteStore {
     /// Values are written as SQL literals. They are livehub's own: seqs and
     /// times are integers, event names and rooms passed the grammar, payloads
     /// are JSON that serde_json wrote; strings are quoted with `'` doubled,
-    /// which is SQLite's only escape. A `seq` that already exists fails the
-    /// primary key and rolls the whole script back.
+    /// which is SQLite's only escape.
     async fn append_script(
         &self,
         batch: &[NewEvent],
@@ -222,22 +221,18 @@ impl SqliteStore {
             sql,
             ";\nUPDATE log_meta SET last_seq = {last} WHERE id = 1 AND last_seq = {head};\nCOMMIT;"
         );
+        // A stale head (another process appended to this file) fails the script:
+        // the first INSERT hits an existing seq, the primary key refuses it, and
+        // the caller falls back to the transactional path.
         let mut conn = self.pool.acquire().await?;
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut *conn)
             .await
         {
-            Ok(_) => {
-                // The head moved under us only if another process appended; then the
-                // UPDATE matched nothing and the inserts collided, so this is belt
-                // and braces for a log nobody else should write.
-                Ok(outcomes)
-            }
-            Err(e) => {
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-                Err(e.into())
-            }
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            return Err(e.into());
         }
+        Ok(outcomes)
     }
 
     async fn append_in_transaction(
