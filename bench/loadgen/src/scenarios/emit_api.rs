@@ -7,15 +7,14 @@
 //! `EVENT_LOG=off`) durably logging an event.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use super::Common;
-use crate::histogram::Histogram;
+use super::{Common, Tally};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,15 +27,6 @@ pub struct Args {
     /// Seconds of the same load before, not counted.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-}
-
-#[derive(Default)]
-struct Tally {
-    accepted: AtomicU64,
-    rejected: AtomicU64,
-    failed: AtomicU64,
-    latency: Histogram,
-    first_error: std::sync::Mutex<Option<String>>,
 }
 
 pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
@@ -61,19 +51,9 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
                     continue;
                 }
                 match result {
-                    Ok(r) if r.status.is_success() => {
-                        tally.latency.record(began.elapsed());
-                        tally.accepted.fetch_add(1, Relaxed);
-                    }
-                    Ok(r) => {
-                        tally.rejected.fetch_add(1, Relaxed);
-                        let text = format!("{} {}", r.status, String::from_utf8_lossy(&r.body));
-                        tally.first_error.lock().expect("lock").get_or_insert(text);
-                    }
-                    Err(e) => {
-                        tally.failed.fetch_add(1, Relaxed);
-                        tally.first_error.lock().expect("lock").get_or_insert(format!("{e:#}"));
-                    }
+                    Ok(r) if r.status.is_success() => tally.succeeded(began.elapsed()),
+                    Ok(r) => tally.refused(format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
+                    Err(e) => tally.failed(format!("{e:#}")),
                 }
             }
         });
@@ -82,15 +62,15 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
     let window = Instant::now()
         .saturating_duration_since(warm_end)
         .as_secs_f64();
-    let accepted = tally.accepted.load(Relaxed);
+    let accepted = tally.ok.load(Relaxed);
     Ok(json!({
         "clients": args.clients,
         "duration_s": window,
         "accepted": accepted,
         "emits_per_s": accepted as f64 / window,
-        "rejected": tally.rejected.load(Relaxed),
+        "rejected": tally.refused.load(Relaxed),
         "failed": tally.failed.load(Relaxed),
-        "first_error": tally.first_error.lock().expect("lock").clone(),
+        "first_error": tally.first_error(),
         "latency": tally.latency.summary(),
     }))
 }

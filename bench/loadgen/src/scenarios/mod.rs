@@ -8,7 +8,11 @@ pub mod soak;
 pub mod storm;
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
+use crate::histogram::Histogram;
 use crate::http::Pool;
 use crate::sio::Endpoint;
 use crate::token::Minter;
@@ -53,5 +57,42 @@ impl Common {
 
     pub fn pool(&self, max: usize) -> Pool {
         Pool::new(self.server, &self.api_key, max)
+    }
+}
+
+/// Outcomes of a closed-loop scenario's attempts (emits, handshakes):
+/// successes with their latency, refusals and failures, and the first
+/// refusal's or failure's text, to say what went wrong.
+#[derive(Default)]
+pub struct Tally {
+    pub ok: AtomicU64,
+    pub refused: AtomicU64,
+    pub failed: AtomicU64,
+    pub latency: Histogram,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Tally {
+    pub fn succeeded(&self, took: Duration) {
+        self.latency.record(took);
+        self.ok.fetch_add(1, Relaxed);
+    }
+
+    pub fn refused(&self, why: String) {
+        self.refused.fetch_add(1, Relaxed);
+        self.note(why);
+    }
+
+    pub fn failed(&self, why: String) {
+        self.failed.fetch_add(1, Relaxed);
+        self.note(why);
+    }
+
+    fn note(&self, why: String) {
+        self.first_error.lock().expect("lock").get_or_insert(why);
+    }
+
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error.lock().expect("lock").clone()
     }
 }

@@ -6,14 +6,13 @@
 //! user, so the server cannot shortcut repeated tokens.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use super::Common;
-use crate::histogram::Histogram;
+use super::{Common, Tally};
 use crate::sio::{Client, ConnectError};
 
 #[derive(clap::Args, Debug)]
@@ -27,15 +26,6 @@ pub struct Args {
     /// Seconds of the same load before, not counted.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: AtomicU64,
-    refused: AtomicU64,
-    failed: AtomicU64,
-    latency: Histogram,
-    first_error: std::sync::Mutex<Option<String>>,
 }
 
 pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
@@ -63,13 +53,12 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
                 match attempt {
                     Ok(Ok(client)) => {
                         // Counted once the server has said yes; closing is the client's business.
-                        tally.latency.record(began.elapsed());
-                        tally.ok.fetch_add(1, Relaxed);
+                        tally.succeeded(began.elapsed());
                         client.close().await;
                     }
-                    Ok(Err(ConnectError::Refused(m))) => note(tally, &tally.refused, m),
-                    Ok(Err(e)) => note(tally, &tally.failed, e.to_string()),
-                    Err(_) => note(tally, &tally.failed, "handshake timed out".into()),
+                    Ok(Err(ConnectError::Refused(m))) => tally.refused(m),
+                    Ok(Err(e)) => tally.failed(e.to_string()),
+                    Err(_) => tally.failed("handshake timed out".into()),
                 }
             }
         });
@@ -87,16 +76,7 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
         "handshakes_per_s": ok as f64 / window,
         "refused": counted.refused.load(Relaxed),
         "failed": counted.failed.load(Relaxed),
-        "first_error": counted.first_error.lock().expect("lock").clone(),
+        "first_error": counted.first_error(),
         "latency": counted.latency.summary(),
     }))
-}
-
-fn note(tally: &Tally, counter: &AtomicU64, message: String) {
-    counter.fetch_add(1, Relaxed);
-    tally
-        .first_error
-        .lock()
-        .expect("lock")
-        .get_or_insert(message);
 }
