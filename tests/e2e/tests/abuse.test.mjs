@@ -95,6 +95,25 @@ function vmRssKb(pid) {
   return Number(status.match(/VmRSS:\s+(\d+)\s+kB/)[1]);
 }
 
+/**
+ * What a user notices of the offline queue: `tab` (their only socket) closes,
+ * the branch hears `offline` (`statuses` collects it), a controller notifies
+ * them, and a new connection without an offset receives — the notification,
+ * or null.
+ */
+async function notificationAfterLeaving(server, statuses, tab, user, token) {
+  const seen = statuses.length;
+  tab.close();
+  await until(() => statuses.slice(seen).some((p) => p.userId === user && p.status === "offline"), { timeout: 3000, what: `${user}'s offline status` });
+  await emit(server, { event: "notification", user, data: { title: "t", message: "while away", severity: "info" } });
+  const back = ioV4(server.url, { auth: { token }, transports: ["websocket"], forceNew: true, reconnection: false });
+  try {
+    return await next(back, "notification", { timeout: 3000 }).catch(() => null);
+  } finally {
+    back.close();
+  }
+}
+
 async function healthOf(server) {
   const res = await http(server, "GET", "/health", { apiKey: null });
   return res.body;
@@ -781,14 +800,8 @@ describe("connection churn", () => {
       if (stuck.length) {
         // What the user notices: a notification sent while they were away never arrives.
         const tok = userToken(stuck[0], { branchId: "race" });
-        const seen = statuses.length;
         const tab = await connect(server.url, { token: tok, transports: ["websocket"] });
-        tab.close();
-        await until(() => statuses.slice(seen).some((p) => p.userId === stuck[0] && p.status === "offline"), { timeout: 2000 }).catch(() => {});
-        await emit(server, { event: "notification", user: stuck[0], data: { title: "t", message: "while away", severity: "info" } });
-        const back = ioV4(server.url, { auth: { token: tok }, transports: ["websocket"], forceNew: true, reconnection: false });
-        const queued = await next(back, "notification", { timeout: 2000 }).catch(() => null);
-        back.close();
+        const queued = await notificationAfterLeaving(server, statuses, tab, stuck[0], tok);
         assert.ok(queued, `${stuck[0]} lost the notification sent while offline`);
       }
       assert.deepEqual(stuck, [], "every racer ends offline");
@@ -804,10 +817,9 @@ describe("connection churn", () => {
     const boss = await connect(server.url, { token: userToken("boss", { branchId: "reload" }), transports: ["websocket"] });
     await ack(boss, "rooms"); // in its branch room from here on
     const statuses = collect(boss, "presence");
-    const open = [];
+    const tok = userToken("reloader", { branchId: "reload" });
+    let tab = await connect(server.url, { token: tok, transports: ["websocket"] });
     try {
-      const tok = userToken("reloader", { branchId: "reload" });
-      let tab = await connect(server.url, { token: tok, transports: ["websocket"] });
       for (let round = 0; round < 40; round++) {
         // The browser drops the old page's socket while the new page connects:
         // the old one's disconnect reaches the server with the new one's CONNECT.
@@ -817,24 +829,15 @@ describe("connection churn", () => {
         await next(fresh, "connect", { timeout: 5000 });
         tab = fresh;
       }
-      open.push(tab);
-      const lastStatus = async () => {
-        await sleep(200);
-        return statuses.filter((p) => p.userId === "reloader").at(-1)?.status;
-      };
-      assert.equal(await lastStatus(), "online", "the branch last heard `online` for a user who is there");
+      await sleep(200);
+      const lastStatus = statuses.filter((p) => p.userId === "reloader").at(-1)?.status;
+      assert.equal(lastStatus, "online", "the branch last heard `online` for a user who is there");
       assert.equal((await healthOf(server)).users, 2, "boss and the reloader are online");
 
-      const seen = statuses.length;
-      tab.close();
-      await until(() => statuses.slice(seen).some((p) => p.userId === "reloader" && p.status === "offline"), { timeout: 3000, what: "offline" });
-      await emit(server, { event: "notification", user: "reloader", data: { title: "t", message: "while away", severity: "info" } });
-      const back = ioV4(server.url, { auth: { token: tok }, transports: ["websocket"], forceNew: true, reconnection: false });
-      open.push(back);
-      const queued = await next(back, "notification", { timeout: 3000 }).catch(() => null);
+      const queued = await notificationAfterLeaving(server, statuses, tab, "reloader", tok);
       assert.equal(queued?.message, "while away", "the notification sent while away arrives on return");
     } finally {
-      closeAll(boss, ...open);
+      closeAll(boss, tab);
       await server.stop();
     }
   });
