@@ -256,6 +256,20 @@ pub fn user_room(user_id: &str) -> String {
     format!("user:{user_id}")
 }
 
+/// The internal room of all of a user's sockets, joined when a socket is
+/// admitted — before its client sees `connect` — and used only to disconnect
+/// them. `user:{id}` is joined later, after the socket's replay, so a user
+/// disconnected right after connecting could otherwise keep that socket. Its
+/// name is outside the grammar, like [`EVERYONE`]'s.
+pub fn user_sockets_room(user_id: &str) -> String {
+    format!("*user:{user_id}")
+}
+
+/// Whether `room` is one of livehub's internal rooms (never listed to clients).
+pub fn is_internal(room: &str) -> bool {
+    room.starts_with('*')
+}
+
 /// `{kind}:{id}`, e.g. `shipment:42`.
 pub fn entity_room(kind: EntityKind, id: &str) -> String {
     format!("{}:{id}", kind.prefix())
@@ -283,6 +297,15 @@ mod tests {
 
     fn code(r: Result<Room<'_>, Rejection>) -> Option<&'static str> {
         r.err().map(|e| e.code.as_str())
+    }
+
+    #[test]
+    fn internal_rooms_are_outside_the_grammar() {
+        for room in [EVERYONE.to_string(), user_sockets_room("u1")] {
+            assert!(is_internal(&room), "{room}");
+            assert!(parse(&room).is_err(), "{room} must not be joinable by name");
+        }
+        assert!(!is_internal(&user_room("u1")));
     }
 
     #[test]

@@ -529,7 +529,7 @@ impl Hub {
     pub async fn disconnect_user(&self, user_id: &str) -> Result<(), Rejection> {
         self.inner
             .fabric
-            .disconnect_room(crate::rooms::user_room(user_id))
+            .disconnect_room(crate::rooms::user_sockets_room(user_id))
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "user disconnect failed");

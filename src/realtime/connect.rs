@@ -117,6 +117,8 @@ impl ConnectFlow {
             Some(slot),
         ));
         ctx.expiry.watch(s.id, session.claims().exp);
+        // Reachable by `POST /users/{id}/disconnect` from now on (see `user_sockets_room`).
+        s.join(crate::rooms::user_sockets_room(&session.claims().sub));
         s.extensions.insert(session);
         s.on_fallback(Dispatcher(ctx.clone()));
         let ctx = ctx.clone();

@@ -133,7 +133,7 @@ pub async fn on_event<A: Adapter>(
                 .rooms()
                 .into_iter()
                 .map(|r| r.to_string())
-                .filter(|r| r != EVERYONE)
+                .filter(|r| !rooms::is_internal(r))
                 .collect();
             rooms.sort();
             Ok(fields(json!({ "rooms": rooms })))

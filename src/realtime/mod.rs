@@ -552,7 +552,7 @@ impl<A: Adapter> Fabric for IoFabric<A> {
                     .sockets()
                     .iter()
                     .flat_map(|s| s.rooms())
-                    .filter(|r| r != crate::rooms::EVERYONE)
+                    .filter(|r| !crate::rooms::is_internal(r))
                     .collect::<std::collections::HashSet<_>>()
                     .len()
             })

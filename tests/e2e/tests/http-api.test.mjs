@@ -732,6 +732,19 @@ describe("HTTP API", () => {
       }
     });
 
+    it("reaches a socket disconnected the moment its client sees `connect` (before its rooms are joined)", async () => {
+      const missed = [];
+      for (let round = 0; round < 20; round++) {
+        const user = `dc-early-${round}`;
+        const s = await connect(server.url, { token: userToken(user, { branchId: "b9" }), transports: [round % 2 ? "polling" : "websocket"] });
+        const gone = next(s, "disconnect", { timeout: 3000 }).catch(() => null);
+        assert.equal((await http(server, "POST", `/api/v1/users/${user}/disconnect`)).status, 200);
+        if ((await gone) !== "io server disconnect") missed.push(user);
+        s.close();
+      }
+      assert.deepEqual(missed, [], "every socket of a disconnected user goes, however new");
+    });
+
     it("a user with no sockets: no error, nobody disconnected", async () => {
       const res = await http(server, "POST", "/api/v1/users/nobody-here/disconnect");
       assert.ok(res.status >= 200 && res.status < 300, `${res.status} ${res.text}`);
