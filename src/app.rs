@@ -25,10 +25,14 @@ use crate::chat::Chat;
 use crate::cluster::{self, ClusterAdapter};
 use crate::config::{Config, redact_url};
 use crate::http::{self, AppState, dev::DevInfo};
+use crate::hub::{Fabric, Fabrics};
 use crate::hub::{Hub, HubOptions, HubTasks};
+use crate::plain::{self, Front};
 use crate::presence::Presence;
-use crate::realtime::{self, IoFabric, Realtime, transport::TransportControl};
+use crate::realtime::{self, IoFabric};
+use crate::session::{self, Sessions};
 use crate::store::Store;
+use crate::transport::TransportControl;
 
 /// How long a drain may take before livehub exits anyway (the contract: 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
@@ -124,11 +128,13 @@ impl App {
         let transport = Arc::new(TransportControl::default());
         // Without a shared log (SQLite), logged events cross nodes through the adapter.
         let cross_node_broadcast = config.redis_url.is_some() && !store.is_shared();
-        let fabric = Arc::new(IoFabric::new(
+        let io_fabric = Arc::new(IoFabric::new(
             io.clone(),
             transport.clone(),
             cross_node_broadcast,
         ));
+        let plain_conns = Arc::new(plain::Registry::default());
+        let fabric: Arc<dyn Fabric> = Arc::new(Fabrics(vec![io_fabric, plain_conns.clone()]));
         let log_store = config.event_log.then(|| store.clone());
         let (hub, tasks) = Hub::start(
             log_store.clone(),
@@ -142,20 +148,19 @@ impl App {
         .await
         .context("cannot read the event log")?;
         let chat = Chat::new(store.clone(), hub.clone(), config.encryption_key.as_ref());
-        let realtime = Arc::new(Realtime::new(realtime::Parts {
+        let sessions = Arc::new(Sessions::new(session::Parts {
             hub: hub.clone(),
             verifier: verifier.clone(),
-            transport: transport.clone(),
-            settings: realtime::Settings::from_config(&config),
+            settings: session::Settings::from_config(&config),
             store: log_store,
             presence: presence.clone(),
             chat: chat.clone(),
             presence_broadcast_limit: config.presence_broadcast_limit,
         }));
-        init(realtime::register(&io, realtime.clone())).await?;
+        init(realtime::register(&io, sessions.clone(), transport.clone())).await?;
         realtime::start_ghost_sweeper(io.clone(), transport.clone());
         if let Presence::Redis(shared) = &presence {
-            realtime::start_cluster_presence(&realtime, shared);
+            session::start_cluster_presence(&sessions, shared);
         }
 
         let ready = Arc::new(AtomicBool::new(false));
@@ -163,7 +168,6 @@ impl App {
             hub: hub.clone(),
             api_keys: ApiKeys::new(&config.api_keys),
             verifier,
-            realtime: realtime.clone(),
             chat,
             presence,
             metrics: crate::metrics::install(),
@@ -173,14 +177,22 @@ impl App {
             max_payload_bytes: config.max_payload_bytes,
             dev: dev.clone(),
         };
-        let routes = http::router(state, config.demo_dir.as_deref()).layer(layer);
+        let front = Arc::new(Front {
+            sessions: sessions.clone(),
+            registry: plain_conns,
+            ready: ready.clone(),
+            cors: config.cors_origins.clone(),
+        });
+        let routes = http::router(state, config.demo_dir.as_deref())
+            .merge(plain::router(front.clone()))
+            .layer(layer);
         let router = http::outer_layers(routes, &config.cors_origins, transport, ready.clone());
-        let drained = realtime.clone();
         let close_sockets: Closer = Box::new(move || {
             let io = io.clone();
-            let realtime = drained.clone();
+            let sessions = sessions.clone();
+            let front = front.clone();
             Box::pin(async move {
-                realtime::drain(&io, &realtime).await;
+                futures_util::join!(realtime::drain(&io, &sessions), plain::drain(&front));
                 io.close().await
             })
         });

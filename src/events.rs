@@ -480,17 +480,39 @@ fn finish(mut rooms: Vec<String>) -> Result<Vec<String>, Rejection> {
 
 /// The payload clients receive: `data` plus `type`, `timestamp` (ISO 8601,
 /// unless `data` has one) and `offset`, as one JSON object.
+///
+/// Written as `{…data, "type", "timestamp"?, "offset"}`, in that order: the
+/// plain WebSocket front reads the order back to give its clients `data`
+/// exactly as emitted (a `timestamp` after `type` is livehub's own).
 pub fn envelope(event: &str, data: &Map<String, Value>, offset: &str, now: &str) -> String {
-    let mut payload = data.clone();
-    payload.insert("type".into(), Value::String(event.into()));
-    if !matches!(
-        payload.get("timestamp"),
+    let own_timestamp = matches!(
+        data.get("timestamp"),
         Some(Value::String(_) | Value::Number(_))
-    ) {
-        payload.insert("timestamp".into(), Value::String(now.into()));
+    );
+    let mut out = String::with_capacity(64 + event.len() + offset.len());
+    out.push('{');
+    for (k, v) in data {
+        let livehubs = k == "type" || k == "offset" || (k == "timestamp" && !own_timestamp);
+        if !livehubs {
+            push_member(&mut out, k, v);
+        }
     }
-    payload.insert("offset".into(), Value::String(offset.into()));
-    Value::Object(payload).to_string()
+    push_member(&mut out, "type", &Value::String(event.into()));
+    if !own_timestamp {
+        push_member(&mut out, "timestamp", &Value::String(now.into()));
+    }
+    push_member(&mut out, "offset", &Value::String(offset.into()));
+    out.push('}');
+    out
+}
+
+fn push_member(out: &mut String, key: &str, value: &Value) {
+    if out.len() > 1 {
+        out.push(',');
+    }
+    out.push_str(&Value::String(key.into()).to_string());
+    out.push(':');
+    out.push_str(&value.to_string());
 }
 
 /// Marks a stored envelope as replayed: `{…, "replayed": true}`.

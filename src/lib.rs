@@ -1,13 +1,14 @@
 //! livehub: a Socket.IO-compatible real-time server for operations platforms,
 //! with a durable event log.
 //!
-//! The modules follow the path of an event:
+//! The modules follow the path of a request:
 //!
 //! ```text
-//! HTTP / socket event ─▶ validate ─────────────────────▶ hub ──▶ log ──▶ delivery ──▶ sockets
-//!   http::, realtime::     events:: (catalog, envelope)   hub::   store::  hub::delivery
-//!                          rooms::  (names, policy)
-//!                          auth::   (who is asking)
+//! front ─────────────▶ decode ──────────▶ check ─────────────────▶ hub ──▶ log ──▶ delivery ──▶ connections
+//!  realtime:: (Socket.IO)  commands::       auth::  (who is asking)   hub::   store::  hub::delivery
+//!  plain::    (/ws)        http:: (routes)  rooms:: (names, policy)
+//!  http::     (API)                         events:: (catalog, `prepare`)
+//!                          └─ session:: applies client commands, whichever front
 //! ```
 //!
 //! * [`config`] reads and validates settings, once.
@@ -17,7 +18,10 @@
 //! * [`hub`] is the single place that emits, and orders replay against live delivery.
 //! * [`store`] owns every SQL statement.
 //! * [`presence`] knows who views what; [`chat`] stores and searches messages.
-//! * [`realtime`] holds the Socket.IO handlers, [`http`] the axum routes.
+//! * The fronts only decode and encode: [`realtime`] (Socket.IO), `plain`
+//!   (plain WebSocket, `/ws`), [`http`] (the axum routes). Client requests
+//!   become `commands::Command`s, applied by the `session` layer for both
+//!   socket fronts.
 //! * [`cluster`] makes several nodes one; [`app`] wires everything together;
 //!   [`server`] accepts connections.
 
@@ -28,17 +32,21 @@ pub mod auth;
 pub mod chat;
 pub mod cli;
 pub mod cluster;
+pub(crate) mod commands;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub(crate) mod plain;
 pub mod presence;
 pub mod realtime;
 pub mod rooms;
 pub mod server;
+pub(crate) mod session;
 pub mod store;
+pub mod transport;
 
 pub use error::{ErrorCode, Rejection};
 pub use hub::{Hub, Receipt};

@@ -129,9 +129,10 @@ pub fn emit_latency(elapsed: Duration) {
 }
 
 /// Current-state gauges, set at scrape time.
-pub fn set_gauges(websocket: usize, polling: usize, rooms: usize, users: usize) {
+pub fn set_gauges(websocket: usize, polling: usize, plain: usize, rooms: usize, users: usize) {
     gauge!("livehub_connections", "transport" => "websocket").set(websocket as f64);
     gauge!("livehub_connections", "transport" => "polling").set(polling as f64);
+    gauge!("livehub_connections", "transport" => "plain").set(plain as f64);
     gauge!("livehub_sockets", "namespace" => "/").set((websocket + polling) as f64);
     gauge!("livehub_rooms").set(rooms as f64);
     gauge!("livehub_users").set(users as f64);

@@ -275,6 +275,46 @@ pub fn entity_room(kind: EntityKind, id: &str) -> String {
     format!("{}:{id}", kind.prefix())
 }
 
+/// Entity kinds whose seed-001 names are `{kind}_{id}`.
+const UNDERSCORE_KINDS: &[&str] = &[
+    "order",
+    "quote",
+    "support",
+    "shipment",
+    "equipment",
+    "warehouse",
+    "channel",
+];
+
+/// livehub's name for a seed-001 room name, if `name` is one.
+pub fn canonical_room(name: &str) -> Option<String> {
+    if name.contains(':') {
+        return None;
+    }
+    let (kind, rest) = name.split_once('_')?;
+    if kind == "user" {
+        let (a, b) = rest.split_once('_')?;
+        if a.is_empty() || b.is_empty() || b.contains('_') {
+            return None;
+        }
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        return Some(format!("dm:{lo}:{hi}"));
+    }
+    (UNDERSCORE_KINDS.contains(&kind) && !rest.is_empty()).then(|| format!("{kind}:{rest}"))
+}
+
+/// Seed 001's name for a livehub room, where it has one.
+pub fn underscore_room(room: &str) -> Option<String> {
+    let (kind, rest) = room.split_once(':')?;
+    if kind == "dm" {
+        let (a, b) = rest.split_once(':')?;
+        return (!a.contains('_') && !b.contains('_')).then(|| format!("user_{a}_{b}"));
+    }
+    UNDERSCORE_KINDS
+        .contains(&kind)
+        .then(|| format!("{kind}_{rest}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,5 +538,21 @@ mod tests {
         for room in automatic_rooms(&c) {
             assert!(authorize(&c, &room).is_ok(), "{room}");
         }
+    }
+    #[test]
+    fn seed_001_room_names_map_both_ways() {
+        assert_eq!(canonical_room("order_123").as_deref(), Some("order:123"));
+        assert_eq!(
+            canonical_room("channel_general").as_deref(),
+            Some("channel:general")
+        );
+        assert_eq!(canonical_room("user_b_a").as_deref(), Some("dm:a:b"));
+        assert_eq!(canonical_room("user_a_b_c"), None);
+        assert_eq!(canonical_room("order:1"), None);
+        assert_eq!(canonical_room("planet_9"), None);
+        assert_eq!(canonical_room("order_"), None);
+        assert_eq!(underscore_room("order:123").as_deref(), Some("order_123"));
+        assert_eq!(underscore_room("dm:a:b").as_deref(), Some("user_a_b"));
+        assert_eq!(underscore_room("branch:1"), None);
     }
 }

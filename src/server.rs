@@ -4,7 +4,7 @@
 //! reasons: `TCP_NODELAY` (with Nagle on, every small websocket frame waits for
 //! the previous one's ACK — about 40 ms per delivery on Linux), and a kill token
 //! per connection that still works after an HTTP upgrade (see
-//! [`crate::realtime::transport`]).
+//! [`crate::transport`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use crate::realtime::transport::{ConnInfo, KillableStream};
+use crate::transport::{ConnInfo, KillableStream};
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then gives open
 /// connections up to `grace` to finish and closes the rest.

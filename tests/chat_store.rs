@@ -26,6 +26,7 @@ impl Fabric for NoSockets {
     }
     fn disconnect(&self, _: Sid) {}
     fn join(&self, _: Sid, _: &[String]) {}
+    fn leave(&self, _: Sid, _: &str) {}
     fn rooms_of(&self, _: Sid) -> Vec<String> {
         Vec::new()
     }

@@ -11,9 +11,10 @@
 
 pub mod seal;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::auth::Claims;
+use crate::commands::{ChatSend, Fields, RoomName};
 use crate::error::Rejection;
 use crate::hub::Hub;
 use crate::store::{NewMessage, SearchQuery, Store, StoredMessage};
@@ -58,32 +59,42 @@ impl Chat {
         }
     }
 
-    /// Stores and broadcasts a message from `sender` to `room`. A repeated
+    /// Stores and broadcasts a message from `sender` to `room`, given as a
+    /// client sends it (`content`, `messageType?`, `clientId?`). A repeated
     /// `clientId` returns the first message and broadcasts nothing.
     pub async fn send(
         &self,
         sender: &Claims,
         room: &str,
-        data: &Map<String, Value>,
+        data: &serde_json::Map<String, Value>,
     ) -> Result<Value, Rejection> {
-        let content = match data.get("content") {
-            Some(Value::String(c)) if !c.trim().is_empty() => c,
-            Some(Value::String(_)) | None => {
-                return Err(Rejection::bad_request(
-                    "`content` must be a non-empty string",
-                ));
-            }
-            Some(_) => return Err(Rejection::bad_request("`content` must be a string")),
-        };
+        let room = RoomName::parse(room)?;
+        let message = Fields::from_map(data).chat_send_to(room, "messageType", "clientId")?;
+        self.send_message(sender, &message).await
+    }
+
+    /// Stores and broadcasts a decoded message (see [`Chat::send`]).
+    pub(crate) async fn send_message(
+        &self,
+        sender: &Claims,
+        message: &ChatSend,
+    ) -> Result<Value, Rejection> {
+        let room = message.room.as_str();
+        let content = &message.content;
+        if content.trim().is_empty() {
+            return Err(Rejection::bad_request(
+                "`content` must be a non-empty string",
+            ));
+        }
         if content.chars().count() > MAX_CONTENT_CHARS {
             return Err(Rejection::too_large(format!(
                 "a message holds at most {MAX_CONTENT_CHARS} characters"
             )));
         }
-        let message_type = match data.get("messageType") {
-            None | Some(Value::Null) => "text",
-            Some(Value::String(t)) if USER_MESSAGE_TYPES.contains(&t.as_str()) => t.as_str(),
-            Some(Value::String(t)) if t == "system" => {
+        let message_type = match message.message_type.as_deref() {
+            None => "text",
+            Some(t) if USER_MESSAGE_TYPES.contains(&t) => t,
+            Some("system") => {
                 return Err(Rejection::forbidden(
                     "`system` messages are sent by livehub, not by users",
                 ));
@@ -94,10 +105,9 @@ impl Chat {
                 ));
             }
         };
-        let client_id = match data.get("clientId") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(c)) if !c.is_empty() && c.len() <= MAX_CLIENT_ID => Some(c.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
+        let client_id = match &message.client_id {
+            None => None,
+            Some(c) if !c.is_empty() && c.len() <= MAX_CLIENT_ID => Some(c.clone()),
             Some(_) => {
                 return Err(Rejection::bad_request(format!(
                     "`clientId` must be a string of 1-{MAX_CLIENT_ID} characters"
@@ -234,6 +244,19 @@ impl Chat {
             mode,
             note,
         })
+    }
+
+    /// Whether the database answers.
+    pub(crate) async fn store_reachable(&self) -> bool {
+        self.store.ping().await
+    }
+
+    /// The rooms `user` wrote in (at most a thousand).
+    pub(crate) async fn rooms_written_by(&self, user: &str) -> Result<Vec<String>, Rejection> {
+        self.store
+            .rooms_written_by(user, 1000)
+            .await
+            .map_err(unavailable)
     }
 
     /// The wire form of a stored message.

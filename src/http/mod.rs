@@ -6,6 +6,7 @@ pub mod emit;
 pub mod error;
 pub mod ops;
 pub mod rooms;
+pub mod seed_chat;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,8 +26,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::auth::{ApiKeys, Verifier};
 use crate::config::CorsOrigins;
 use crate::hub::Hub;
-use crate::realtime::Realtime;
-use crate::realtime::transport::{ConnInfo, TransportControl, engine_session};
+use crate::transport::{ConnInfo, TransportControl, engine_session};
 use error::{ApiError, Controller};
 
 /// What every route can reach.
@@ -38,8 +38,6 @@ pub struct AppState {
     pub api_keys: ApiKeys,
     /// User token verification.
     pub verifier: Verifier,
-    /// The socket side.
-    pub realtime: Arc<Realtime>,
     /// Chat.
     pub chat: crate::chat::Chat,
     /// Presence.
@@ -70,7 +68,8 @@ pub fn router(state: AppState, demo_dir: Option<&std::path::Path>) -> Router {
         .route("/api/v1/rooms/{room}/read", post(rooms::read))
         .route("/api/v1/search", get(rooms::search))
         .route("/health", get(ops::health))
-        .route("/metrics", get(ops::metrics));
+        .route("/metrics", get(ops::metrics))
+        .merge(seed_chat::routes());
     // Unknown API paths are a JSON 404 even when the demo page serves everything else.
     app = app
         .route("/api/{*rest}", axum::routing::any(not_found))

@@ -21,7 +21,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let mut body = json!({
         "status": if ready { "OK" } else { "UNAVAILABLE" },
         "ready": ready,
-        "connections": census.websocket + census.polling,
+        "connections": census.connections(),
         "users": state.presence.users_online().await,
         "rooms": census.rooms,
         "node": state.node_id,
@@ -51,6 +51,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     crate::metrics::set_gauges(
         census.websocket,
         census.polling,
+        census.plain,
         census.rooms,
         state.presence.users_online().await,
     );

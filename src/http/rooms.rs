@@ -146,7 +146,7 @@ pub async fn read(
         )
         .into());
     };
-    let ids = crate::realtime::handlers::message_ids(body.get("messageIds"))?;
+    let ids = crate::commands::Fields::of(&body)?.message_ids("messageIds")?;
     let receipt = state.chat.mark_read(&claims, &room, &ids).await?;
     let mut out = json!({ "ok": true });
     if let (Some(o), Value::Object(r)) = (out.as_object_mut(), receipt) {

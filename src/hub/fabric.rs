@@ -5,6 +5,8 @@
 //! keeps the hub free of socketioxide's adapter generics and lets its logic be
 //! tested with a fake.
 
+use std::sync::Arc;
+
 use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 
@@ -42,8 +44,17 @@ pub struct Census {
     pub websocket: usize,
     /// Sockets on the polling transport.
     pub polling: usize,
+    /// Plain WebSocket connections.
+    pub plain: usize,
     /// Rooms with at least one local socket (internal rooms excluded).
     pub rooms: usize,
+}
+
+impl Census {
+    /// Connections of every kind.
+    pub fn connections(&self) -> usize {
+        self.websocket + self.polling + self.plain
+    }
 }
 
 /// A future that does not borrow.
@@ -71,8 +82,16 @@ pub trait Fabric: Send + Sync + 'static {
     /// Puts a local socket in rooms.
     fn join(&self, sid: Sid, rooms: &[String]);
 
+    /// Takes a local socket out of a room.
+    fn leave(&self, sid: Sid, room: &str);
+
     /// The rooms a local socket is in (empty when it is gone).
     fn rooms_of(&self, sid: Sid) -> Vec<String>;
+
+    /// The rooms of a user's connections on this node.
+    fn user_rooms(&self, _user: &str) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Sends an ephemeral (unlogged) event to `rooms` on every node, except the
     /// socket `except` (the one that caused it).
@@ -84,4 +103,87 @@ pub trait Fabric: Send + Sync + 'static {
 
     /// Counts of this node's sockets and rooms.
     fn census(&self) -> Census;
+}
+
+/// Several fabrics as one: the Socket.IO sockets and the plain WebSocket
+/// connections of this node. Connection ids are unique across them, so an
+/// operation on one id reaches the one fabric that knows it.
+pub struct Fabrics(pub Vec<Arc<dyn Fabric>>);
+
+impl Fabric for Fabrics {
+    fn deliver(&self, event: &LoggedEvent) -> usize {
+        self.0.iter().map(|f| f.deliver(event)).sum()
+    }
+
+    fn force_reconnect(&self, sid: Sid) {
+        self.0.iter().for_each(|f| f.force_reconnect(sid));
+    }
+
+    fn send(&self, sid: Sid, event: &str, payload: &RawValue) -> SendOutcome {
+        for f in &self.0 {
+            match f.send(sid, event, payload) {
+                SendOutcome::Gone => continue,
+                other => return other,
+            }
+        }
+        SendOutcome::Gone
+    }
+
+    fn disconnect(&self, sid: Sid) {
+        self.0.iter().for_each(|f| f.disconnect(sid));
+    }
+
+    fn join(&self, sid: Sid, rooms: &[String]) {
+        self.0.iter().for_each(|f| f.join(sid, rooms));
+    }
+
+    fn leave(&self, sid: Sid, room: &str) {
+        self.0.iter().for_each(|f| f.leave(sid, room));
+    }
+
+    fn rooms_of(&self, sid: Sid) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|f| f.rooms_of(sid))
+            .find(|rooms| !rooms.is_empty())
+            .unwrap_or_default()
+    }
+
+    fn signal(
+        &self,
+        rooms: &[String],
+        except: &[String],
+        event: &str,
+        payload: &serde_json::Value,
+    ) {
+        self.0
+            .iter()
+            .for_each(|f| f.signal(rooms, except, event, payload));
+    }
+
+    fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {
+        let all: Vec<_> = self
+            .0
+            .iter()
+            .map(|f| f.disconnect_room(room.clone()))
+            .collect();
+        Box::pin(async move {
+            let mut result = Ok(());
+            for done in futures_util::future::join_all(all).await {
+                result = result.and(done);
+            }
+            result
+        })
+    }
+
+    fn census(&self) -> Census {
+        self.0.iter().fold(Census::default(), |mut sum, f| {
+            let c = f.census();
+            sum.websocket += c.websocket;
+            sum.polling += c.polling;
+            sum.plain += c.plain;
+            sum.rooms += c.rooms;
+            sum
+        })
+    }
 }

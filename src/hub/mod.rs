@@ -50,7 +50,7 @@ use socketioxide::socket::Sid;
 use tokio::sync::oneshot;
 
 pub use delivery::{Fill, Membership};
-pub use fabric::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
+pub use fabric::{BoxFuture, Census, Fabric, Fabrics, LoggedEvent, SendOutcome};
 pub use offset::{OffsetCodec, OffsetProblem};
 
 use crate::error::Rejection;
@@ -518,6 +518,30 @@ impl Hub {
     pub(crate) fn send_to(&self, sid: Sid, event: &str, payload: &Value) -> SendOutcome {
         let raw = serde_json::value::to_raw_value(payload).expect("JSON values serialise");
         self.inner.fabric.send(sid, event, &raw)
+    }
+
+    /// Takes a connection on this node out of a room.
+    pub(crate) fn leave(&self, sid: Sid, room: &str) {
+        self.inner.fabric.leave(sid, room);
+    }
+
+    /// The rooms a connection on this node is in.
+    pub(crate) fn rooms_of(&self, sid: Sid) -> Vec<String> {
+        self.inner.fabric.rooms_of(sid)
+    }
+
+    /// The rooms of a user's connections on this node (internal ones excluded).
+    pub(crate) fn user_rooms(&self, user: &str) -> Vec<String> {
+        let mut rooms: Vec<String> = self
+            .inner
+            .fabric
+            .user_rooms(user)
+            .into_iter()
+            .filter(|r| !crate::rooms::is_internal(r))
+            .collect();
+        rooms.sort();
+        rooms.dedup();
+        rooms
     }
 
     /// Ends one socket on this node with a Socket.IO disconnect.

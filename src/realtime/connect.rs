@@ -19,19 +19,23 @@ use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromConnectParts, Value as SioValue};
 use socketioxide::socket::{DisconnectReason, Socket};
 
-use super::Realtime;
-use super::dispatch::{self, Dispatcher};
-use super::limits::EventLimiter;
-use super::session::Session;
-use super::transport::{ConnInfo, client_ip};
+use super::dispatch::Dispatcher;
 use crate::auth::{self, AuthError};
+use crate::session::limits::EventLimiter;
+use crate::session::{Session, Sessions, handlers};
+use crate::transport::{ConnInfo, TransportControl, client_ip};
 
 /// Type marker for [`ConnectFlow`]'s `ConnectHandler` impl.
 pub struct ConnectMarker;
 
 /// Authenticates and sets up every socket of the namespace.
 #[derive(Clone)]
-pub struct ConnectFlow(pub Arc<Realtime>);
+pub struct ConnectFlow {
+    /// The session layer.
+    pub sessions: Arc<Sessions>,
+    /// Engine.IO transports, forgotten when their socket goes.
+    pub transport: Arc<TransportControl>,
+}
 
 type MiddlewareFuture<'a> =
     Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
@@ -49,7 +53,7 @@ impl<A: Adapter> ConnectHandler<A, ConnectMarker> for ConnectFlow {
     fn call(&self, s: Arc<Socket<A>>, auth: Option<SioValue>) {
         let Ok(socket) = SocketRef::from_connect_parts(&s, &auth);
         if let Some(session) = socket.extensions.get::<Arc<Session>>() {
-            tokio::spawn(dispatch::drain(self.0.clone(), socket, session));
+            tokio::spawn(handlers::run_queue(self.sessions.clone(), session));
         }
     }
 
@@ -72,7 +76,7 @@ impl ConnectFlow {
         s: Arc<Socket<A>>,
         auth: &Option<SioValue>,
     ) -> Result<(), Refusal> {
-        let ctx = &self.0;
+        let ctx = &self.sessions;
         let Ok(TryData(auth_json)) = TryData::<serde_json::Value>::from_connect_parts(&s, auth);
         let auth_json = auth_json.ok();
         let parts = s.req_parts();
@@ -122,16 +126,19 @@ impl ConnectFlow {
         s.extensions.insert(session);
         s.on_fallback(Dispatcher(ctx.clone()));
         let ctx = ctx.clone();
+        let transport = self.transport.clone();
         s.on_disconnect(move |socket: SocketRef<A>, reason: DisconnectReason| {
             let ctx = ctx.clone();
-            async move { on_disconnect(ctx, socket, reason).await }
+            let transport = transport.clone();
+            async move { on_disconnect(ctx, transport, socket, reason).await }
         });
         Ok(())
     }
 }
 
 async fn on_disconnect<A: Adapter>(
-    ctx: Arc<Realtime>,
+    ctx: Arc<Sessions>,
+    transport: Arc<TransportControl>,
     socket: SocketRef<A>,
     reason: DisconnectReason,
 ) {
@@ -142,7 +149,7 @@ async fn on_disconnect<A: Adapter>(
     if let Some(slot) = &session.connection {
         slot.release();
     }
-    ctx.transport.forget(&socket.id.to_string());
+    transport.forget(&socket.id.to_string());
     ctx.expiry.forget(socket.id);
-    super::handlers::on_disconnect(&ctx, &session).await;
+    handlers::on_disconnect(&ctx, &session).await;
 }

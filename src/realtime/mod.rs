@@ -1,37 +1,27 @@
-//! The Socket.IO side: connecting sockets, their events, and moving events to them.
+//! The Socket.IO front: connecting sockets, decoding their events, and moving
+//! events to them.
 //!
 //! * [`connect`] — the auth middleware and per-socket setup;
-//! * [`dispatch`] — incoming events, in order, to [`handlers`];
-//! * [`session`] — per-socket state and its job queue;
-//! * [`limits`] — rate and connection caps;
-//! * [`transport`] — client addresses and forced reconnects;
+//! * [`dispatch`] — incoming events, decoded into commands, queued in order;
 //! * [`IoFabric`] — the hub's [`Fabric`] over socketioxide, for any adapter.
+//!
+//! Everything after decoding is the session layer's ([`crate::session`]).
 
-pub mod connect;
-pub mod dispatch;
-pub mod expiry;
-pub mod handlers;
-pub mod limits;
-pub mod session;
-pub mod transport;
+pub(crate) mod connect;
+pub(crate) mod dispatch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::Sid;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
-use crate::auth::Verifier;
-use crate::chat::Chat;
 use crate::config::Config;
-use crate::hub::{BoxFuture, Census, Fabric, Hub, LoggedEvent, SendOutcome};
-use crate::presence::{Announcer, Presence, Typing};
-use crate::store::Store;
-use limits::ConnectionsPerIp;
-use transport::{ConnInfo, TransportControl};
+use crate::hub::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
+use crate::session::{Session, Sessions};
+use crate::transport::{ConnInfo, TransportControl};
 
 /// Outgoing packets one socket may have queued before it counts as too slow.
 ///
@@ -41,206 +31,6 @@ use transport::{ConnInfo, TransportControl};
 /// fill, so an idle socket does not pay for the headroom.
 pub const SOCKET_BUFFER_PACKETS: usize = 2048;
 
-/// The settings the socket side needs.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Largest accepted message.
-    pub max_payload_bytes: usize,
-    /// Client events per socket per minute.
-    pub rate_limit_per_minute: u32,
-    /// Connections per address.
-    pub max_connections_per_ip: u32,
-    /// Proxies trusted for `X-Forwarded-For`.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Rooms per socket.
-    pub max_rooms_per_socket: usize,
-    /// Most viewers a join ack lists (`PRESENCE_BROADCAST_LIMIT`).
-    pub presence_broadcast_limit: usize,
-}
-
-impl Settings {
-    /// From the validated configuration.
-    pub fn from_config(c: &Config) -> Settings {
-        Settings {
-            max_payload_bytes: c.max_payload_bytes,
-            rate_limit_per_minute: c.rate_limit_per_minute,
-            max_connections_per_ip: c.max_connections_per_ip,
-            trusted_proxies: c.trusted_proxies.clone(),
-            max_rooms_per_socket: c.max_rooms_per_socket,
-            presence_broadcast_limit: c.presence_broadcast_limit,
-        }
-    }
-}
-
-/// Shared state of every socket handler.
-pub struct Realtime {
-    /// The emitter.
-    pub hub: Hub,
-    /// Token verification.
-    pub verifier: Verifier,
-    /// Forced reconnects.
-    pub transport: Arc<TransportControl>,
-    /// Connections per address.
-    pub connections: ConnectionsPerIp,
-    /// Orders each user's connects and disconnects on this node.
-    pub user_locks: session::UserLocks,
-    /// Sockets connected per branch on this node.
-    pub branch_sockets: session::BranchSockets,
-    /// Limits.
-    pub settings: Settings,
-    /// The database, for the offline queue (none when the log is off).
-    pub store: Option<Store>,
-    /// Who views what, and who is connected.
-    pub presence: Presence,
-    /// Tells rooms who came and went.
-    pub announcer: Announcer,
-    /// Typing indicators.
-    pub typing: Typing,
-    /// Chat.
-    pub chat: Chat,
-    /// Token lifetimes.
-    pub expiry: expiry::Expiry,
-}
-
-/// What the socket side is built from.
-pub struct Parts {
-    /// The emitter.
-    pub hub: Hub,
-    /// Token verification.
-    pub verifier: Verifier,
-    /// Forced reconnects.
-    pub transport: Arc<TransportControl>,
-    /// Limits.
-    pub settings: Settings,
-    /// The offline queue's database (none when the log is off).
-    pub store: Option<Store>,
-    /// Presence.
-    pub presence: Presence,
-    /// Chat.
-    pub chat: Chat,
-    /// `PRESENCE_BROADCAST_LIMIT`.
-    pub presence_broadcast_limit: usize,
-}
-
-impl Realtime {
-    /// Shared handler state.
-    pub fn new(parts: Parts) -> Realtime {
-        Realtime {
-            announcer: Announcer::new(
-                parts.hub.clone(),
-                parts.presence.clone(),
-                parts.presence_broadcast_limit,
-            ),
-            typing: Typing::start(parts.hub.clone()),
-            expiry: expiry::Expiry::start(parts.hub.clone()),
-            hub: parts.hub,
-            verifier: parts.verifier,
-            transport: parts.transport,
-            connections: ConnectionsPerIp::default(),
-            user_locks: session::UserLocks::default(),
-            branch_sockets: session::BranchSockets::default(),
-            settings: parts.settings,
-            store: parts.store,
-            presence: parts.presence,
-            chat: parts.chat,
-        }
-    }
-
-    /// Records that the user's last socket is gone at log `position`, so that
-    /// events for the user after it wait for their next connection.
-    pub(crate) async fn mark_offline(&self, user: &str, position: i64) {
-        if let Some(store) = &self.store {
-            let now = chrono::Utc::now().timestamp_millis();
-            if let Err(e) = store.mark_offline(user, position, now).await {
-                tracing::warn!(error = %e, "could not record an offline user");
-            }
-        }
-    }
-
-    pub(crate) async fn take_offline(&self, user: &str) -> Option<i64> {
-        let store = self.store.as_ref()?;
-        store.take_offline(user).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "offline queue lookup failed");
-            None
-        })
-    }
-
-    pub(crate) async fn forget_offline(&self, user: &str) {
-        let _ = self.take_offline(user).await;
-    }
-}
-
-/// The heartbeat's view of this node.
-struct NodeView(Hub);
-
-impl crate::presence::redis::NodeState for NodeView {
-    fn position(&self) -> i64 {
-        self.0.position()
-    }
-    fn connections(&self) -> usize {
-        let c = self.0.census();
-        c.websocket + c.polling
-    }
-}
-
-/// Starts the Redis presence heartbeat and turns lapsed entries (a node that
-/// died) into `user:disconnected`, the offline queue mark and an `offline` status.
-pub fn start_cluster_presence(
-    ctx: &Arc<Realtime>,
-    presence: &crate::presence::redis::RedisPresence,
-) {
-    use crate::presence::announce::Departure;
-    use crate::presence::redis::Lapsed;
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    presence.start(Arc::new(NodeView(ctx.hub.clone())), tx);
-    let ctx = Arc::downgrade(ctx);
-    tokio::spawn(async move {
-        while let Some(lapsed) = rx.recv().await {
-            let Some(ctx) = ctx.upgrade() else { return };
-            match lapsed {
-                Lapsed::Viewer {
-                    room,
-                    user,
-                    name,
-                    socket_id,
-                    viewers,
-                } => {
-                    ctx.typing.stopped(&room, &user);
-                    ctx.announcer.departed(
-                        &room,
-                        &user,
-                        &name,
-                        &socket_id,
-                        Departure::Disconnected,
-                        viewers,
-                    );
-                }
-                Lapsed::User {
-                    user,
-                    branch,
-                    name,
-                    seq,
-                } => {
-                    if let Some(store) = &ctx.store {
-                        let now = chrono::Utc::now().timestamp_millis();
-                        if let Err(e) = store.mark_offline(&user, seq, now).await {
-                            tracing::warn!(error = %e, "could not record an offline user");
-                        }
-                    }
-                    if let Some(branch) = branch {
-                        ctx.hub.signal(
-                            &[format!("branch:{branch}")],
-                            &[],
-                            "presence",
-                            &serde_json::json!({ "userId": user, "name": name, "status": "offline", "timestamp": crate::events::now_iso8601() }),
-                        );
-                    }
-                }
-            }
-        }
-    });
-}
-
 /// How often sockets are checked for a transport that is gone.
 const GHOST_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -249,7 +39,7 @@ const GHOST_SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// first write fails (a client that connects and vanishes at once): it never
 /// times out, holds a connection slot of its address, and counts in `/health`.
 /// A socket found so on two sweeps in a row is disconnected.
-pub fn start_ghost_sweeper<A: Adapter>(io: SocketIo<A>, transport: Arc<TransportControl>) {
+pub(crate) fn start_ghost_sweeper<A: Adapter>(io: SocketIo<A>, transport: Arc<TransportControl>) {
     tokio::spawn(async move {
         let mut suspects = std::collections::HashSet::new();
         loop {
@@ -285,18 +75,18 @@ pub fn start_ghost_sweeper<A: Adapter>(io: SocketIo<A>, transport: Arc<Transport
 /// its disconnect handlers would not run): presence is withdrawn and each user's
 /// offline position recorded, so that what is emitted while they reconnect —
 /// here after a restart, or on another node — reaches them.
-pub async fn drain<A: Adapter>(io: &SocketIo<A>, ctx: &Arc<Realtime>) {
+pub(crate) async fn drain<A: Adapter>(io: &SocketIo<A>, ctx: &Arc<Sessions>) {
     use futures_util::StreamExt;
     let Some(ns) = io.of("/") else { return };
-    let sessions: Vec<Arc<session::Session>> = ns
+    let sessions: Vec<Arc<Session>> = ns
         .local()
         .sockets()
         .iter()
-        .filter_map(|s| s.extensions.get::<Arc<session::Session>>())
+        .filter_map(|s| s.extensions.get::<Arc<Session>>())
         .collect();
     futures_util::stream::iter(sessions)
         .for_each_concurrent(64, |session| async move {
-            handlers::on_disconnect(ctx, &session).await;
+            crate::session::handlers::on_disconnect(ctx, &session).await;
         })
         .await;
 }
@@ -325,15 +115,22 @@ pub fn builder(config: &Config) -> SocketIoBuilder {
 /// Registers livehub's handlers on the default namespace. The result is the
 /// adapter's initialisation (nothing for the local adapter; the Redis
 /// subscriptions for the cluster adapter), for the caller to await or spawn.
-pub fn register<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(
+pub(crate) fn register<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(
     io: &SocketIo<A>,
-    ctx: Arc<Realtime>,
+    sessions: Arc<Sessions>,
+    transport: Arc<TransportControl>,
 ) -> A::InitRes {
-    io.ns("/", connect::ConnectFlow(ctx))
+    io.ns(
+        "/",
+        connect::ConnectFlow {
+            sessions,
+            transport,
+        },
+    )
 }
 
 /// The hub's fabric over a socketioxide instance.
-pub struct IoFabric<A: Adapter> {
+pub(crate) struct IoFabric<A: Adapter> {
     io: SocketIo<A>,
     transport: Arc<TransportControl>,
     /// Deliver logged events through the adapter to every node (a cluster
@@ -386,7 +183,7 @@ impl<A: Adapter> IoFabric<A> {
     }
 
     /// Over `io`.
-    pub fn new(
+    pub(crate) fn new(
         io: SocketIo<A>,
         transport: Arc<TransportControl>,
         cross_node_broadcast: bool,
@@ -491,10 +288,29 @@ impl<A: Adapter> Fabric for IoFabric<A> {
         }
     }
 
+    fn leave(&self, sid: Sid, room: &str) {
+        if let Some(socket) = self.socket(sid) {
+            socket.leave(room.to_string());
+        }
+    }
+
     fn rooms_of(&self, sid: Sid) -> Vec<String> {
         self.socket(sid)
             .map(|s| s.rooms().into_iter().map(|r| r.to_string()).collect())
             .unwrap_or_default()
+    }
+
+    fn user_rooms(&self, user: &str) -> Vec<String> {
+        let Some(ns) = self.io.of("/") else {
+            return Vec::new();
+        };
+        ns.local()
+            .to(crate::rooms::user_sockets_room(user))
+            .sockets()
+            .iter()
+            .flat_map(|s| s.rooms())
+            .map(|r| r.to_string())
+            .collect()
     }
 
     fn signal(

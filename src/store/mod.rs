@@ -329,6 +329,29 @@ impl Store {
         dispatch!(self.search(query, room, limit))
     }
 
+    /// The rooms `user_id` wrote chat messages in, at most `limit`.
+    pub async fn rooms_written_by(&self, user_id: &str, limit: usize) -> StoreResult<Vec<String>> {
+        let limit = limit as i64;
+        Ok(match &self.backend {
+            Backend::Sqlite(b) => {
+                sqlx::query_scalar(
+                    "SELECT DISTINCT room FROM messages WHERE sender_id = ? ORDER BY room LIMIT ?",
+                )
+                .bind(user_id)
+                .bind(limit)
+                .fetch_all(&b.pool)
+                .await?
+            }
+            Backend::Postgres(b) => sqlx::query_scalar(
+                "SELECT DISTINCT room FROM messages WHERE sender_id = $1 ORDER BY room LIMIT $2",
+            )
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(&b.pool)
+            .await?,
+        })
+    }
+
     /// The `content` column of every message exactly as stored, oldest first —
     /// for tests that check what is at rest.
     #[doc(hidden)]

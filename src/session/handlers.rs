@@ -1,85 +1,90 @@
-//! The client events: what each one checks and does.
+//! What a connection does, whichever front it uses: its connect (automatic
+//! rooms, replay, presence), each [`Command`], and its disconnect.
 //!
-//! Every handler returns the fields of its ack (`ok: true` is added by the
-//! dispatcher) or a [`Rejection`]. Nothing here closes a socket: a bad event
-//! costs its sender an error ack and nothing else.
+//! Every command returns the fields of its reply (each front adds its own
+//! success marker: `ok: true`, `success: true`…) or a [`Rejection`]. Nothing
+//! here closes a connection: a bad request costs its sender an error reply and
+//! nothing else.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use serde_json::{Map, Value, json};
-use socketioxide::adapter::Adapter;
-use socketioxide::extract::SocketRef;
 
-use super::Realtime;
-use super::session::Session;
+use super::Sessions;
+use super::state::{Job, Outcome, Session};
 use crate::auth::Claims;
+use crate::commands::Command;
 use crate::error::Rejection;
 use crate::events;
 use crate::hub::{Fill, JoinFailure, OffsetProblem};
 use crate::presence::announce::Departure;
-use crate::rooms::{self, EVERYONE, EntityKind};
+use crate::rooms::{self, EVERYONE};
 
-type Ack = Result<Map<String, Value>, Rejection>;
+type Ack = Outcome;
 
-/// Handles one client event.
-pub async fn on_event<A: Adapter>(
-    ctx: &Arc<Realtime>,
-    socket: &SocketRef<A>,
-    session: &Arc<Session>,
-    name: &str,
-    data: Value,
-) -> Ack {
-    match name {
-        "join:shipment" => {
-            let room = entity_room(&data, EntityKind::Shipment, "shipmentId")?;
-            join(ctx, session, room, since(&data)?).await
+/// Runs a connection's queue until it is empty. At most one runs per
+/// connection (see [`Session::enqueue`]); the front starts it.
+pub(crate) async fn run_queue(ctx: Arc<Sessions>, session: Arc<Session>) {
+    while let Some(job) = session.next_job() {
+        match job {
+            Job::Connect => {
+                let run = on_connect(&ctx, &session);
+                if AssertUnwindSafe(run).catch_unwind().await.is_err() {
+                    tracing::error!(sid = %session.sid, "connect handler panicked");
+                }
+            }
+            Job::Command { command, reply } => {
+                let outcome = match command {
+                    Ok(command) => {
+                        let what = command.name();
+                        AssertUnwindSafe(apply(&ctx, &session, command))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                tracing::error!(command = what, "handler panicked");
+                                Err(Rejection::internal(
+                                    "the server failed to handle this request",
+                                ))
+                            })
+                    }
+                    Err(r) => Err(r),
+                };
+                if let Err(r) = &outcome {
+                    crate::metrics::rejected(r.code.as_str());
+                    tracing::debug!(code = r.code.as_str(), message = %r.message, "request refused");
+                }
+                if let Some(reply) = reply {
+                    reply(outcome);
+                }
+            }
         }
-        "join:order" => {
-            let room = entity_room(&data, EntityKind::Order, "orderId")?;
-            join(ctx, session, room, since(&data)?).await
-        }
-        "subscribe" => join(ctx, session, room_field(&data)?, since(&data)?).await,
-        "leave:shipment" => {
-            leave(
-                ctx,
-                socket,
-                session,
-                entity_room(&data, EntityKind::Shipment, "shipmentId")?,
-            )
-            .await
-        }
-        "leave:order" => {
-            leave(
-                ctx,
-                socket,
-                session,
-                entity_room(&data, EntityKind::Order, "orderId")?,
-            )
-            .await
-        }
-        "unsubscribe" => leave(ctx, socket, session, room_field(&data)?).await,
-        "typing:start" | "typing:stop" => {
-            let room = room_field(&data)?;
-            rooms::parse(&room)?;
+    }
+}
+
+/// Applies one command for a connection: the fields of its reply, or why not.
+pub(crate) async fn apply(ctx: &Arc<Sessions>, session: &Arc<Session>, command: Command) -> Ack {
+    match command {
+        Command::Join { room, since } => join(ctx, session, room.into_string(), since).await,
+        Command::Leave { room } => leave(ctx, session, room.into_string()).await,
+        Command::Typing { room, typing } => {
+            let room = room.into_string();
             if !session.membership.contains(&room) {
                 return Err(Rejection::forbidden("join the room before typing in it"));
             }
             let user = session.claims().sub.clone();
-            if name == "typing:start" {
+            if typing {
                 ctx.typing.started(&room, &user);
             } else {
                 ctx.typing.stopped(&room, &user);
             }
             Ok(fields(json!({ "room": room })))
         }
-        "auth:refresh" => {
-            let token = match object(&data)?.get("token") {
-                Some(Value::String(t)) if !t.is_empty() => t,
-                _ => return Err(Rejection::bad_request("`token` must be a string")),
-            };
+        Command::RefreshToken { token } => {
             let fresh = ctx
                 .verifier
-                .verify(token)
+                .verify(&token)
                 .await
                 .map_err(|e| Rejection::forbidden(e.to_string()))?;
             let current = session.claims();
@@ -91,71 +96,58 @@ pub async fn on_event<A: Adapter>(
             ctx.expiry.watch(session.sid, exp);
             Ok(fields(json!({ "exp": exp })))
         }
-        "presence:set" => {
-            let status = match object(&data)?.get("status") {
-                Some(Value::String(s)) if PRESENCE_STATUSES.contains(&s.as_str()) => s.clone(),
-                _ => {
-                    return Err(Rejection::bad_request(
-                        "`status` must be one of online, away, busy",
-                    ));
-                }
-            };
+        Command::SetPresence { status } => {
             announce_status(ctx, &session.claims(), &status);
             Ok(fields(json!({ "status": status })))
         }
-        "chat:send" => {
-            let room = room_field(&data)?;
+        Command::ChatSend(message) => {
             let claims = session.claims();
-            rooms::authorize(&claims, &room)?;
-            let message = ctx.chat.send(&claims, &room, object(&data)?).await?;
+            rooms::authorize(&claims, message.room.as_str())?;
+            let message = ctx.chat.send_message(&claims, &message).await?;
             Ok(fields(json!({ "message": message })))
         }
-        "chat:history" => {
-            let room = room_field(&data)?;
-            rooms::authorize(&session.claims(), &room)?;
-            let obj = object(&data)?;
-            let before = optional_int(obj.get("before"), "before")?;
-            let limit = optional_int(obj.get("limit"), "limit")?
-                .map(|l| l.clamp(0, i64::from(u16::MAX)) as usize);
-            let messages = ctx.chat.history(&room, before, limit).await?;
-            Ok(fields(json!({ "room": room, "messages": messages })))
+        Command::ChatHistory {
+            room,
+            before,
+            limit,
+        } => {
+            rooms::authorize(&session.claims(), room.as_str())?;
+            let messages = ctx.chat.history(room.as_str(), before, limit).await?;
+            Ok(fields(
+                json!({ "room": room.as_str(), "messages": messages }),
+            ))
         }
-        "chat:read" => {
-            let room = room_field(&data)?;
+        Command::ChatRead { room, message_ids } => {
             let claims = session.claims();
-            rooms::authorize(&claims, &room)?;
-            let ids = message_ids(object(&data)?.get("messageIds"))?;
-            let receipt = ctx.chat.mark_read(&claims, &room, &ids).await?;
+            rooms::authorize(&claims, room.as_str())?;
+            let receipt = ctx
+                .chat
+                .mark_read(&claims, room.as_str(), &message_ids)
+                .await?;
             Ok(fields(receipt))
         }
-        "rooms" => {
-            let mut rooms: Vec<String> = socket
-                .rooms()
-                .into_iter()
-                .map(|r| r.to_string())
-                .filter(|r| !rooms::is_internal(r))
-                .collect();
-            rooms.sort();
-            Ok(fields(json!({ "rooms": rooms })))
-        }
-        "ping" => {
-            let timestamp = events::now_iso8601();
-            ctx.hub
-                .send_to(session.sid, "pong", &json!({ "timestamp": timestamp }));
-            Ok(fields(json!({ "timestamp": timestamp })))
-        }
-        _ => Err(Rejection::not_found(format!("unknown event `{name}`"))),
+        Command::Rooms => Ok(fields(json!({ "rooms": visible_rooms(ctx, session) }))),
+        // Each front answers with its own `pong`.
+        Command::Ping => Ok(fields(json!({ "timestamp": events::now_iso8601() }))),
     }
+}
+
+/// The connection's rooms, sorted, without livehub's internal ones.
+pub(crate) fn visible_rooms(ctx: &Sessions, session: &Session) -> Vec<String> {
+    let mut rooms: Vec<String> = ctx
+        .hub
+        .rooms_of(session.sid)
+        .into_iter()
+        .filter(|r| !rooms::is_internal(r))
+        .collect();
+    rooms.sort();
+    rooms
 }
 
 /// Joins the automatic rooms, replaying what the socket missed: after
 /// `auth.offset` when it gave one, else the offline queue of its user room.
 /// Events emitted while the connect was under way are always delivered.
-pub async fn on_connect<A: Adapter>(
-    ctx: &Arc<Realtime>,
-    _socket: &SocketRef<A>,
-    session: &Arc<Session>,
-) {
+pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
     let claims = session.claims();
     let mut rooms = rooms::automatic_rooms(&claims);
     rooms.push(EVERYONE.to_string());
@@ -227,7 +219,7 @@ pub async fn on_connect<A: Adapter>(
 }
 
 async fn join(
-    ctx: &Arc<Realtime>,
+    ctx: &Arc<Sessions>,
     session: &Arc<Session>,
     room: String,
     since: Option<String>,
@@ -332,15 +324,9 @@ async fn join(
     Ok(ack)
 }
 
-async fn leave<A: Adapter>(
-    ctx: &Arc<Realtime>,
-    socket: &SocketRef<A>,
-    session: &Arc<Session>,
-    room: String,
-) -> Ack {
-    rooms::parse(&room)?;
+async fn leave(ctx: &Arc<Sessions>, session: &Arc<Session>, room: String) -> Ack {
     let was_in = session.membership.contains(&room);
-    socket.leave(room.clone());
+    ctx.hub.leave(session.sid, &room);
     session.membership.forget(&room);
     let mut state = session.presence.lock().await;
     let before = state.viewing.len();
@@ -354,7 +340,7 @@ async fn leave<A: Adapter>(
 
 /// The socket no longer views `room`: typing ends, and if it was the user's
 /// last socket there, the room hears that the user left.
-async fn stop_viewing(ctx: &Realtime, session: &Session, room: &str, how: Departure) {
+async fn stop_viewing(ctx: &Sessions, session: &Session, room: &str, how: Departure) {
     let claims = session.claims();
     let sid = session.sid.to_string();
     let change = ctx.presence.leave(room, &claims.sub, &sid).await;
@@ -375,7 +361,7 @@ async fn stop_viewing(ctx: &Realtime, session: &Session, room: &str, how: Depart
 /// user's last socket — the offline queue mark and an `offline` status.
 ///
 /// Runs once per socket: on its disconnect, or earlier when the server drains.
-pub async fn on_disconnect(ctx: &Arc<Realtime>, session: &Arc<Session>) {
+pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
     let mut state = session.presence.lock().await;
     if state.gone {
         return;
@@ -407,11 +393,8 @@ pub async fn on_disconnect(ctx: &Arc<Realtime>, session: &Arc<Session>) {
     }
 }
 
-/// Statuses a client may set; `offline` is livehub's to say.
-pub const PRESENCE_STATUSES: &[&str] = &["online", "away", "busy"];
-
 /// Tells the user's branch room their status.
-fn announce_status(ctx: &Realtime, claims: &Claims, status: &str) {
+fn announce_status(ctx: &Sessions, claims: &Claims, status: &str) {
     if let Some(branch) = &claims.branch_id {
         ctx.hub.signal(
             &[format!("branch:{branch}")],
@@ -429,7 +412,7 @@ fn announce_status(ctx: &Realtime, claims: &Claims, status: &str) {
 
 /// Tells the socket its offset cannot be replayed from and it must refetch.
 fn reset(
-    ctx: &Realtime,
+    ctx: &Sessions,
     session: &Session,
     problem: OffsetProblem,
     offset: &str,
@@ -450,64 +433,5 @@ fn fields(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
-    }
-}
-
-fn object(data: &Value) -> Result<&Map<String, Value>, Rejection> {
-    data.as_object()
-        .ok_or_else(|| Rejection::bad_request("the payload must be a JSON object"))
-}
-
-fn entity_room(data: &Value, kind: EntityKind, field: &str) -> Result<String, Rejection> {
-    let obj = object(data)?;
-    let id = events::id_value(obj.get(field)).ok_or_else(|| {
-        Rejection::bad_request(format!(
-            "`{field}` must be a non-empty string or an integer"
-        ))
-    })?;
-    let room = rooms::entity_room(kind, &id);
-    rooms::parse(&room)?;
-    Ok(room)
-}
-
-fn room_field(data: &Value) -> Result<String, Rejection> {
-    match object(data)?.get("room") {
-        Some(Value::String(room)) => Ok(room.clone()),
-        _ => Err(Rejection::bad_request("`room` must be a string")),
-    }
-}
-
-fn optional_int(v: Option<&Value>, field: &str) -> Result<Option<i64>, Rejection> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
-        Some(Value::String(s)) if s.parse::<i64>().is_ok() => Ok(s.parse().ok()),
-        Some(_) => Err(Rejection::bad_request(format!(
-            "`{field}` must be an integer"
-        ))),
-    }
-}
-
-/// `messageIds`: a list of message ids (integers, or strings of digits).
-pub fn message_ids(v: Option<&Value>) -> Result<Vec<i64>, Rejection> {
-    let bad = || Rejection::bad_request("`messageIds` must be a list of message ids");
-    let Some(Value::Array(items)) = v else {
-        return Err(bad());
-    };
-    items
-        .iter()
-        .map(|i| match i {
-            Value::Number(n) => n.as_i64().ok_or_else(bad),
-            Value::String(s) => s.parse().map_err(|_| bad()),
-            _ => Err(bad()),
-        })
-        .collect()
-}
-
-fn since(data: &Value) -> Result<Option<String>, Rejection> {
-    match data.get("since") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Rejection::bad_request("`since` must be an offset string")),
     }
 }

@@ -11,28 +11,31 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use socketioxide::socket::Sid;
 
+use super::limits::{ConnectionSlot, CountsByKey, EventLimiter};
 use crate::auth::Claims;
+use crate::commands::Command;
+use crate::error::Rejection;
 use crate::hub::Membership;
-use crate::realtime::limits::CountsByKey;
 
-/// Sends the ack for one event, if the client asked for one.
-pub type Ack = Box<dyn FnOnce(&Value) + Send>;
+/// What a command answered: the fields of a successful reply, or a refusal.
+pub(crate) type Outcome = Result<Map<String, Value>, Rejection>;
 
-/// One unit of work for a socket.
-pub enum Job {
+/// Sends a command's outcome back the way its front answers (an ack, a frame).
+pub(crate) type Reply = Box<dyn FnOnce(Outcome) + Send>;
+
+/// One unit of work for a connection.
+pub(crate) enum Job {
     /// Join the automatic rooms, with replay; always first.
     Connect,
-    /// A client event.
-    Event {
-        /// Event name.
-        name: String,
-        /// The first argument, or why it could not be read.
-        data: Result<Value, String>,
-        /// Ack callback.
-        ack: Option<Ack>,
+    /// A client request, decoded (or why it could not be).
+    Command {
+        /// The command, or why the request is not one.
+        command: Result<Command, Rejection>,
+        /// Where its outcome goes; `None` when the client wants no answer.
+        reply: Option<Reply>,
     },
 }
 
@@ -44,7 +47,7 @@ struct Queue {
 
 /// A socket's entries in the presence store.
 #[derive(Debug, Default)]
-pub struct PresenceState {
+pub(crate) struct PresenceState {
     /// The socket is gone and cleaned up: add nothing more.
     pub gone: bool,
     /// The socket is counted among its user's connections.
@@ -65,7 +68,7 @@ pub struct PresenceState {
 /// after `online` for a user who is there, or a fresh connect misses the mark
 /// its predecessor was still writing. Locks are striped by user id: a fixed
 /// set, no per-user allocation, and unrelated users rarely share one.
-pub struct UserLocks {
+pub(crate) struct UserLocks {
     stripes: Box<[tokio::sync::Mutex<()>]>,
 }
 
@@ -97,7 +100,7 @@ impl UserLocks {
 /// a user's first and last sockets are on different nodes. `presence:set`
 /// statuses are always announced.
 #[derive(Default)]
-pub struct BranchSockets(CountsByKey<String>);
+pub(crate) struct BranchSockets(CountsByKey<String>);
 
 impl BranchSockets {
     /// A socket of `branch` connected: the branch's count after it (0 for none).
@@ -112,10 +115,10 @@ impl BranchSockets {
 }
 
 /// Most jobs a socket may have waiting; more are refused with `rate_limited`.
-pub const MAX_QUEUED: usize = 256;
+pub(crate) const MAX_QUEUED: usize = 256;
 
 /// A connected socket's state.
-pub struct Session {
+pub(crate) struct Session {
     /// The socket.
     pub sid: Sid,
     /// The verified token.
@@ -127,9 +130,9 @@ pub struct Session {
     /// `auth.offset` from the handshake.
     pub auth_offset: Option<String>,
     /// Rate limit on client events.
-    pub limiter: Option<crate::realtime::limits::EventLimiter>,
+    pub limiter: Option<EventLimiter>,
     /// The socket's place in its address's connection count (none in tests).
-    pub connection: Option<crate::realtime::limits::ConnectionSlot>,
+    pub connection: Option<ConnectionSlot>,
     /// What this socket put in the presence store. An async lock: presence
     /// calls happen under it, so a disconnect that races a connect or a join
     /// can neither miss what they add nor let them add after it cleaned up.
@@ -146,8 +149,8 @@ impl Session {
         claims: Claims,
         connected_at: i64,
         auth_offset: Option<String>,
-        limiter: Option<crate::realtime::limits::EventLimiter>,
-        connection: Option<crate::realtime::limits::ConnectionSlot>,
+        limiter: Option<EventLimiter>,
+        connection: Option<ConnectionSlot>,
     ) -> Session {
         Session {
             sid,
@@ -214,10 +217,9 @@ mod tests {
     }
 
     fn event(n: usize) -> Job {
-        Job::Event {
-            name: format!("e{n}"),
-            data: Ok(Value::Null),
-            ack: None,
+        Job::Command {
+            command: Err(Rejection::bad_request(format!("e{n}"))),
+            reply: None,
         }
     }
 
@@ -230,7 +232,9 @@ mod tests {
             "the connect drain owns the queue"
         );
         assert!(matches!(s.next_job(), Some(Job::Connect)));
-        assert!(matches!(s.next_job(), Some(Job::Event { name, .. }) if name == "e1"));
+        assert!(
+            matches!(s.next_job(), Some(Job::Command { command: Err(r), .. }) if r.message == "e1")
+        );
         assert!(s.next_job().is_none());
         assert_eq!(
             s.enqueue(event(2)).ok(),

@@ -64,11 +64,13 @@ impl<K: Eq + Hash + Clone> CountsByKey<K> {
     }
 
     /// Keys with a count above zero.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
     /// Whether nothing is counted.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -117,6 +119,7 @@ impl ConnectionsPerIp {
     }
 
     /// Addresses with at least one connection.
+    #[cfg(test)]
     pub fn addresses(&self) -> usize {
         self.counts.len()
     }

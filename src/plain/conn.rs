@@ -1,0 +1,413 @@
+//! One plain WebSocket connection: authentication, then one task that reads
+//! request frames, writes queued frames, and keeps the heartbeat.
+//!
+//! Requests are decoded here and queued on the connection's [`Session`], whose
+//! queue the session layer runs in order (as for Socket.IO); replies and events
+//! come back through the same outgoing queue, so a client sees them in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use socketioxide::socket::Sid;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Front;
+use super::frames::{self, Request};
+use super::registry::{Conn, close};
+use crate::auth::{AuthError, Claims};
+use crate::error::{ErrorCode, Rejection};
+use crate::hub::Fabric;
+use crate::realtime::SOCKET_BUFFER_PACKETS;
+use crate::session::limits::{ConnectionSlot, EventLimiter};
+use crate::session::state::Outcome;
+use crate::session::{Job, Reply, Session, handlers};
+
+/// How long a connection without a token may take to send its auth frame.
+pub(crate) const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+/// How often the server pings.
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(25);
+/// A connection that answered nothing for this long is closed.
+pub(crate) const IDLE_AFTER: Duration = Duration::from_secs(60);
+/// Frames written per flush when several are waiting.
+const WRITE_BATCH: usize = 64;
+
+/// What the upgrade request brought.
+pub(crate) struct Hello {
+    pub token: Option<String>,
+    pub offset: Option<String>,
+    pub client_type: Option<String>,
+    pub client_version: Option<String>,
+    pub device_id: Option<String>,
+    pub slot: ConnectionSlot,
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// Serves one upgraded connection until it closes.
+pub(crate) async fn serve(front: Arc<Front>, socket: WebSocket, hello: Hello) {
+    let (mut sink, mut stream) = socket.split();
+    let (token, offset) = match hello.token.clone() {
+        Some(token) => (token, hello.offset.clone()),
+        None => match await_auth_frame(&mut sink, &mut stream).await {
+            Some(auth) => (auth.token, auth.offset.or_else(|| hello.offset.clone())),
+            None => {
+                hello.slot.release();
+                return refuse(sink, &AuthError::MissingToken).await;
+            }
+        },
+    };
+    let claims = match front.sessions.verifier.verify(&token).await {
+        Ok(claims) => claims,
+        Err(e) => {
+            hello.slot.release();
+            return refuse(sink, &e).await;
+        }
+    };
+    accepted(front, sink, stream, claims, offset, hello).await;
+}
+
+/// Waits for `{"type":"auth","token"}`; other frames are answered `unauthorized`.
+async fn await_auth_frame(sink: &mut Sink, stream: &mut Stream) -> Option<frames::AuthFrame> {
+    let deadline = Instant::now() + AUTH_DEADLINE;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .ok()??;
+        match msg.ok()? {
+            Message::Text(text) => {
+                if let Some(auth) = frames::auth_frame(text.as_str()) {
+                    return Some(auth);
+                }
+                let refusal = frames::unauthorized(&AuthError::MissingToken.to_string());
+                sink.send(Message::Text(refusal.into())).await.ok()?;
+            }
+            Message::Binary(_) => {
+                let refusal = frames::unauthorized(&AuthError::MissingToken.to_string());
+                sink.send(Message::Text(refusal.into())).await.ok()?;
+            }
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+/// The refusal frame, then close 4401 with the same text.
+async fn refuse(mut sink: Sink, e: &AuthError) {
+    crate::metrics::rejected("unauthorized");
+    let message = e.to_string();
+    let _ = sink
+        .send(Message::Text(frames::unauthorized(&message).into()))
+        .await;
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: close::UNAUTHORIZED,
+            reason: message.into(),
+        })))
+        .await;
+}
+
+/// Registers an authenticated connection, runs it, and cleans up after it.
+async fn accepted(
+    front: Arc<Front>,
+    sink: Sink,
+    stream: Stream,
+    claims: Claims,
+    offset: Option<String>,
+    hello: Hello,
+) {
+    let ctx = &front.sessions;
+    let sid = Sid::new();
+    let automatic = crate::rooms::automatic_rooms(&claims);
+    let user = claims.sub.clone();
+    let session = Arc::new(Session::new(
+        sid,
+        claims,
+        ctx.hub.position(),
+        offset,
+        EventLimiter::per_minute(ctx.settings.rate_limit_per_minute),
+        Some(hello.slot),
+    ));
+    let (tx, rx) = mpsc::channel(SOCKET_BUFFER_PACKETS);
+    let conn = Arc::new(Conn::new(sid, tx, session.clone()));
+    let info = Arc::new(Info {
+        client_type: hello.client_type,
+        client_version: hello.client_version,
+        device_id: hello.device_id,
+        connected_at: crate::events::now_iso8601(),
+    });
+    front.registry.add(conn.clone());
+    // Reachable by `POST /users/{id}/disconnect` from now on.
+    front
+        .registry
+        .join(sid, &[crate::rooms::user_sockets_room(&user)]);
+    ctx.expiry.watch(sid, session.claims().exp);
+    let hello_frame = frames::connection_established(&sid.to_string(), &user, &automatic);
+    conn.push(hello_frame.into());
+    // The session's queue starts with its connect job (automatic rooms, replay).
+    tokio::spawn(handlers::run_queue(ctx.clone(), session.clone()));
+
+    let link = Link {
+        front: front.clone(),
+        conn: conn.clone(),
+        session: session.clone(),
+        info,
+    };
+    link.run(sink, stream, rx).await;
+
+    front.registry.remove(sid);
+    if let Some(slot) = &session.connection {
+        slot.release();
+    }
+    ctx.expiry.forget(sid);
+    handlers::on_disconnect(ctx, &session).await;
+}
+
+/// What `getStatus` reports beside the session.
+struct Info {
+    client_type: Option<String>,
+    client_version: Option<String>,
+    device_id: Option<String>,
+    connected_at: String,
+}
+
+/// A running connection.
+struct Link {
+    front: Arc<Front>,
+    conn: Arc<Conn>,
+    session: Arc<Session>,
+    info: Arc<Info>,
+}
+
+impl Link {
+    async fn run(&self, mut sink: Sink, mut stream: Stream, mut rx: mpsc::Receiver<Utf8Bytes>) {
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.conn.kill.cancelled() => break,
+                frame = rx.recv() => {
+                    let Some(frame) = frame else { break };
+                    let written = tokio::select! {
+                        r = write_batch(&mut sink, frame, &mut rx) => r,
+                        _ = self.conn.kill.cancelled() => break,
+                    };
+                    if written.is_err() {
+                        return;
+                    }
+                }
+                msg = stream.next() => {
+                    last_heard = Instant::now();
+                    match msg {
+                        Some(Ok(msg)) => {
+                            if !self.on_message(msg) {
+                                return;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            self.on_read_error(&e);
+                            break;
+                        }
+                        None => return,
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= IDLE_AFTER {
+                        self.conn.close(close::IDLE, "idle timeout");
+                    } else if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        self.finish(sink, rx).await;
+    }
+
+    /// Sends what is still queued (an `auth:expired` before its close, say),
+    /// then the close frame, within a second.
+    async fn finish(&self, mut sink: Sink, mut rx: mpsc::Receiver<Utf8Bytes>) {
+        let Some((code, reason)) = self.conn.close_reason() else {
+            return;
+        };
+        let flush = async {
+            while let Ok(frame) = rx.try_recv() {
+                sink.feed(Message::Text(frame)).await?;
+            }
+            sink.send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+    }
+
+    fn on_read_error(&self, e: &axum::Error) {
+        let text = e.to_string();
+        // tungstenite's capacity errors: a frame or message over twice the cap.
+        if text.contains("Space limit exceeded")
+            || text.contains("too long")
+            || text.contains("too big")
+        {
+            crate::metrics::rejected("too_large");
+            self.conn.close(close::TOO_BIG, "message too big");
+        } else {
+            tracing::debug!(error = %text, "plain connection read failed");
+        }
+    }
+
+    /// Handles one incoming message; `false` when the client closed.
+    fn on_message(&self, msg: Message) -> bool {
+        match msg {
+            Message::Text(text) => self.on_text(text.as_str()),
+            Message::Binary(_) => self.push(frames::error_reply(
+                &frames::Style::Type(String::new()),
+                None,
+                &Rejection::bad_request("binary frames are not accepted: send JSON text"),
+            )),
+            Message::Close(_) => return false,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+        true
+    }
+
+    fn on_text(&self, text: &str) {
+        let request = frames::decode(text);
+        let name = match &request {
+            Ok(r) => style_name(&r.style),
+            Err(r) => style_name(&r.style),
+        };
+        crate::metrics::event_in(name);
+        let settings = &self.front.sessions.settings;
+        let refusal = if text.len() > settings.max_payload_bytes {
+            Some(Rejection::too_large(format!(
+                "the message is larger than {} bytes",
+                settings.max_payload_bytes
+            )))
+        } else if self.session.limiter.as_ref().is_some_and(|l| !l.allow()) {
+            Some(Rejection::rate_limited("too many requests; slow down"))
+        } else {
+            None
+        };
+        let request = match (request, refusal) {
+            (Ok(r), Some(rejection)) => {
+                return self.refuse(&r.style, r.request_id.as_ref(), rejection);
+            }
+            (Err(refused), refusal) => {
+                let rejection = refusal.unwrap_or(refused.rejection);
+                return self.refuse(&refused.style, refused.request_id.as_ref(), rejection);
+            }
+            (Ok(r), None) => r,
+        };
+        if let Some((alias, canonical)) = &request.alias {
+            self.conn.remember_alias(alias.clone(), canonical.clone());
+        }
+        let command = request.command.clone();
+        let job = Job::Command {
+            command: Ok(command),
+            reply: Some(self.reply_to(request)),
+        };
+        match self.session.enqueue(job) {
+            Ok(true) => {
+                let ctx = self.front.sessions.clone();
+                tokio::spawn(handlers::run_queue(ctx, self.session.clone()));
+            }
+            Ok(false) => {}
+            Err(Job::Command {
+                reply: Some(reply), ..
+            }) => reply(Err(Rejection::rate_limited(
+                "too many requests waiting; slow down",
+            ))),
+            Err(_) => {}
+        }
+    }
+
+    fn refuse(&self, style: &frames::Style, request_id: Option<&Value>, rejection: Rejection) {
+        crate::metrics::rejected(rejection.code.as_str());
+        self.push(frames::error_reply(style, request_id, &rejection));
+    }
+
+    /// How a request's outcome is written back.
+    fn reply_to(&self, request: Request) -> Reply {
+        let conn = self.conn.clone();
+        let session = self.session.clone();
+        let info = self.info.clone();
+        Box::new(move |outcome: Outcome| {
+            let text = match outcome {
+                Ok(fields) => frames::reply(&request, &fields, || {
+                    status(&session, &info, fields.get("rooms"))
+                }),
+                Err(mut r) => {
+                    if matches!(
+                        request.command,
+                        crate::commands::Command::RefreshToken { .. }
+                    ) {
+                        r.code = ErrorCode::Unauthorized;
+                    }
+                    Some(frames::error_reply(
+                        &request.style,
+                        request.request_id.as_ref(),
+                        &r,
+                    ))
+                }
+            };
+            if let Some(text) = text
+                && conn.push(text.into()) == crate::hub::SendOutcome::Slow
+            {
+                conn.close(close::TRY_AGAIN, "too slow: reconnect and replay");
+            }
+        })
+    }
+
+    fn push(&self, text: String) {
+        if self.conn.push(text.into()) == crate::hub::SendOutcome::Slow {
+            self.conn
+                .close(close::TRY_AGAIN, "too slow: reconnect and replay");
+        }
+    }
+}
+
+/// Writes `first` and whatever else is waiting (up to a batch), then flushes once.
+async fn write_batch(
+    sink: &mut Sink,
+    first: Utf8Bytes,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    sink.feed(Message::Text(first)).await?;
+    for _ in 1..WRITE_BATCH {
+        match rx.try_recv() {
+            Ok(frame) => sink.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}
+
+fn style_name(style: &frames::Style) -> &str {
+    match style {
+        frames::Style::Action(a) | frames::Style::Type(a) => a,
+    }
+}
+
+/// The `getStatus` reply.
+fn status(session: &Session, info: &Info, rooms: Option<&Value>) -> Value {
+    let claims = session.claims();
+    json!({
+        "action": "getStatus",
+        "connectionId": session.sid.to_string(),
+        "userId": claims.sub,
+        "branchId": claims.branch_id,
+        "role": claims.role,
+        "clientType": info.client_type,
+        "clientVersion": info.client_version,
+        "deviceId": info.device_id,
+        "rooms": rooms.cloned().unwrap_or(Value::Array(Vec::new())),
+        "connectedAt": info.connected_at,
+        "timestamp": crate::events::now_iso8601(),
+    })
+}

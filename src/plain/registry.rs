@@ -1,0 +1,296 @@
+//! This node's plain WebSocket connections and their rooms: the hub's
+//! [`Fabric`] for the plain front.
+//!
+//! Each connection has one bounded queue of outgoing frames, drained by its
+//! own task (see [`super::conn`]). An event is rendered once and its bytes are
+//! shared by every connection it goes to; a connection whose queue is full is
+//! closed (it reconnects and replays from its offset) rather than skipped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use socketioxide::socket::Sid;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::frames;
+use crate::hub::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
+use crate::session::Session;
+
+/// Close codes livehub uses on plain connections.
+pub(crate) mod close {
+    /// Normal close, on the user's disconnect by a controller.
+    pub const KICKED: u16 = 4000;
+    /// Refused or expired token.
+    pub const UNAUTHORIZED: u16 = 4401;
+    /// Nothing heard from the client for too long.
+    pub const IDLE: u16 = 4408;
+    /// The server is restarting: reconnect.
+    pub const RESTART: u16 = 1012;
+    /// Too slow to keep up: reconnect and replay.
+    pub const TRY_AGAIN: u16 = 1013;
+    /// A frame far over the size cap.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// One plain connection, as the registry and its task share it.
+pub(crate) struct Conn {
+    pub sid: Sid,
+    /// The connection's session (for shutdown's cleanup).
+    pub session: Arc<Session>,
+    out: mpsc::Sender<Utf8Bytes>,
+    rooms: Mutex<HashSet<String>>,
+    /// Seed-001 names this connection used, by livehub room name.
+    aliases: Mutex<HashMap<String, String>>,
+    closing: Mutex<Option<(u16, String)>>,
+    /// Cancelled when the connection must close (see [`Conn::close`]).
+    pub kill: CancellationToken,
+}
+
+impl Conn {
+    /// A connection whose outgoing frames go to `out`.
+    pub(crate) fn new(sid: Sid, out: mpsc::Sender<Utf8Bytes>, session: Arc<Session>) -> Conn {
+        Conn {
+            sid,
+            session,
+            out,
+            rooms: Mutex::default(),
+            aliases: Mutex::default(),
+            closing: Mutex::default(),
+            kill: CancellationToken::new(),
+        }
+    }
+
+    /// Queues a frame.
+    pub(crate) fn push(&self, frame: Utf8Bytes) -> SendOutcome {
+        match self.out.try_send(frame) {
+            Ok(()) => SendOutcome::Sent,
+            Err(mpsc::error::TrySendError::Full(_)) => SendOutcome::Slow,
+            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+        }
+    }
+
+    /// Asks the connection's task to close with `code` (the first reason wins).
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        self.closing
+            .lock()
+            .get_or_insert_with(|| (code, reason.to_string()));
+        self.kill.cancel();
+    }
+
+    /// Why the connection is closing, once [`Conn::close`] was called.
+    pub(crate) fn close_reason(&self) -> Option<(u16, String)> {
+        self.closing.lock().clone()
+    }
+
+    /// Remembers that the client calls `canonical` by `alias`.
+    pub(crate) fn remember_alias(&self, alias: String, canonical: String) {
+        self.aliases.lock().insert(canonical, alias);
+    }
+
+    fn alias_of(&self, room: &str) -> Option<String> {
+        let aliases = self.aliases.lock();
+        if aliases.is_empty() {
+            return None;
+        }
+        aliases.get(room).cloned()
+    }
+
+    /// The connection's rooms.
+    pub(crate) fn rooms(&self) -> Vec<String> {
+        self.rooms.lock().iter().cloned().collect()
+    }
+}
+
+/// Every plain connection on this node.
+#[derive(Default)]
+pub(crate) struct Registry {
+    conns: DashMap<Sid, Arc<Conn>>,
+    rooms: DashMap<String, HashSet<Sid>>,
+}
+
+impl Registry {
+    pub(crate) fn add(&self, conn: Arc<Conn>) {
+        self.conns.insert(conn.sid, conn);
+    }
+
+    /// Forgets a connection and its rooms.
+    pub(crate) fn remove(&self, sid: Sid) {
+        let Some((_, conn)) = self.conns.remove(&sid) else {
+            return;
+        };
+        for room in conn.rooms() {
+            self.leave(sid, &room);
+        }
+    }
+
+    pub(crate) fn get(&self, sid: Sid) -> Option<Arc<Conn>> {
+        self.conns.get(&sid).map(|c| c.clone())
+    }
+
+    /// Every connection, for shutdown.
+    pub(crate) fn all(&self) -> Vec<Arc<Conn>> {
+        self.conns.iter().map(|c| c.value().clone()).collect()
+    }
+
+    /// The connections in any of `rooms` and in none of `except`.
+    fn members(&self, rooms: &[String], except: &[String]) -> Vec<Arc<Conn>> {
+        let mut sids: HashSet<Sid> = HashSet::new();
+        for room in rooms {
+            if let Some(members) = self.rooms.get(room) {
+                sids.extend(members.iter().copied());
+            }
+        }
+        for room in except {
+            if let Some(members) = self.rooms.get(room) {
+                members.iter().for_each(|s| {
+                    sids.remove(s);
+                });
+            }
+        }
+        sids.into_iter().filter_map(|s| self.get(s)).collect()
+    }
+
+    /// Sends one rendering of an event to each of `conns`, renamed per
+    /// connection where it names the room another way.
+    fn fan_out(
+        &self,
+        conns: Vec<Arc<Conn>>,
+        event: &str,
+        payload: &str,
+        room: Option<&str>,
+    ) -> usize {
+        let mut shared: Option<Utf8Bytes> = None;
+        let mut reached = 0;
+        for conn in conns {
+            let alias = room
+                .filter(|_| frames::names_a_room(event))
+                .and_then(|r| conn.alias_of(r));
+            let frame = match alias {
+                Some(alias) => Utf8Bytes::from(frames::event_frame(event, payload, Some(&alias))),
+                None => shared
+                    .get_or_insert_with(|| {
+                        Utf8Bytes::from(frames::event_frame(event, payload, None))
+                    })
+                    .clone(),
+            };
+            match conn.push(frame) {
+                SendOutcome::Sent => reached += 1,
+                SendOutcome::Slow => {
+                    crate::metrics::rejected("slow_client");
+                    conn.close(close::TRY_AGAIN, "too slow: reconnect and replay");
+                }
+                SendOutcome::Gone => {}
+            }
+        }
+        reached
+    }
+}
+
+impl Fabric for Registry {
+    fn deliver(&self, event: &LoggedEvent) -> usize {
+        let conns = self.members(&event.rooms, &event.except);
+        if conns.is_empty() {
+            return 0;
+        }
+        let room = event.rooms.first().map(String::as_str);
+        self.fan_out(conns, &event.event, event.payload.get(), room)
+    }
+
+    fn force_reconnect(&self, sid: Sid) {
+        if let Some(conn) = self.get(sid) {
+            conn.close(close::TRY_AGAIN, "too slow: reconnect and replay");
+        }
+    }
+
+    fn send(&self, sid: Sid, event: &str, payload: &RawValue) -> SendOutcome {
+        let Some(conn) = self.get(sid) else {
+            return SendOutcome::Gone;
+        };
+        let room = frames::names_a_room(event)
+            .then(|| room_field(payload.get()))
+            .flatten();
+        let alias = room.and_then(|r| conn.alias_of(&r));
+        conn.push(Utf8Bytes::from(frames::event_frame(
+            event,
+            payload.get(),
+            alias.as_deref(),
+        )))
+    }
+
+    fn disconnect(&self, sid: Sid) {
+        if let Some(conn) = self.get(sid) {
+            conn.close(close::UNAUTHORIZED, "unauthorized: token expired");
+        }
+    }
+
+    fn join(&self, sid: Sid, rooms: &[String]) {
+        let Some(conn) = self.get(sid) else { return };
+        let mut mine = conn.rooms.lock();
+        for room in rooms {
+            if mine.insert(room.clone()) {
+                self.rooms.entry(room.clone()).or_default().insert(sid);
+            }
+        }
+    }
+
+    fn leave(&self, sid: Sid, room: &str) {
+        if let Some(conn) = self.get(sid) {
+            conn.rooms.lock().remove(room);
+        }
+        self.rooms.remove_if_mut(room, |_, members| {
+            members.remove(&sid);
+            members.is_empty()
+        });
+    }
+
+    fn rooms_of(&self, sid: Sid) -> Vec<String> {
+        self.get(sid).map(|c| c.rooms()).unwrap_or_default()
+    }
+
+    fn signal(
+        &self,
+        rooms: &[String],
+        except: &[String],
+        event: &str,
+        payload: &serde_json::Value,
+    ) {
+        let conns = self.members(rooms, except);
+        if conns.is_empty() {
+            return;
+        }
+        let room = payload.get("room").and_then(|r| r.as_str());
+        self.fan_out(conns, event, &payload.to_string(), room);
+    }
+
+    fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {
+        for conn in self.members(&[room], &[]) {
+            conn.close(close::KICKED, "disconnected by the server");
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn census(&self) -> Census {
+        Census {
+            plain: self.conns.len(),
+            rooms: self
+                .rooms
+                .iter()
+                .filter(|r| !crate::rooms::is_internal(r.key()))
+                .count(),
+            ..Census::default()
+        }
+    }
+}
+
+fn room_field(payload: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct WithRoom {
+        room: Option<String>,
+    }
+    serde_json::from_str::<WithRoom>(payload).ok()?.room
+}
