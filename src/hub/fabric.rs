@@ -149,6 +149,10 @@ impl Fabric for Fabrics {
             .unwrap_or_default()
     }
 
+    fn user_rooms(&self, user: &str) -> Vec<String> {
+        self.0.iter().flat_map(|f| f.user_rooms(user)).collect()
+    }
+
     fn signal(
         &self,
         rooms: &[String],

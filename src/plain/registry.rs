@@ -252,6 +252,13 @@ impl Fabric for Registry {
         self.get(sid).map(|c| c.rooms()).unwrap_or_default()
     }
 
+    fn user_rooms(&self, user: &str) -> Vec<String> {
+        self.members(&[crate::rooms::user_sockets_room(user)], &[])
+            .iter()
+            .flat_map(|c| c.rooms())
+            .collect()
+    }
+
     fn signal(
         &self,
         rooms: &[String],
