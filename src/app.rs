@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ApiKeys, Verifier};
 use crate::chat::Chat;
+use crate::cluster::relay::{Relay, RelayTarget};
 use crate::cluster::{self, ClusterAdapter};
 use crate::config::{Config, redact_url};
 use crate::http::{self, AppState, dev::DevInfo};
@@ -36,6 +37,13 @@ use crate::transport::TransportControl;
 
 /// How long a drain may take before livehub exits anyway (the contract: 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
+
+/// What the nodes of a cluster share (or, alone, what stands in for it).
+struct Shared {
+    presence: Presence,
+    /// Redis pub/sub, for the plain front's relay.
+    driver: Option<crate::cluster::driver::ResilientDriver>,
+}
 
 type Closer = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
@@ -75,14 +83,17 @@ impl App {
         let builder = realtime::builder(&config);
         match config.redis_url.clone() {
             None => {
-                let presence = Presence::memory();
+                let shared = Shared {
+                    presence: Presence::memory(),
+                    driver: None,
+                };
                 Self::assemble(
                     builder,
                     config,
                     store,
                     verifier,
                     dev,
-                    presence,
+                    shared,
                     |init| async move {
                         init.spawn();
                         Ok(())
@@ -95,14 +106,17 @@ impl App {
                     .await
                     .context("cannot reach Redis at REDIS_URL")?;
                 let builder = builder.with_adapter::<ClusterAdapter<_>>(cluster.adapter);
-                let presence = Presence::Redis(cluster.presence);
+                let shared = Shared {
+                    presence: Presence::Redis(cluster.presence),
+                    driver: Some(cluster.driver),
+                };
                 Self::assemble(
                     builder,
                     config,
                     store,
                     verifier,
                     dev,
-                    presence,
+                    shared,
                     |init| async move { init.await.context("the Redis adapter failed to start") },
                 )
                 .await
@@ -116,7 +130,7 @@ impl App {
         store: Store,
         verifier: Verifier,
         dev: Option<DevInfo>,
-        presence: Presence,
+        shared: Shared,
         init: F,
     ) -> anyhow::Result<App>
     where
@@ -124,6 +138,7 @@ impl App {
         F: FnOnce(A::InitRes) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
+        let Shared { presence, driver } = shared;
         let (layer, io) = builder.build_layer();
         let transport = Arc::new(TransportControl::default());
         // Without a shared log (SQLite), logged events cross nodes through the adapter.
@@ -134,6 +149,15 @@ impl App {
             cross_node_broadcast,
         ));
         let plain_conns = Arc::new(plain::Registry::default());
+        if let Some(driver) = driver {
+            let target: Arc<dyn RelayTarget> = plain_conns.clone();
+            plain_conns.set_relay(Relay::start(
+                driver,
+                &config.cluster_name,
+                &config.node_id,
+                target,
+            ));
+        }
         let fabric: Arc<dyn Fabric> = Arc::new(Fabrics(vec![io_fabric, plain_conns.clone()]));
         let log_store = config.event_log.then(|| store.clone());
         let (hub, tasks) = Hub::start(

@@ -9,10 +9,13 @@
 //! * **Socket.IO operations** — ephemeral signals (presence, typing), cluster-wide
 //!   disconnects — ride socketioxide's Redis adapter, on a [`driver`] that
 //!   survives Redis restarts.
+//! * **Plain WebSocket operations** (the same signals and disconnects, for
+//!   plain connections) ride [`relay`], on the same driver.
 //! * **Presence** lives in Redis with per-entry expiry ([`crate::presence::redis`]),
 //!   so counting viewers never asks other nodes.
 
 pub mod driver;
+pub(crate) mod relay;
 
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 
@@ -28,6 +31,8 @@ pub struct Cluster {
     pub adapter: RedisAdapterCtr<ResilientDriver>,
     /// Presence shared through Redis.
     pub presence: RedisPresence,
+    /// The pub/sub driver, for the plain front's relay.
+    pub driver: ResilientDriver,
 }
 
 /// Connects to Redis for node `node` of cluster `name`. Fails when Redis
@@ -37,12 +42,16 @@ pub async fn connect(url: &str, name: &str, node: &str) -> anyhow::Result<Cluste
     let driver = ResilientDriver::connect(&client).await?;
     let presence = RedisPresence::new(driver.connection(), name, node);
     let adapter = RedisAdapterCtr::new_with_driver(
-        driver,
+        driver.clone(),
         RedisAdapterConfig::default()
             .with_prefix(format!("{name}-sio"))
             .with_request_timeout(std::time::Duration::from_secs(2)),
     );
-    Ok(Cluster { adapter, presence })
+    Ok(Cluster {
+        adapter,
+        presence,
+        driver,
+    })
 }
 
 /// Pub/sub push messages need RESP3; ask for it unless the URL already says.

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::frames;
+use crate::cluster::relay::{Relay, RelayTarget, Relayed};
 use crate::hub::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
 use crate::session::Session;
 
@@ -111,9 +112,51 @@ impl Conn {
 pub(crate) struct Registry {
     conns: DashMap<Sid, Arc<Conn>>,
     rooms: DashMap<String, HashSet<Sid>>,
+    /// Other nodes' plain connections, in a cluster.
+    relay: std::sync::OnceLock<Relay>,
+}
+
+impl RelayTarget for Registry {
+    fn apply(&self, op: Relayed) {
+        match op {
+            Relayed::Signal {
+                rooms,
+                except,
+                event,
+                payload,
+            } => self.signal_here(&rooms, &except, &event, &payload),
+            Relayed::DisconnectRoom { room } => self.disconnect_here(room),
+        }
+    }
 }
 
 impl Registry {
+    /// Relays signals and disconnects to the other nodes of a cluster.
+    pub(crate) fn set_relay(&self, relay: Relay) {
+        let _ = self.relay.set(relay);
+    }
+
+    fn signal_here(
+        &self,
+        rooms: &[String],
+        except: &[String],
+        event: &str,
+        payload: &serde_json::Value,
+    ) {
+        let conns = self.members(rooms, except);
+        if conns.is_empty() {
+            return;
+        }
+        let room = payload.get("room").and_then(|r| r.as_str());
+        self.fan_out(conns, event, &payload.to_string(), room);
+    }
+
+    fn disconnect_here(&self, room: String) {
+        for conn in self.members(&[room], &[]) {
+            conn.close(close::KICKED, "disconnected by the server");
+        }
+    }
+
     pub(crate) fn add(&self, conn: Arc<Conn>) {
         self.conns.insert(conn.sid, conn);
     }
@@ -266,18 +309,22 @@ impl Fabric for Registry {
         event: &str,
         payload: &serde_json::Value,
     ) {
-        let conns = self.members(rooms, except);
-        if conns.is_empty() {
-            return;
+        self.signal_here(rooms, except, event, payload);
+        if let Some(relay) = self.relay.get() {
+            relay.publish(Relayed::Signal {
+                rooms: rooms.to_vec(),
+                except: except.to_vec(),
+                event: event.to_string(),
+                payload: payload.clone(),
+            });
         }
-        let room = payload.get("room").and_then(|r| r.as_str());
-        self.fan_out(conns, event, &payload.to_string(), room);
     }
 
     fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {
-        for conn in self.members(&[room], &[]) {
-            conn.close(close::KICKED, "disconnected by the server");
+        if let Some(relay) = self.relay.get() {
+            relay.publish(Relayed::DisconnectRoom { room: room.clone() });
         }
+        self.disconnect_here(room);
         Box::pin(async { Ok(()) })
     }
 

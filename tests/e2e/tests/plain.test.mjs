@@ -4,12 +4,13 @@
 // package; Socket.IO clients share rooms, chat, typing and presence with them.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import WebSocket from "ws";
 
 import { ack, closeAll, connect, emit, http, next, sleep, startServer, token, until, userToken } from "../lib/harness.mjs";
+import { clusterName, createDatabase, services, startNode } from "../lib/cluster.mjs";
 import { openPlain, plain, request } from "../lib/plain.mjs";
 import { WebSocketClient, labWebSocketProvider, recordingQueryClient, useUploadSocket } from "../lib/seed-clients.mjs";
 
+const clusterEnv = services();
 const wsBase = (server) => server.url.replace(/^http/, "ws");
 const isFrame = (type) => (f) => f.type === type;
 
@@ -458,5 +459,51 @@ describe("SIGTERM", () => {
     const stopped = server.stop("SIGTERM");
     assert.equal((await ws.done).code, 1012);
     assert.equal((await stopped).code, 0);
+  });
+});
+
+describe("plain connections in a cluster", { skip: clusterEnv.skip }, () => {
+  let a;
+  let b;
+  before(async () => {
+    const db = createDatabase(clusterEnv.pg);
+    const cluster = clusterName();
+    a = await startNode({ db, redis: clusterEnv.redis, cluster, node: "plain-a" });
+    b = await startNode({ db, redis: clusterEnv.redis, cluster, node: "plain-b" });
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+  });
+
+  it("emits, chat, typing, presence and disconnects cross nodes between plain and Socket.IO clients", async () => {
+    const onB = await plain(b, userToken("px-b", { branchId: "pbr" }));
+    const onA = await connect(a.url, { token: userToken("px-a", { branchId: "pbr" }), transports: ["websocket"] });
+    // A controller's emit through node A reaches the plain client on node B.
+    const res = await emit(a, { event: "machine:status_changed", data: { machineId: "M1", status: "down", branchId: "pbr" } });
+    const got = await onB.next(isFrame("machine:status_changed"));
+    assert.deepEqual([got.offset, got.data.status], [res.body.offset, "down"]);
+
+    await ack(onA, "join:order", { orderId: "X1" });
+    const viewing = next(onA, "user:viewing");
+    const joined = await request(onB, { type: "join_room", room: "order_X1" });
+    assert.equal(joined.viewers_count, 2, "viewers counted across nodes");
+    assert.equal((await viewing).userId, "px-b");
+
+    const typing = next(onA, "typing");
+    onB.send({ type: "typing_start", room: "order_X1" });
+    assert.equal((await typing).userId, "px-b");
+    await ack(onA, "typing:start", { room: "order:X1" });
+    const typed = await onB.next((f) => f.type === "typing" && f.data.user_id === "px-a");
+    assert.equal(typed.data.room, "order_X1");
+
+    const sent = await ack(onA, "chat:send", { room: "order:X1", content: "across nodes" });
+    const chat = await onB.next(isFrame("chat_message"));
+    assert.deepEqual([chat.data.id, chat.data.room], [sent.message.id, "order_X1"]);
+
+    const kicked = await http(a, "POST", "/api/v1/users/px-b/disconnect");
+    assert.equal(kicked.status, 200);
+    assert.equal((await onB.done).code, 4000);
+    onA.close();
   });
 });
