@@ -2,7 +2,7 @@
 
 mod common;
 
-use livehub::store::{Appended, NewEvent, Store};
+use livehub::store::{Appended, NewEvent, OfflineMark, Store};
 
 fn event(name: &str, rooms: &[&str]) -> NewEvent {
     NewEvent {
@@ -235,12 +235,25 @@ on_both!(
     }
 );
 
-on_both!(offline_users_are_taken_once, |store: Store| async move {
-    assert_eq!(store.take_offline("u1").await.unwrap(), None);
+on_both!(offline_marks_survive_reading, |store: Store| async move {
+    assert_eq!(store.offline_mark("u1").await.unwrap(), OfflineMark::Never);
     store.mark_offline("u1", 7, 1).await.unwrap();
     store.mark_offline("u1", 9, 2).await.unwrap();
-    assert_eq!(store.take_offline("u1").await.unwrap(), Some(9));
-    assert_eq!(store.take_offline("u1").await.unwrap(), None);
+    assert_eq!(
+        store.offline_mark("u1").await.unwrap(),
+        OfflineMark::Offline(9)
+    );
+    assert_eq!(
+        store.offline_mark("u1").await.unwrap(),
+        OfflineMark::Offline(9),
+        "reading does not consume the queue: only a completed replay does"
+    );
+    store.mark_online("u1", 12, 3).await.unwrap();
+    assert_eq!(
+        store.offline_mark("u1").await.unwrap(),
+        OfflineMark::Online(12)
+    );
+    assert_eq!(store.offline_mark("u2").await.unwrap(), OfflineMark::Never);
 });
 
 #[tokio::test]

@@ -151,8 +151,14 @@ pub(crate) enum JoinReply {
     /// The ring does not reach back to the fill's start; read the database up to
     /// `through` and try again.
     NotCovered { through: i64 },
-    /// The socket's buffer filled up; it was told to reconnect.
-    Slow,
+    /// The socket's buffer filled up after `sent` events, every one up to
+    /// `sent_through` considered: send the rest up to `through` paced to what
+    /// the client takes, and try again.
+    Backlog {
+        sent: usize,
+        sent_through: i64,
+        through: i64,
+    },
     /// The socket is gone.
     Gone,
 }
@@ -334,13 +340,14 @@ impl Deliverer {
         if let Some(fill) = &op.fill {
             let start = fill.min_after();
             if start < at {
-                let first = match self.ring.front() {
-                    Some(e) if e.seq <= start + 1 => (start + 1 - e.seq) as usize,
-                    _ => {
-                        let _ = op.reply.send(JoinReply::NotCovered { through: at });
-                        return;
-                    }
-                };
+                // Sequence numbers may have gaps (a catch-up that gave up, an
+                // unreadable event skipped): find the start by `seq`, not by
+                // counting from the front.
+                if self.ring.front().is_none_or(|e| e.seq > start + 1) {
+                    let _ = op.reply.send(JoinReply::NotCovered { through: at });
+                    return;
+                }
+                let first = self.ring.partition_point(|e| e.seq <= start);
                 let socket_rooms = self.fabric.rooms_of(op.sid);
                 for event in self.ring.range(first..) {
                     if !fill.wants(
@@ -360,8 +367,13 @@ impl Deliverer {
                             return;
                         }
                         SendOutcome::Slow => {
-                            self.fabric.force_reconnect(op.sid);
-                            let _ = op.reply.send(JoinReply::Slow);
+                            // A big replay outruns any buffer: the rest goes out
+                            // paced, outside this task, which must not wait.
+                            let _ = op.reply.send(JoinReply::Backlog {
+                                sent,
+                                sent_through: event.seq - 1,
+                                through: at,
+                            });
                             return;
                         }
                     }
@@ -371,5 +383,122 @@ impl Deliverer {
         self.fabric.join(op.sid, &op.rooms);
         op.membership.record(&op.rooms, at);
         let _ = op.reply.send(JoinReply::Joined { sent, at });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::fabric::{BoxFuture, Census};
+
+    /// A fabric that records what each socket was sent and takes at most
+    /// `capacity` sends (then it is "slow").
+    #[derive(Default)]
+    struct Recorder {
+        sent: Mutex<Vec<i64>>,
+        capacity: usize,
+    }
+
+    impl Fabric for Recorder {
+        fn deliver(&self, _: &LoggedEvent) -> usize {
+            0
+        }
+        fn force_reconnect(&self, _: Sid) {}
+        fn send(&self, _: Sid, _: &str, payload: &RawValue) -> SendOutcome {
+            let mut sent = self.sent.lock();
+            if sent.len() >= self.capacity {
+                return SendOutcome::Slow;
+            }
+            let v: serde_json::Value = serde_json::from_str(payload.get()).unwrap();
+            sent.push(v["seq"].as_i64().unwrap());
+            SendOutcome::Sent
+        }
+        fn disconnect(&self, _: Sid) {}
+        fn join(&self, _: Sid, _: &[String]) {}
+        fn leave(&self, _: Sid, _: &str) {}
+        fn rooms_of(&self, _: Sid) -> Vec<String> {
+            Vec::new()
+        }
+        fn signal(&self, _: &[String], _: &[String], _: &str, _: &serde_json::Value) {}
+        fn disconnect_room(&self, _: String) -> BoxFuture<Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn census(&self) -> Census {
+            Census::default()
+        }
+    }
+
+    fn event(seq: i64) -> Arc<LoggedEvent> {
+        Arc::new(LoggedEvent {
+            seq,
+            event: "e".into(),
+            payload: RawValue::from_string(format!("{{\"seq\":{seq}}}")).unwrap(),
+            rooms: vec!["r".into()],
+            except: Vec::new(),
+        })
+    }
+
+    async fn join_after(handle: &DeliveryHandle, after: i64) -> JoinReply {
+        let (reply, answer) = oneshot::channel();
+        handle
+            .join(JoinOp {
+                sid: Sid::new(),
+                membership: Arc::new(Membership::default()),
+                rooms: vec!["r".into()],
+                fill: Some(Fill {
+                    after: vec![("r".into(), after)],
+                    marked_through: 0,
+                }),
+                reply,
+            })
+            .await;
+        answer.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_fill_from_the_ring_finds_its_start_by_seq_across_gaps() {
+        let fabric = Arc::new(Recorder {
+            capacity: usize::MAX,
+            ..Default::default()
+        });
+        let (handle, _task) = spawn(fabric.clone(), 0, None);
+        // Seqs 3 and 4 never arrive (skipped): the ring holds 1, 2, 5, 6, 7.
+        handle
+            .deliver([1, 2, 5, 6, 7].into_iter().map(event).collect())
+            .await;
+        assert_eq!(
+            join_after(&handle, 5).await,
+            JoinReply::Joined { sent: 2, at: 7 }
+        );
+        assert_eq!(
+            *fabric.sent.lock(),
+            vec![6, 7],
+            "exactly what follows seq 5"
+        );
+        fabric.sent.lock().clear();
+        assert_eq!(
+            join_after(&handle, 2).await,
+            JoinReply::Joined { sent: 3, at: 7 }
+        );
+        assert_eq!(*fabric.sent.lock(), vec![5, 6, 7]);
+    }
+
+    #[tokio::test]
+    async fn a_fill_bigger_than_the_buffer_hands_the_rest_back_instead_of_failing() {
+        let fabric = Arc::new(Recorder {
+            capacity: 3,
+            ..Default::default()
+        });
+        let (handle, _task) = spawn(fabric.clone(), 0, None);
+        handle.deliver((1..=10).map(event).collect()).await;
+        assert_eq!(
+            join_after(&handle, 0).await,
+            JoinReply::Backlog {
+                sent: 3,
+                sent_through: 3,
+                through: 10
+            },
+            "the caller sends seq 4-10 paced, then joins again"
+        );
     }
 }

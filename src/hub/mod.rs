@@ -341,6 +341,11 @@ impl Hub {
         self.inner.codec.format(seq)
     }
 
+    /// The `seq` after which the log still holds every event (older ones were pruned).
+    pub fn retained_from(&self) -> i64 {
+        self.inner.pruned_through.load(Ordering::Relaxed)
+    }
+
     /// The offset clients should treat as "now".
     pub fn latest_offset(&self) -> String {
         self.offset_of(self.position())
@@ -412,22 +417,46 @@ impl Hub {
             match answer.await.unwrap_or(JoinReply::Gone) {
                 JoinReply::Joined { sent: n, .. } => return Ok(sent + n),
                 JoinReply::Gone => return Err(JoinFailure::Gone),
-                JoinReply::Slow => return Err(JoinFailure::Slow),
                 JoinReply::NotCovered { through } => {
-                    let f = fill.as_mut().expect("only a fill can be uncovered");
-                    match &self.inner.store {
-                        Some(store) => {
-                            sent += self
-                                .send_from_store(store, sid, &membership, f, through)
-                                .await?;
-                            f.advance_to(through);
-                        }
-                        // Without a log there is nothing to read: join without the fill.
-                        None => fill = None,
+                    fill = self
+                        .fill_from_store(sid, &membership, fill, through, &mut sent)
+                        .await?;
+                }
+                JoinReply::Backlog {
+                    sent: n,
+                    sent_through,
+                    through,
+                } => {
+                    sent += n;
+                    if let Some(f) = fill.as_mut() {
+                        f.advance_to(sent_through);
                     }
+                    fill = self
+                        .fill_from_store(sid, &membership, fill, through, &mut sent)
+                        .await?;
                 }
             }
         }
+    }
+
+    /// Sends a fill's stretch up to `through` from the database and returns
+    /// the fill that is left (none without a log: then there is nothing to read).
+    async fn fill_from_store(
+        &self,
+        sid: Sid,
+        membership: &Membership,
+        fill: Option<Fill>,
+        through: i64,
+        sent: &mut usize,
+    ) -> Result<Option<Fill>, JoinFailure> {
+        let (Some(store), Some(mut f)) = (&self.inner.store, fill) else {
+            return Ok(None);
+        };
+        *sent += self
+            .send_from_store(store, sid, membership, &f, through)
+            .await?;
+        f.advance_to(through);
+        Ok(Some(f))
     }
 
     /// Sends the events of `fill` up to `through` from the database, paced to

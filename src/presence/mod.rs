@@ -53,6 +53,17 @@ pub enum Presence {
     Redis(redis::RedisPresence),
 }
 
+/// What the cluster keeps of a connected user, to speak for them if their node dies.
+#[derive(Debug, Clone, Copy)]
+pub struct Departing<'a> {
+    /// Their branch, whose room hears `offline`.
+    pub branch: Option<&'a str>,
+    /// Their display name.
+    pub name: &'a str,
+    /// The log position they have been delivered up to.
+    pub position: i64,
+}
+
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
         match $self {
@@ -90,8 +101,17 @@ impl Presence {
     }
 
     /// Socket `sid` of `user` connected; `true` when it is the user's first anywhere.
-    pub async fn connect_user(&self, user: &str, sid: &str) -> bool {
-        dispatch!(self.connect_user(user, sid))
+    /// `who` is what the cluster needs to announce the user's departure if
+    /// this node dies: their branch, their name, and the log position the
+    /// user has been delivered up to.
+    pub async fn connect_user(&self, user: &str, sid: &str, who: &Departing<'_>) -> bool {
+        match self {
+            Presence::Memory(p) => p.connect_user(user, sid).await,
+            Presence::Redis(p) => {
+                p.describe_user(user, who.branch, who.name);
+                p.connect_user(user, sid, who.position).await
+            }
+        }
     }
 
     /// Socket `sid` of `user` disconnected; `true` when it was the user's last anywhere.

@@ -283,8 +283,8 @@ impl RedisPresence {
         format!("{sid}@{}", self.inner.node)
     }
 
-    /// Remembers a user's branch and name for the cluster (call before `connect_user`).
-    pub fn describe_user(&self, user: &str, branch: Option<&str>, name: &str) {
+    /// Remembers a user's branch and name for the cluster (before `connect_user`).
+    pub(super) fn describe_user(&self, user: &str, branch: Option<&str>, name: &str) {
         self.inner.user_info.insert(
             user.to_string(),
             (branch.map(String::from), name.to_string()),
@@ -425,10 +425,12 @@ impl RedisPresence {
         }
     }
 
-    pub(super) async fn connect_user(&self, user: &str, sid: &str) -> bool {
+    pub(super) async fn connect_user(&self, user: &str, sid: &str, position: i64) -> bool {
         let local_first = self.inner.local.connect_user(user, sid).await;
         let keys = self.inner.keys.user(user);
-        let info = self.user_info(user, 0);
+        // The position the user is owed from should this node die before its
+        // next heartbeat (not 0: that would replay their whole retained history).
+        let info = self.user_info(user, position);
         self.transition(keys, user, sid, Some(info))
             .await
             .map_or(local_first, |(first, _)| first)

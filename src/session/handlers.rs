@@ -19,8 +19,10 @@ use crate::commands::Command;
 use crate::error::Rejection;
 use crate::events;
 use crate::hub::{Fill, JoinFailure, OffsetProblem};
+use crate::presence::Departing;
 use crate::presence::announce::Departure;
 use crate::rooms::{self, EVERYONE};
+use crate::store::OfflineMark;
 
 type Ack = Outcome;
 
@@ -154,35 +156,11 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
     let connected_at = session.connected_at;
     let mut after: Vec<(String, i64)> = rooms.iter().map(|r| (r.clone(), connected_at)).collect();
 
-    let offline_since = {
-        let mut state = session.presence.lock().await;
-        if state.gone {
-            return; // disconnected before its connect job ran
-        }
-        // The user's transition, status and offline mark, in one order with
-        // their other sockets' (see `UserLocks`).
-        let _user = ctx.user_locks.lock(&claims.sub).await;
-        state.user_online = true;
-        state.counted_branch = claims.branch_id.clone();
-        let in_branch = ctx.branch_sockets.arrived(state.counted_branch.as_deref());
-        if ctx
-            .presence
-            .connect_user(&claims.sub, &session.sid.to_string())
-            .await
-            && in_branch <= ctx.settings.presence_broadcast_limit
-        {
-            announce_status(ctx, &claims, "online");
-        }
-        if session.auth_offset.is_some() {
-            // An offset covers the offline queue too.
-            ctx.forget_offline(&claims.sub).await;
-            None
-        } else {
-            ctx.take_offline(&claims.sub).await
-        }
+    let Some(Arrival { first, mark }) = arrive(ctx, session, &claims).await else {
+        return; // disconnected before its connect job ran
     };
-
     if let Some(offset) = &session.auth_offset {
+        // An offset covers the offline queue too.
         match ctx.hub.resolve_offset(offset).await {
             Ok(seq) => match ctx.hub.too_far_behind(&rooms, seq).await {
                 Ok(false) => after.iter_mut().for_each(|(_, a)| *a = seq.min(*a)),
@@ -191,7 +169,9 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
             },
             Err(problem) => reset(ctx, session, problem, offset, None),
         }
-    } else if let Some(since) = offline_since {
+    } else if let Some(mark) = mark
+        && let Some(since) = offline_queue(ctx, session, &claims, mark).await
+    {
         let user_room = rooms::user_room(&claims.sub);
         for (room, a) in &mut after {
             if *room == user_room {
@@ -209,13 +189,102 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
         .join(session.sid, session.membership.clone(), rooms, Some(fill))
         .await
     {
-        Ok(sent) if sent > 0 => {
+        Ok(sent) => {
             crate::metrics::replayed(sent);
-            tracing::debug!(sid = %session.sid, sent, "connect caught up");
+            if first {
+                caught_up(ctx, session, &claims).await;
+            }
         }
-        Ok(_) => {}
         Err(e) => tracing::debug!(sid = %session.sid, ?e, "connect join did not complete"),
     }
+}
+
+/// What a connect learnt about its user.
+struct Arrival {
+    /// The user had no other connection anywhere.
+    first: bool,
+    /// The user's offline mark, for a first connection without an offset.
+    mark: Option<OfflineMark>,
+}
+
+/// The user-level half of a connect: the socket counts among its user's
+/// connections, the branch hears `online` when it is the first, and a first
+/// connection without an offset reads the offline mark — all under the user
+/// lock, after any departure of theirs has written its mark. `None` when the
+/// socket is already gone.
+async fn arrive(ctx: &Sessions, session: &Session, claims: &Claims) -> Option<Arrival> {
+    let mut state = session.presence.lock().await;
+    if state.gone {
+        return None;
+    }
+    // The user's transition, status and offline mark, in one order with
+    // their other sockets' (see `UserLocks`).
+    let _user = ctx.user_locks.lock(&claims.sub).await;
+    state.user_online = true;
+    state.counted_branch = claims.branch_id.clone();
+    let in_branch = ctx.branch_sockets.arrived(state.counted_branch.as_deref());
+    let first = ctx
+        .presence
+        .connect_user(
+            &claims.sub,
+            &session.sid.to_string(),
+            &Departing {
+                branch: claims.branch_id.as_deref(),
+                name: claims.display_name(),
+                position: session.connected_at,
+            },
+        )
+        .await;
+    if first && in_branch <= ctx.settings.presence_broadcast_limit {
+        announce_status(ctx, claims, "online");
+    }
+    let mark = if first && session.auth_offset.is_none() {
+        ctx.offline_mark(&claims.sub).await
+    } else {
+        None
+    };
+    Some(Arrival { first, mark })
+}
+
+/// Where the user's offline queue starts, for their first connection without
+/// an offset: after their last departure, after the retained log's start if
+/// they never connected, or nowhere (`replay:reset`) when it holds more than
+/// `REPLAY_LIMIT` events. The mark stays until the replay completes, and the
+/// socket remembers it, so a drop mid-replay loses nothing (see `on_disconnect`).
+async fn offline_queue(
+    ctx: &Sessions,
+    session: &Session,
+    claims: &Claims,
+    mark: OfflineMark,
+) -> Option<i64> {
+    let since = match mark {
+        OfflineMark::Never => ctx.hub.retained_from(),
+        OfflineMark::Offline(seq) | OfflineMark::Online(seq) => seq,
+    };
+    let user_room = vec![rooms::user_room(&claims.sub)];
+    match ctx.hub.too_far_behind(&user_room, since).await {
+        Ok(false) => {}
+        Ok(true) => {
+            let offset = ctx.hub.offset_of(since);
+            reset(ctx, session, OffsetProblem::TooFarBehind, &offset, None);
+            return None;
+        }
+        Err(_) => return None,
+    }
+    session.presence.lock().await.owed_from = Some(since);
+    Some(since)
+}
+
+/// The user's first connection took its replay: from now on the user is
+/// online, caught up to the log's current position.
+async fn caught_up(ctx: &Sessions, session: &Session, claims: &Claims) {
+    let mut state = session.presence.lock().await;
+    if state.gone {
+        return; // its disconnect recorded where the queue stands
+    }
+    let _user = ctx.user_locks.lock(&claims.sub).await;
+    state.owed_from = None;
+    ctx.mark_online(&claims.sub, ctx.hub.position()).await;
 }
 
 async fn join(
@@ -382,10 +451,13 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
         .await
     {
         // What was delivered up to now reached the socket; anything later waits
-        // for the user's next connection. The status goes out before the mark
-        // is written: the branch learns at once, and the user's next connect
+        // for the user's next connection — and so does an offline queue whose
+        // replay had not finished. The status goes out before the mark is
+        // written: the branch learns at once, and the user's next connect
         // waits for the mark on the user lock.
-        let position = ctx.hub.position();
+        let position = state
+            .owed_from
+            .map_or(ctx.hub.position(), |owed| owed.min(ctx.hub.position()));
         if in_branch < ctx.settings.presence_broadcast_limit {
             announce_status(ctx, &claims, "offline");
         }

@@ -140,16 +140,25 @@ impl Sessions {
         }
     }
 
-    pub(crate) async fn take_offline(&self, user: &str) -> Option<i64> {
-        let store = self.store.as_ref()?;
-        store.take_offline(user).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "offline queue lookup failed");
-            None
-        })
+    /// Records that the user is online and has everything up to `position`.
+    pub(crate) async fn mark_online(&self, user: &str, position: i64) {
+        if let Some(store) = &self.store {
+            let now = chrono::Utc::now().timestamp_millis();
+            if let Err(e) = store.mark_online(user, position, now).await {
+                tracing::warn!(error = %e, "could not record an online user");
+            }
+        }
     }
 
-    pub(crate) async fn forget_offline(&self, user: &str) {
-        let _ = self.take_offline(user).await;
+    /// Where the user's offline queue starts (`None` without a log, or when
+    /// the database does not answer: then the queue waits for the next connect).
+    pub(crate) async fn offline_mark(&self, user: &str) -> Option<crate::store::OfflineMark> {
+        let store = self.store.as_ref()?;
+        store
+            .offline_mark(user)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "offline queue lookup failed"))
+            .ok()
     }
 }
 
@@ -204,12 +213,13 @@ pub(crate) fn start_cluster_presence(
                     name,
                     seq,
                 } => {
-                    if let Some(store) = &ctx.store {
-                        let now = chrono::Utc::now().timestamp_millis();
-                        if let Err(e) = store.mark_offline(&user, seq, now).await {
-                            tracing::warn!(error = %e, "could not record an offline user");
-                        }
-                    }
+                    // An offline queue whose replay the dead node had not
+                    // finished is still owed from where it started.
+                    let since = match ctx.offline_mark(&user).await {
+                        Some(crate::store::OfflineMark::Offline(owed)) => owed.min(seq),
+                        _ => seq,
+                    };
+                    ctx.mark_offline(&user, since).await;
                     if let Some(branch) = branch {
                         ctx.hub.signal(
                             &[format!("branch:{branch}")],

@@ -57,6 +57,9 @@ pub(crate) struct PresenceState {
     pub counted_branch: Option<String>,
     /// Rooms it views (joined with `join:*` / `subscribe`).
     pub viewing: Vec<String>,
+    /// Where the user's offline queue started, while this socket's replay of
+    /// it is under way.
+    pub owed_from: Option<i64>,
 }
 
 /// Serialises the user-level half of connects and disconnects on this node.

@@ -37,6 +37,28 @@ pub enum StoreError {
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Where a user's offline queue starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineMark {
+    /// No row: the user never connected (or not within memory of the log).
+    Never,
+    /// Their last connection went at this `seq`; nothing has been delivered since.
+    Offline(i64),
+    /// Connected, caught up to this `seq` at their connect. Found by a first
+    /// connection, it means their node died without recording the departure.
+    Online(i64),
+}
+
+impl OfflineMark {
+    fn from_row(row: Option<(i64, i64)>) -> OfflineMark {
+        match row {
+            None => OfflineMark::Never,
+            Some((seq, 0)) => OfflineMark::Offline(seq),
+            Some((seq, _)) => OfflineMark::Online(seq),
+        }
+    }
+}
+
 /// The log's identity and extent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogMeta {
@@ -275,9 +297,17 @@ impl Store {
         dispatch!(self.mark_offline(user_id, seq, now_ms))
     }
 
-    /// Removes and returns `user_id`'s offline position, if the user was offline.
-    pub async fn take_offline(&self, user_id: &str) -> StoreResult<Option<i64>> {
-        dispatch!(self.take_offline(user_id))
+    /// Records that `user_id` is online, having been delivered everything up
+    /// to `seq`: a connection of theirs that finds this mark without a
+    /// disconnect behind it (its node died) resumes from `seq`.
+    pub async fn mark_online(&self, user_id: &str, seq: i64, now_ms: i64) -> StoreResult<()> {
+        dispatch!(self.mark_online(user_id, seq, now_ms))
+    }
+
+    /// Where `user_id`'s offline queue starts. Reading does not consume it:
+    /// only [`Store::mark_online`] after a completed replay does.
+    pub async fn offline_mark(&self, user_id: &str) -> StoreResult<OfflineMark> {
+        dispatch!(self.offline_mark(user_id))
     }
 
     /// Stores a chat message. A repeated `(room, sender, client_id)` stores

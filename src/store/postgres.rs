@@ -14,8 +14,8 @@ use sqlx::{PgPool, Row};
 
 use super::chat::{MESSAGE_COLUMNS, NewMessage, SearchQuery, StoredMessage};
 use super::{
-    Appended, LogMeta, NewEvent, PayloadFn, StoreError, StoreResult, StoredEvent, message_row,
-    rooms_from_json, rooms_to_json, stored_event,
+    Appended, LogMeta, NewEvent, OfflineMark, PayloadFn, StoreError, StoreResult, StoredEvent,
+    message_row, rooms_from_json, rooms_to_json, stored_event,
 };
 
 #[derive(Clone)]
@@ -45,6 +45,19 @@ impl PgStore {
     }
 
     async fn connect(options: PgConnectOptions) -> StoreResult<PgStore> {
+        // Bounds on the server side of every session. A node cut off from the
+        // network while it holds the `log_meta` row lock would otherwise block
+        // every node's appends until TCP gives up (up to two hours): the server
+        // probes the silent client within ~25 s and ends its session, and a
+        // transaction left idle is ended after 15 s, releasing the lock.
+        let options = options.options([
+            ("statement_timeout", "30s"),
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "15s"),
+            ("tcp_keepalives_idle", "10"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
@@ -290,35 +303,45 @@ impl PgStore {
         seq: i64,
         now_ms: i64,
     ) -> StoreResult<()> {
+        self.set_offline_mark(user_id, seq, false, now_ms).await
+    }
+
+    pub(super) async fn mark_online(
+        &self,
+        user_id: &str,
+        seq: i64,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        self.set_offline_mark(user_id, seq, true, now_ms).await
+    }
+
+    async fn set_offline_mark(
+        &self,
+        user_id: &str,
+        seq: i64,
+        online: bool,
+        now_ms: i64,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO offline_users (user_id, since_seq, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, updated_at = excluded.updated_at",
+            "INSERT INTO offline_users (user_id, since_seq, online, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
         )
         .bind(user_id)
         .bind(seq)
+        .bind(i64::from(online))
         .bind(now_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub(super) async fn take_offline(&self, user_id: &str) -> StoreResult<Option<i64>> {
-        // Almost every connect finds nothing: look first (a read, concurrent with
-        // the log writer), and only take the row — a write — when there is one.
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT since_seq FROM offline_users WHERE user_id = $1")
+    pub(super) async fn offline_mark(&self, user_id: &str) -> StoreResult<OfflineMark> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT since_seq, online FROM offline_users WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_optional(&self.pool)
                 .await?;
-        if found.is_none() {
-            return Ok(None);
-        }
-        Ok(
-            sqlx::query_scalar("DELETE FROM offline_users WHERE user_id = $1 RETURNING since_seq")
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(OfflineMark::from_row(row))
     }
 }
 

@@ -12,8 +12,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::chat::{MESSAGE_COLUMNS, NewMessage, SearchQuery, StoredMessage};
 use super::{
-    Appended, LogMeta, NewEvent, PayloadFn, StoreResult, StoredEvent, message_row, rooms_from_json,
-    rooms_to_json, stored_event,
+    Appended, LogMeta, NewEvent, OfflineMark, PayloadFn, StoreResult, StoredEvent, message_row,
+    rooms_from_json, rooms_to_json, stored_event,
 };
 
 /// SQLite allows at most 32766 bound parameters per statement; stay well below.
@@ -31,9 +31,12 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode: a commit survives a crash of livehub, and only a
-            // power loss can undo the last commits. The usual trade for a log.
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL: the WAL is fsynced before a commit returns, so a `202` is on
+            // disk. (NORMAL would let a power loss or an OS crash undo the last
+            // commits, and the next events would reuse their offsets: a client
+            // holding one would silently resume past events it never saw.) The
+            // log writer commits many emits per fsync, which keeps the cost low.
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             // SQLite checkpoints the WAL inside whichever commit crosses 1000
             // pages, fsync included — on the log writer's path, a latency spike
@@ -425,35 +428,45 @@ impl SqliteStore {
         seq: i64,
         now_ms: i64,
     ) -> StoreResult<()> {
+        self.set_offline_mark(user_id, seq, false, now_ms).await
+    }
+
+    pub(super) async fn mark_online(
+        &self,
+        user_id: &str,
+        seq: i64,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        self.set_offline_mark(user_id, seq, true, now_ms).await
+    }
+
+    async fn set_offline_mark(
+        &self,
+        user_id: &str,
+        seq: i64,
+        online: bool,
+        now_ms: i64,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO offline_users (user_id, since_seq, updated_at) VALUES (?, ?, ?)
-             ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, updated_at = excluded.updated_at",
+            "INSERT INTO offline_users (user_id, since_seq, online, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
         )
         .bind(user_id)
         .bind(seq)
+        .bind(i64::from(online))
         .bind(now_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    pub(super) async fn take_offline(&self, user_id: &str) -> StoreResult<Option<i64>> {
-        // Almost every connect finds nothing: look first (a read, concurrent with
-        // the log writer), and only take the row — a write — when there is one.
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT since_seq FROM offline_users WHERE user_id = ?")
+    pub(super) async fn offline_mark(&self, user_id: &str) -> StoreResult<OfflineMark> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT since_seq, online FROM offline_users WHERE user_id = ?")
                 .bind(user_id)
                 .fetch_optional(&self.pool)
                 .await?;
-        if found.is_none() {
-            return Ok(None);
-        }
-        Ok(
-            sqlx::query_scalar("DELETE FROM offline_users WHERE user_id = ? RETURNING since_seq")
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(OfflineMark::from_row(row))
     }
 }
 

@@ -4,7 +4,9 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
+import ioV2 from "socket.io-client-v2";
 import { ack, closeAll, collect, connect, emit, http, next, nothing, sleep, startServer, until, userToken } from "../lib/harness.mjs";
+import { openPlain } from "../lib/plain.mjs";
 
 /** A client that remembers the last offset it saw and sends it on every (re)connect. */
 function trackingClient(url, token, opts = {}) {
@@ -121,6 +123,27 @@ describe("replay of missed events", () => {
     const tab3 = await connect(server.url, { token: userToken("tabs"), transports: ["websocket"] });
     await nothing(tab3, "notification", 400);
     closeAll(tab1, tab3);
+  });
+
+  it("a user who never connected gets what was sent to them on their first connection, once", async () => {
+    await emit(server, { event: "notification", user: "newcomer", data: { title: "Assigned", message: "order O-9 is yours", severity: "info" } });
+    await emit(server, { event: "notification", user: "newcomer-2", data: { title: "Assigned", message: "for 2.x", severity: "info" } });
+    const first = io(server.url, { auth: { token: userToken("newcomer") }, transports: ["websocket"], forceNew: true, reconnection: false });
+    const got = await next(first, "notification", { timeout: 5000 });
+    assert.deepEqual([got.message, got.replayed], ["order O-9 is yours", true]);
+    // A second tab while the first is online: nothing queued for it.
+    const tab2 = await connect(server.url, { token: userToken("newcomer"), transports: ["websocket"] });
+    await nothing(tab2, "notification", 400);
+    closeAll(first, tab2);
+    await sleep(200);
+    const later = await connect(server.url, { token: userToken("newcomer"), transports: ["websocket"] });
+    await nothing(later, "notification", 400);
+    later.close();
+    // socket.io-client 2.x, which never sends an offset, gets it the same way.
+    const v2 = ioV2(server.url, { query: { token: userToken("newcomer-2") }, transports: ["websocket"], forceNew: true, reconnection: false });
+    const got2 = await next(v2, "notification", { timeout: 5000 });
+    assert.deepEqual([got2.message, got2.replayed], ["for 2.x", true]);
+    v2.close();
   });
 
   it("an idempotent retry returns the first result and notifies nobody twice", async () => {
@@ -288,5 +311,61 @@ describe("retention and replay limits", () => {
     } finally {
       await server.stop();
     }
+  });
+});
+
+describe("the offline queue across a drop in the middle of its replay", () => {
+  let server;
+  before(async () => (server = await startServer({ RATE_LIMIT_PER_MINUTE: "0" })));
+  after(() => server.stop());
+
+  it("a connection that stops reading and drops mid-replay loses nothing: the next one gets the rest", async () => {
+    const user = "dropper";
+    const tok = userToken(user);
+    // Known to the server, then away.
+    const once = await openPlain(server, { query: { token: tok } });
+    await once.next((f) => f.type === "connection_established");
+    once.close();
+    await once.done;
+    await sleep(200);
+    // More than the kernel's socket buffers and the connection's queue hold.
+    const pad = "p".repeat(4000);
+    const offsets = [];
+    for (let batch = 0; batch < 16; batch++) {
+      const events = Array.from({ length: 250 }, (_, i) => ({ event: "upload_progress", user, data: { uploadId: `u${batch * 250 + i}`, progress: 1, pad } }));
+      const res = await http(server, "POST", "/api/v1/emit/batch", { body: { events } });
+      assert.equal(res.status, 202, JSON.stringify(res.body).slice(0, 300));
+      offsets.push(...res.body.results.map((r) => r.offset));
+    }
+    // The first connection reads a little of its queue, stops reading, and drops.
+    const slow = await openPlain(server, { query: { token: tok } });
+    await until(() => slow.all("upload_progress").length >= 20, { what: "the start of the replay" });
+    slow.ws._socket.pause();
+    await sleep(1500);
+    slow.ws.terminate();
+    const seenFirst = new Set(slow.all("upload_progress").map((f) => f.offset));
+    assert.ok(seenFirst.size < offsets.length, `the drop must land mid-replay (got ${seenFirst.size} of ${offsets.length})`);
+    await sleep(300);
+    // The next connection gets everything the first may not have received, in order.
+    const back = await openPlain(server, { query: { token: tok } });
+    await until(() => back.all("upload_progress").length >= offsets.length - seenFirst.size, {
+      what: `the rest of the queue (first saw ${seenFirst.size}, second ${back.all("upload_progress").length}, frames ${JSON.stringify(back.frames.filter((f) => f.type !== "upload_progress")).slice(0, 300)})`,
+      timeout: 20000,
+    });
+    await sleep(300);
+    const got = back.all("upload_progress").map((f) => f.offset);
+    const missing = offsets.filter((o) => !seenFirst.has(o) && !got.includes(o));
+    assert.deepEqual(missing, [], "every acknowledged event reached the user");
+    assert.deepEqual(got, [...got].sort(), "in offset order");
+    assert.equal(new Set(got).size, got.length, "each at most once on this connection");
+    back.close();
+    await back.done;
+    await sleep(200);
+    // Through now: a later connection gets none of it again.
+    const after = await openPlain(server, { query: { token: tok } });
+    await after.next((f) => f.type === "connection_established");
+    await sleep(400);
+    assert.equal(after.all("upload_progress").length, 0);
+    after.close();
   });
 });

@@ -1,0 +1,4 @@
+-- The offline mark survives its delivery: a connect reads it and only a
+-- completed replay turns it to online (a drop mid-replay keeps it), and a
+-- user who never had a row has never connected.
+ALTER TABLE offline_users ADD COLUMN online BIGINT NOT NULL DEFAULT 0;
