@@ -159,6 +159,7 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
     let Some(Arrival { first, mark }) = arrive(ctx, session, &claims).await else {
         return; // disconnected before its connect job ran
     };
+    let mut owed = false;
     if let Some(offset) = &session.auth_offset {
         // An offset covers the offline queue too.
         match ctx.hub.resolve_offset(offset).await {
@@ -169,9 +170,10 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
             },
             Err(problem) => reset(ctx, session, problem, offset, None),
         }
-    } else if let Some(mark) = mark
-        && let Some(since) = offline_queue(ctx, session, &claims, mark).await
+    } else if let Some(since) = queue_start(ctx, mark, first)
+        && let Some(since) = offline_queue(ctx, session, &claims, since).await
     {
+        owed = true;
         let user_room = rooms::user_room(&claims.sub);
         for (room, a) in &mut after {
             if *room == user_room {
@@ -191,7 +193,7 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
     {
         Ok(sent) => {
             crate::metrics::replayed(sent);
-            if first {
+            if first || owed {
                 caught_up(ctx, session, &claims).await;
             }
         }
@@ -203,12 +205,12 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
 struct Arrival {
     /// The user had no other connection anywhere.
     first: bool,
-    /// The user's offline mark, for a first connection without an offset.
+    /// The user's offline mark, for a connection without an offset.
     mark: Option<OfflineMark>,
 }
 
 /// The user-level half of a connect: the socket counts among its user's
-/// connections, the branch hears `online` when it is the first, and a first
+/// connections, the branch hears `online` when it is the first, and a
 /// connection without an offset reads the offline mark — all under the user
 /// lock, after any departure of theirs has written its mark. `None` when the
 /// socket is already gone.
@@ -238,7 +240,7 @@ async fn arrive(ctx: &Sessions, session: &Session, claims: &Claims) -> Option<Ar
     if first && in_branch <= ctx.settings.presence_broadcast_limit {
         announce_status(ctx, claims, "online");
     }
-    let mark = if first && session.auth_offset.is_none() {
+    let mark = if session.auth_offset.is_none() {
         ctx.offline_mark(&claims.sub).await
     } else {
         None
@@ -246,21 +248,31 @@ async fn arrive(ctx: &Sessions, session: &Session, claims: &Claims) -> Option<Ar
     Some(Arrival { first, mark })
 }
 
-/// Where the user's offline queue starts, for their first connection without
-/// an offset: after their last departure, after the retained log's start if
-/// they never connected, or nowhere (`replay:reset`) when it holds more than
-/// `REPLAY_LIMIT` events. The mark stays until the replay completes, and the
-/// socket remembers it, so a drop mid-replay loses nothing (see `on_disconnect`).
+/// Whether a connection without an offset is owed the user's offline queue,
+/// and from where. A queue is owed until some connection has taken all of it
+/// (then the mark turns `Online`): after the user's last departure, or from
+/// the retained log's start for a user never seen — to every connection,
+/// so a reconnect that beats the old connection's cleanup still gets it. An
+/// `Online` mark found by the user's first connection means their node died
+/// without recording the departure: resume from where that connect started.
+fn queue_start(ctx: &Sessions, mark: Option<OfflineMark>, first: bool) -> Option<i64> {
+    match mark? {
+        OfflineMark::Never => Some(ctx.hub.retained_from()),
+        OfflineMark::Offline(seq) => Some(seq),
+        OfflineMark::Online(seq) => first.then_some(seq),
+    }
+}
+
+/// Prepares the replay of an offline queue from `since`: nothing
+/// (`replay:reset`) when it holds more than `REPLAY_LIMIT` events. The mark
+/// stays until the replay completes, and the socket remembers where it
+/// started, so a drop mid-replay loses nothing (see `on_disconnect`).
 async fn offline_queue(
     ctx: &Sessions,
     session: &Session,
     claims: &Claims,
-    mark: OfflineMark,
+    since: i64,
 ) -> Option<i64> {
-    let since = match mark {
-        OfflineMark::Never => ctx.hub.retained_from(),
-        OfflineMark::Offline(seq) | OfflineMark::Online(seq) => seq,
-    };
     let user_room = vec![rooms::user_room(&claims.sub)];
     match ctx.hub.too_far_behind(&user_room, since).await {
         Ok(false) => {}
