@@ -26,6 +26,7 @@ import {
   label,
 } from "./seed.js";
 import { h, byTestId as $, fill, initials, colorClass, clock, flash, randomId, bytes } from "./dom.js";
+import { startLab, setLabToken, stopLab } from "./lab.js";
 
 const USER_KEY = "livehub-demo:user";
 const ACK_TIMEOUT_MS = 10_000;
@@ -499,6 +500,8 @@ function summarize(name, p) {
       return `${p.orderId} created`;
     case "machine:status_changed":
       return `${p.machineId} ${label(p.status)}`;
+    case "equipment_update":
+      return `${p.equipmentId} ${String(p.status ?? "").replace("_", " ")} (also on the lab panel, over /ws)`;
     case "notification":
       return `${p.title ?? ""}: ${p.message ?? ""}`;
     case "notification:broadcast":
@@ -1220,6 +1223,7 @@ async function signIn(sub) {
 
   await loadLog();
   connect();
+  startLab({ token: S.token, branchId: S.user.branchId, emit: (body) => controllerEmit(body) });
 }
 
 /** Reads what happened in the branch before this page opened. */
@@ -1245,6 +1249,7 @@ function signOut() {
   sessionStorage.removeItem(USER_KEY);
   if (S.open) closeShipment();
   S.socket?.disconnect();
+  stopLab();
   location.assign(location.pathname); // drops ?as=…
 }
 

@@ -224,6 +224,27 @@ describe("livehub demo board in headless Chromium", () => {
     await waitText(ana.page, "activity", "M-03");
   });
 
+  test("the lab panel, a plain WebSocket client on /ws, gets the same controller emit as the Socket.IO board", async () => {
+    await waitFor(ana.page, `${tid("lab-conn")}[data-state="live"]`);
+    await waitFor(ben.page, `${tid("lab-conn")}[data-state="live"]`);
+    const status = await otherStatus(ben.page, "lab-EQ-PCR-2", ["maintenance", "offline"]);
+    await ana.page.locator(tid("lab-ctl-instrument")).selectOption("EQ-PCR-2");
+    await ana.page.locator(tid("lab-ctl-status")).selectOption(status);
+    await ana.page.locator(tid("lab-ctl-send")).click();
+    // The plain client on ben's page (and on ana's) applies the frame…
+    await waitFor(ben.page, `${tid("lab-EQ-PCR-2")}[data-status="${status}"]`);
+    await waitFor(ana.page, `${tid("lab-EQ-PCR-2")}[data-status="${status}"]`);
+    await waitFor(ben.page, `${tid("lab-frame")}[data-type="equipment_update"]`);
+    const frame = JSON.parse(await ben.page.locator(`${tid("lab-frame")}[data-type="equipment_update"] code`).first().textContent());
+    assert.deepEqual(frame.data, { equipmentId: "EQ-PCR-2", status }, "data exactly as emitted");
+    assert.match(frame.offset, /-\d+$/);
+    // …and the Socket.IO board got the same event, with the same offset.
+    const item = ben.page.locator(`${tid("activity-item")}[data-event="equipment_update"]`).first();
+    await item.waitFor({ state: "attached", timeout: WAIT });
+    assert.equal(await item.locator(".offset").getAttribute("title"), frame.offset);
+    await shot(ana.page, "02-lab-panel");
+  });
+
   test("both open the same shipment and see each other's avatar", async () => {
     await ana.page.locator(tid("open-shipment-SH-1001")).click();
     await waitText(ana.page, "detail-title", "SH-1001");
