@@ -141,7 +141,7 @@ start_server() {
   local sqlite="DATABASE_URL=sqlite://$SERVER_TMP/livehub.db"
   local cmd
   case "$kind" in
-    livehub-sqlite) cmd=("${livehub[@]}" "$sqlite" "$LIVEHUB" serve) ;;
+    livehub-sqlite|livehub-plain) cmd=("${livehub[@]}" "$sqlite" "$LIVEHUB" serve) ;;
     livehub-nolog)  cmd=("${livehub[@]}" "$sqlite" EVENT_LOG=off "$LIVEHUB" serve) ;;
     livehub-pg)     pg_reset || return 1
                     cmd=("${livehub[@]}" DATABASE_URL="$PG_URL" "$LIVEHUB" serve) ;;
@@ -178,8 +178,8 @@ trap 'exit 130' INT TERM
 # name | label | servers | loadgen arguments (@PID@ = the server's pid)
 CASES=(
   "fanout-search|Fan-out search, $BENCH_SEARCH_SOCKETS sockets in one room|livehub-sqlite livehub-nolog node|fanout-search --sockets $BENCH_SEARCH_SOCKETS --trial $BENCH_SEARCH_TRIAL_S --max-trials $BENCH_SEARCH_MAX_TRIALS --start-rate $BENCH_SEARCH_START_RATE --tolerance $BENCH_SEARCH_TOLERANCE"
-  "fanout-fixed|Fan-out, $BENCH_FIXED_SOCKETS sockets at $BENCH_FIXED_RATE emits/s|livehub-sqlite node|fanout --sockets $BENCH_FIXED_SOCKETS --rate $BENCH_FIXED_RATE --duration $BENCH_FIXED_S --warmup $BENCH_WARMUP_S"
-  "idle|Idle memory, $BENCH_IDLE_CONNECTIONS websockets|livehub-sqlite node|idle --connections $BENCH_IDLE_CONNECTIONS --server-pid @PID@"
+  "fanout-fixed|Fan-out, $BENCH_FIXED_SOCKETS sockets at $BENCH_FIXED_RATE emits/s|livehub-sqlite livehub-plain node|fanout --sockets $BENCH_FIXED_SOCKETS --rate $BENCH_FIXED_RATE --duration $BENCH_FIXED_S --warmup $BENCH_WARMUP_S"
+  "idle|Idle memory, $BENCH_IDLE_CONNECTIONS websockets|livehub-sqlite livehub-plain node|idle --connections $BENCH_IDLE_CONNECTIONS --server-pid @PID@"
   "connect-storm|Connect storm (JWT handshakes), $BENCH_STORM_WORKERS workers|livehub-sqlite node|connect-storm --workers $BENCH_STORM_WORKERS --duration $BENCH_STORM_S --warmup $BENCH_WARMUP_S"
   "emit-api|Emit API alone, $BENCH_EMIT_CLIENTS keep-alive clients|livehub-sqlite livehub-pg livehub-nolog node|emit-api --clients $BENCH_EMIT_CLIENTS --duration $BENCH_EMIT_S --warmup $BENCH_WARMUP_S"
   "replay-user|Replay of $BENCH_REPLAY_EVENTS missed events (user room, auth.offset)|livehub-sqlite livehub-pg|replay --via user --events $BENCH_REPLAY_EVENTS"
@@ -200,6 +200,8 @@ measure() {
   fi
   local argv
   read -ra argv <<<"${args//@PID@/$SERVER_PID}"
+  # The same livehub, its clients on the plain WebSocket endpoint instead.
+  if [[ "$server" == livehub-plain ]]; then argv=(--plain "${argv[@]}"); fi
   if ! "$LOADGEN" --server "127.0.0.1:$SERVER_PORT" --jwt-secret "$JWT_SECRET" --api-key "$API_KEY" \
       --tag "case=$case" --tag "label=$label" --tag "server=$server" --tag "round=$round" \
       --out "$RUN_DIR/$case.$server.r$round.json" "${argv[@]}" 2> >(tee -a "$RUN_DIR/loadgen.log" >&2); then

@@ -9,6 +9,13 @@
 //! Wire format, as text frames: Engine.IO type digit, then for messages (`4`)
 //! the Socket.IO type digit, an optional ack id, and a JSON array:
 //! `42["event",{…}]`, `4217["event",{…}]` (wants ack 17), `4317[{…}]` (ack 17).
+//!
+//! With [`Endpoint::plain`] the same client speaks livehub's plain WebSocket
+//! protocol on `/ws` instead (contract v1.1): `?token=` on the URL,
+//! `connection_established` as the connect, action-style requests with a
+//! `requestId` as calls, and `{type, data, timestamp, offset}` event frames,
+//! handed out in the Socket.IO shape (`["type", data]`) so that the scenarios
+//! read both alike.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,6 +33,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 pub struct Endpoint {
     pub addr: SocketAddr,
     url: String,
+    plain: bool,
 }
 
 impl Endpoint {
@@ -33,6 +41,16 @@ impl Endpoint {
         Endpoint {
             addr,
             url: format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"),
+            plain: false,
+        }
+    }
+
+    /// livehub's plain WebSocket endpoint (`/ws`) on the same server.
+    pub fn plain(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            url: format!("ws://{addr}/ws"),
+            plain: true,
         }
     }
 }
@@ -93,6 +111,8 @@ impl From<anyhow::Error> for ConnectError {
 /// One connected Socket.IO client.
 pub struct Client {
     ws: WebSocketStream<TcpStream>,
+    /// Speaking the plain WebSocket protocol instead of Socket.IO.
+    plain: bool,
     /// Packets read while waiting for something else (e.g. events that
     /// arrive before an ack), handed out by [`Client::next`] first.
     pending: VecDeque<Packet>,
@@ -116,15 +136,23 @@ impl Client {
             .with_context(|| format!("TCP connect to {}", ep.addr))?;
         // Small frames both ways: without this, Nagle adds up to 40 ms to acks.
         tcp.set_nodelay(true).context("TCP_NODELAY")?;
+        let url = match (ep.plain, auth.get("token").and_then(Value::as_str)) {
+            (true, Some(token)) => format!("{}?token={token}", ep.url),
+            _ => ep.url.clone(),
+        };
         let (ws, _) =
-            tokio_tungstenite::client_async_with_config(ep.url.as_str(), tcp, Some(ws_config()))
+            tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(ws_config()))
                 .await
                 .context("websocket handshake")?;
         let mut client = Client {
             ws,
+            plain: ep.plain,
             pending: VecDeque::new(),
             next_ack: 0,
         };
+        if ep.plain {
+            return client.plain_established().await.map(|()| client);
+        }
         match client.next_text().await? {
             Some(t) if t.as_str().starts_with('0') => {}
             Some(t) => return Err(anyhow!("expected the Engine.IO open packet, got {t:?}").into()),
@@ -173,10 +201,14 @@ impl Client {
     ) -> anyhow::Result<Value> {
         let id = self.next_ack;
         self.next_ack += 1;
-        let frame = format!(
-            "42{id}{}",
-            Value::from(vec![Value::from(event), data.clone()])
-        );
+        let frame = if self.plain {
+            plain_request(event, data, id)?
+        } else {
+            format!(
+                "42{id}{}",
+                Value::from(vec![Value::from(event), data.clone()])
+            )
+        };
         self.send(frame).await?;
         loop {
             match self.next().await? {
@@ -195,7 +227,9 @@ impl Client {
     /// Leaves politely, as `socket.disconnect()` does: Socket.IO DISCONNECT,
     /// then a websocket close. Errors are irrelevant at this point.
     pub async fn close(mut self) {
-        let _ = self.ws.send(Message::text("41")).await;
+        if !self.plain {
+            let _ = self.ws.send(Message::text("41")).await;
+        }
         let _ = self.ws.close(None).await;
     }
 
@@ -210,6 +244,7 @@ impl Client {
     async fn next_text(&mut self) -> anyhow::Result<Option<Utf8Bytes>> {
         while let Some(msg) = self.ws.next().await {
             match msg.context("websocket read")? {
+                Message::Text(t) if self.plain => return Ok(Some(t)),
                 Message::Text(t) => match t.as_bytes().first() {
                     // Engine.IO ping: the server drops us without the pong.
                     Some(b'2') => self.send("3".into()).await?,
@@ -230,6 +265,12 @@ impl Client {
             let Some(text) = self.next_text().await? else {
                 return Ok(None);
             };
+            if self.plain {
+                if let Some(p) = parse_plain(&text)? {
+                    return Ok(Some(p));
+                }
+                continue;
+            }
             if text.as_bytes().first() != Some(&b'4') {
                 continue; // open/upgrade packets: nothing for us
             }
@@ -237,6 +278,76 @@ impl Client {
                 return Ok(Some(p));
             }
         }
+    }
+}
+
+impl Client {
+    /// Waits for `connection_established` (or the refusal frame).
+    async fn plain_established(&mut self) -> Result<(), ConnectError> {
+        loop {
+            let Some(text) = self.next_text().await? else {
+                return Err(anyhow!("closed before connection_established").into());
+            };
+            let v: Value = serde_json::from_str(text.as_str()).context("frame is not JSON")?;
+            match v.get("type").and_then(Value::as_str) {
+                Some("connection_established") => return Ok(()),
+                Some("error") => {
+                    let message = v["data"]["message"].as_str().unwrap_or("refused");
+                    return Err(ConnectError::Refused(message.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The plain protocol's request for a Socket.IO event the benchmarks send.
+fn plain_request(event: &str, data: &Value, id: u64) -> anyhow::Result<String> {
+    let (action, data) = match event {
+        "join:shipment" => ("subscribeToShipment", data.clone()),
+        "subscribe" => ("subscribe", data.clone()),
+        "ping" => ("ping", Value::Null),
+        other => bail!("no plain request for {other}"),
+    };
+    Ok(serde_json::json!({ "action": action, "data": data, "requestId": id }).to_string())
+}
+
+/// A plain frame as a Socket.IO packet: an event (`["type", data]`, the data
+/// with the frame's offset), or the reply to a request (`[{ ok, … }]`).
+fn parse_plain(frame: &Utf8Bytes) -> anyhow::Result<Option<Packet>> {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        data: Option<&'a serde_json::value::RawValue>,
+        #[serde(rename = "requestId")]
+        request_id: Option<u64>,
+        success: Option<bool>,
+    }
+    let f: Frame = serde_json::from_str(frame.as_str()).context("plain frame is not JSON")?;
+    if let Some(id) = f.request_id {
+        let ok = f.success.unwrap_or(true) && f.kind.is_none_or(|k| k.get() != "\"error\"");
+        let text = format!("[{{\"ok\":{ok},\"reply\":{}}}]", frame.as_str());
+        return Ok(Some(Packet::Ack {
+            id,
+            args: Json {
+                frame: Utf8Bytes::from(text),
+                start: 0,
+            },
+        }));
+    }
+    match (f.kind, f.data) {
+        (Some(kind), Some(data)) => {
+            let text = format!("[{},{}]", kind.get(), data.get());
+            Ok(Some(Packet::Event {
+                args: Json {
+                    frame: Utf8Bytes::from(text),
+                    start: 0,
+                },
+            }))
+        }
+        _ => Ok(None),
     }
 }
 

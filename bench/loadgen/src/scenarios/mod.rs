@@ -44,11 +44,18 @@ pub struct Common {
         default_value = "bench-key"
     )]
     pub api_key: String,
+    /// Connect over livehub's plain WebSocket endpoint (`/ws`) instead of Socket.IO.
+    #[arg(long, env = "BENCH_PLAIN", global = true)]
+    pub plain: bool,
 }
 
 impl Common {
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint::new(self.server)
+        if self.plain {
+            Endpoint::plain(self.server)
+        } else {
+            Endpoint::new(self.server)
+        }
     }
 
     pub fn minter(&self) -> Minter {
