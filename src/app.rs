@@ -206,6 +206,8 @@ impl App {
             registry: plain_conns,
             ready: ready.clone(),
             cors: config.cors_origins.clone(),
+            ping_every: config.ws_ping_interval,
+            idle_after: config.ws_idle_timeout,
         });
         let routes = http::router(state, config.demo_dir.as_deref())
             .merge(plain::router(front.clone()))

@@ -63,6 +63,12 @@ pub struct ServeArgs {
     /// How long the event log keeps events for replay (e.g. `24h`, `90m`).
     #[arg(long, env = "EVENT_RETENTION")]
     pub event_retention: Option<String>,
+    /// How often plain WebSocket connections are pinged (e.g. `25s`).
+    #[arg(long, env = "WS_PING_INTERVAL")]
+    pub ws_ping_interval: Option<String>,
+    /// A plain WebSocket connection silent this long is closed with 4408 (e.g. `60s`).
+    #[arg(long, env = "WS_IDLE_TIMEOUT")]
+    pub ws_idle_timeout: Option<String>,
     /// `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -203,6 +209,10 @@ pub struct Config {
     pub rate_limit_per_minute: u32,
     /// Replay window.
     pub event_retention: Duration,
+    /// How often plain WebSocket connections are pinged.
+    pub ws_ping_interval: Duration,
+    /// Silence after which a plain WebSocket connection is closed (4408).
+    pub ws_idle_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter directive.
@@ -243,6 +253,33 @@ fn err(var: &'static str, flag: &'static str, message: impl Into<String>) -> Con
 }
 
 /// A present, non-blank value.
+/// A duration like `24h`, `90m` or `25s`, at least `min`.
+fn duration(
+    v: &Option<String>,
+    (var, flag): (&'static str, &'static str),
+    default: Duration,
+    min: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = match given(v) {
+        None => default,
+        Some(s) => humantime::parse_duration(s).map_err(|_| {
+            err(
+                var,
+                flag,
+                format!("expected a duration like 24h or 90m, got {s:?}"),
+            )
+        })?,
+    };
+    if d < min {
+        return Err(err(
+            var,
+            flag,
+            format!("must be at least {}", humantime::format_duration(min)),
+        ));
+    }
+    Ok(d)
+}
+
 fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
@@ -429,23 +466,24 @@ impl Config {
             120u32,
             "a whole number (0 = no limit)",
         )?;
-        let event_retention = match given(&a.event_retention) {
-            None => Duration::from_secs(24 * 3600),
-            Some(s) => humantime::parse_duration(s).map_err(|_| {
-                err(
-                    "EVENT_RETENTION",
-                    "event-retention",
-                    format!("expected a duration like 24h or 90m, got {s:?}"),
-                )
-            })?,
-        };
-        if event_retention < Duration::from_secs(1) {
-            return Err(err(
-                "EVENT_RETENTION",
-                "event-retention",
-                "must be at least 1s",
-            ));
-        }
+        let event_retention = duration(
+            &a.event_retention,
+            ("EVENT_RETENTION", "event-retention"),
+            Duration::from_secs(24 * 3600),
+            Duration::from_secs(1),
+        )?;
+        let ws_ping_interval = duration(
+            &a.ws_ping_interval,
+            ("WS_PING_INTERVAL", "ws-ping-interval"),
+            Duration::from_secs(25),
+            Duration::from_millis(100),
+        )?;
+        let ws_idle_timeout = duration(
+            &a.ws_idle_timeout,
+            ("WS_IDLE_TIMEOUT", "ws-idle-timeout"),
+            Duration::from_secs(60),
+            ws_ping_interval,
+        )?;
         let log_format = match given(&a.log_format) {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -622,6 +660,8 @@ impl Config {
             max_connections_per_ip,
             rate_limit_per_minute,
             event_retention,
+            ws_ping_interval,
+            ws_idle_timeout,
             log_format,
             log_level,
             encryption_key,

@@ -28,10 +28,6 @@ use crate::session::{Job, Reply, Session, handlers};
 
 /// How long a connection without a token may take to send its auth frame.
 pub(crate) const AUTH_DEADLINE: Duration = Duration::from_secs(10);
-/// How often the server pings.
-pub(crate) const PING_EVERY: Duration = Duration::from_secs(25);
-/// A connection that answered nothing for this long is closed.
-pub(crate) const IDLE_AFTER: Duration = Duration::from_secs(60);
 /// Frames written per flush when several are waiting.
 const WRITE_BATCH: usize = 64;
 
@@ -185,8 +181,12 @@ struct Link {
 
 impl Link {
     async fn run(&self, mut sink: Sink, mut stream: Stream, mut rx: mpsc::Receiver<Utf8Bytes>) {
-        let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        let (ping_every, idle_after) = (self.front.ping_every, self.front.idle_after);
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
+        // Re-armed lazily from `last_heard` when it fires, not on every message.
+        let idle = tokio::time::sleep(idle_after);
+        tokio::pin!(idle);
         loop {
             tokio::select! {
                 biased;
@@ -216,10 +216,16 @@ impl Link {
                         None => return,
                     }
                 }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() >= IDLE_AFTER {
+                () = &mut idle => {
+                    let deadline = last_heard + idle_after;
+                    if deadline <= Instant::now() {
                         self.conn.close(close::IDLE, "idle timeout");
-                    } else if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    } else {
+                        idle.as_mut().reset(deadline);
+                    }
+                }
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
                         return;
                     }
                 }

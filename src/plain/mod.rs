@@ -39,6 +39,10 @@ pub(crate) struct Front {
     /// False while starting and draining: new connections get 503.
     pub ready: Arc<AtomicBool>,
     pub cors: CorsOrigins,
+    /// How often connections are pinged (`WS_PING_INTERVAL`, 25 s).
+    pub ping_every: std::time::Duration,
+    /// Silence after which a connection is closed with 4408 (`WS_IDLE_TIMEOUT`, 60 s).
+    pub idle_after: std::time::Duration,
 }
 
 /// `/ws` and `/ws/connect`.

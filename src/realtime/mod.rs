@@ -215,18 +215,15 @@ fn outcome(result: Result<(), socketioxide::SendError>) -> SendOutcome {
 impl<A: Adapter> Fabric for IoFabric<A> {
     fn deliver(&self, event: &LoggedEvent) -> usize {
         if self.cross_node_broadcast {
-            // Other nodes have no shared log to read this from: send it through the adapter.
-            let Some(ns) = self.io.of("/") else { return 0 };
-            let mut op = ns.to(event.rooms.clone());
-            if !event.except.is_empty() {
-                op = op.except(event.except.clone());
-            }
-            let name = event.event.clone();
-            let payload = event.payload.clone();
-            tokio::spawn(async move {
-                if let Err(e) = op.emit(&name, &*payload).await {
-                    tracing::warn!(error = %e, "cross-node delivery failed");
-                }
+            // Other nodes have no shared log to read this from: send it through
+            // the adapter, in commit order (the one signal task), and to this
+            // node's sockets at least when the cluster does not answer.
+            let payload = serde_json::from_str(event.payload.get()).unwrap_or_default();
+            let _ = self.signals.send(Signal {
+                rooms: event.rooms.clone(),
+                except: event.except.clone(),
+                event: event.event.clone(),
+                payload,
             });
             return 0;
         }

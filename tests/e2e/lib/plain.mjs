@@ -7,10 +7,10 @@ import WebSocket from "ws";
  * authenticated). `query` goes on the URL; `headers` on the upgrade.
  * The returned client records every frame it receives.
  */
-export function openPlain(server, { path = "/ws", query = {}, headers = {}, origin } = {}) {
+export function openPlain(server, { path = "/ws", query = {}, headers = {}, origin, autoPong = true } = {}) {
   const url = new URL(path, server.url.replace(/^http/, "ws"));
   for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
-  const ws = new WebSocket(url, { headers, origin });
+  const ws = new WebSocket(url, { headers, origin, autoPong });
   const client = {
     ws,
     frames: [],

@@ -242,3 +242,27 @@ describe("cluster configuration", () => {
     void token;
   });
 });
+
+describe("ALLOW_SQLITE_CLUSTER (each node its own log)", { skip: env.skip }, () => {
+  it("events emitted on one node reach the other node's sockets in commit order", async () => {
+    const cluster = clusterName();
+    const { startServer } = await import("../lib/harness.mjs");
+    const node = (name) =>
+      startServer({ REDIS_URL: env.redis, CLUSTER_NAME: cluster, NODE_ID: name, ALLOW_SQLITE_CLUSTER: "true", RATE_LIMIT_PER_MINUTE: "0" });
+    const a = await node("lite-a");
+    const b = await node("lite-b");
+    try {
+      const onB = await connect(b.url, { token: userToken("lite-user", { branchId: "lite" }), ...ws });
+      const got = collect(onB, "dashboard:refresh");
+      const events = Array.from({ length: 300 }, (_, i) => ({ event: "dashboard:refresh", data: { branchId: "lite", i } }));
+      const res = await http(a, "POST", "/api/v1/emit/batch", { body: { events } });
+      assert.equal(res.status, 202);
+      await until(() => got.length >= 300, { what: `all 300 on the other node (got ${got.length})`, timeout: 10000 });
+      assert.deepEqual(got.map((p) => p.i), events.map((e) => e.data.i), "in commit order, once");
+      onB.close();
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});

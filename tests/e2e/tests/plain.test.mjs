@@ -507,3 +507,22 @@ describe("plain connections in a cluster", { skip: clusterEnv.skip }, () => {
     onA.close();
   });
 });
+
+describe("heartbeat", () => {
+  let server;
+  before(async () => (server = await startServer({ WS_PING_INTERVAL: "300ms", WS_IDLE_TIMEOUT: "1s" })));
+  after(() => server.stop());
+
+  it("pings; a client that answers stays, one that answers nothing is closed with 4408", async () => {
+    const alive = await plain(server, userToken("beating"));
+    let pings = 0;
+    alive.ws.on("ping", () => pings++);
+    // ws answers pings by itself, as browsers do.
+    const silent = await openPlain(server, { query: { token: userToken("silent") }, autoPong: false });
+    await sleep(2500);
+    assert.ok(pings >= 3, `pings every 300 ms (got ${pings})`);
+    assert.equal(alive.closed, null, "a client that answers pings stays");
+    assert.deepEqual(await silent.done, { code: 4408, reason: "idle timeout" });
+    alive.close();
+  });
+});
