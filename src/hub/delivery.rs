@@ -30,18 +30,23 @@ use crate::store::Store;
 pub const RING_CAPACITY: usize = 8192;
 const QUEUE_DEPTH: usize = 4096;
 
-/// The rooms a socket is in through the deliverer, and the log position at
-/// which it joined each: an event with a greater `seq` for that room reached it live.
+/// The rooms a socket is in through the deliverer, and for each the log
+/// position its delivery starts after: events of that room with a greater
+/// `seq` reached the socket, by its join's replay or live.
 #[derive(Debug, Default)]
 pub struct Membership {
     joined: Mutex<HashMap<String, i64>>,
 }
 
 impl Membership {
-    fn record(&self, rooms: &[String], at: i64) {
+    /// The socket entered `rooms` at `at`, after `fill` sent what it asked for.
+    fn record(&self, rooms: &[String], at: i64, fill: Option<&Fill>) {
         let mut joined = self.joined.lock();
         for room in rooms {
-            joined.entry(room.clone()).or_insert(at);
+            let from = fill
+                .and_then(|f| f.origin.iter().find(|(r, _)| r == room))
+                .map_or(at, |(_, after)| (*after).min(at));
+            joined.entry(room.clone()).or_insert(from);
         }
     }
 
@@ -71,8 +76,10 @@ impl Membership {
         self.joined.lock().contains_key(room)
     }
 
-    /// Whether an event for `rooms` at `seq` already reached the socket live.
-    fn received_live(&self, rooms: &[String], seq: i64) -> bool {
+    /// Whether an event for `rooms` at `seq` already reached the socket, live
+    /// or by the replay of an earlier join (an event of two rooms joined one
+    /// after the other is replayed once).
+    fn already_received(&self, rooms: &[String], seq: i64) -> bool {
         let joined = self.joined.lock();
         rooms
             .iter()
@@ -83,14 +90,26 @@ impl Membership {
 /// What a join must send before the socket enters its rooms.
 #[derive(Debug, Clone)]
 pub struct Fill {
-    /// Per room: events with a greater `seq` are wanted.
+    /// Per room: events with a greater `seq` are wanted (raised as stretches
+    /// are sent).
     pub after: Vec<(String, i64)>,
     /// Events up to this `seq` are marked `replayed: true`; later ones were
     /// emitted while the join was under way and go out unmarked.
     pub marked_through: i64,
+    /// `after` as asked for: where the socket's delivery of each room starts.
+    origin: Vec<(String, i64)>,
 }
 
 impl Fill {
+    /// A fill of each room's events after its position.
+    pub fn new(after: Vec<(String, i64)>, marked_through: i64) -> Fill {
+        Fill {
+            origin: after.clone(),
+            after,
+            marked_through,
+        }
+    }
+
     /// The smallest `after` of any room.
     pub fn min_after(&self) -> i64 {
         self.after.iter().map(|(_, a)| *a).min().unwrap_or(i64::MAX)
@@ -114,7 +133,7 @@ impl Fill {
         let excluded = except
             .iter()
             .any(|x| socket_rooms.contains(x) || self.after.iter().any(|(room, _)| room == x));
-        for_us && !excluded && !membership.received_live(rooms, seq)
+        for_us && !excluded && !membership.already_received(rooms, seq)
     }
 
     /// The payload to send for `seq`: marked when it was missed.
@@ -381,7 +400,7 @@ impl Deliverer {
             }
         }
         self.fabric.join(op.sid, &op.rooms);
-        op.membership.record(&op.rooms, at);
+        op.membership.record(&op.rooms, at, op.fill.as_ref());
         let _ = op.reply.send(JoinReply::Joined { sent, at });
     }
 }
@@ -445,10 +464,7 @@ mod tests {
                 sid: Sid::new(),
                 membership: Arc::new(Membership::default()),
                 rooms: vec!["r".into()],
-                fill: Some(Fill {
-                    after: vec![("r".into(), after)],
-                    marked_through: 0,
-                }),
+                fill: Some(Fill::new(vec![("r".into(), after)], 0)),
                 reply,
             })
             .await;

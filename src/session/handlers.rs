@@ -182,10 +182,7 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
         }
     }
 
-    let fill = Fill {
-        after,
-        marked_through: connected_at,
-    };
+    let fill = Fill::new(after, connected_at);
     match ctx
         .hub
         .join(session.sid, session.membership.clone(), rooms, Some(fill))
@@ -331,10 +328,7 @@ async fn join(
                 .too_far_behind(std::slice::from_ref(&room), seq)
                 .await
             {
-                Ok(false) => Some(Fill {
-                    after: vec![(room.clone(), seq)],
-                    marked_through: ctx.hub.position(),
-                }),
+                Ok(false) => Some(Fill::new(vec![(room.clone(), seq)], ctx.hub.position())),
                 Ok(true) => {
                     reset_reason = Some(OffsetProblem::TooFarBehind);
                     None
