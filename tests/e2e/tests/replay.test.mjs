@@ -369,3 +369,47 @@ describe("the offline queue across a drop in the middle of its replay", () => {
     after.close();
   });
 });
+
+describe("the offline queue across a crash in the middle of its replay", () => {
+  it("kill -9 while a reconnecting user takes the queue: after the restart every acknowledged event reaches them", async () => {
+    let server = await startServer({ RATE_LIMIT_PER_MINUTE: "0" });
+    const env = server.env;
+    const user = "crash-queue";
+    const tok = userToken(user);
+    try {
+      const once = await openPlain(server, { query: { token: tok } });
+      await once.next((f) => f.type === "connection_established");
+      once.close();
+      await once.done;
+      await sleep(200);
+      // The ledger: every offset a 202 acknowledged.
+      const pad = "q".repeat(4000);
+      const acknowledged = [];
+      for (let batch = 0; batch < 12; batch++) {
+        const events = Array.from({ length: 250 }, (_, i) => ({ event: "notification", user, data: { title: `n${batch * 250 + i}`, message: pad, severity: "info" } }));
+        const res = await http(server, "POST", "/api/v1/emit/batch", { body: { events } });
+        assert.equal(res.status, 202);
+        acknowledged.push(...res.body.results.map((r) => r.offset));
+      }
+      // The user comes back; while the queue streams in, the server dies.
+      const taking = await openPlain(server, { query: { token: tok } });
+      await until(() => taking.all("notification").length >= 20, { what: "the start of the queue" });
+      taking.ws._socket.pause();
+      await server.stop("SIGKILL");
+      const seen = new Set(taking.all("notification").map((f) => f.offset));
+      taking.ws.terminate();
+      assert.ok(seen.size < acknowledged.length, `the crash must land mid-replay (${seen.size} of ${acknowledged.length})`);
+
+      server = await startServer(env);
+      const back = await openPlain(server, { query: { token: tok } });
+      const owed = acknowledged.filter((o) => !seen.has(o));
+      await until(() => owed.every((o) => back.frames.some((f) => f.offset === o)), { what: "every acknowledged event", timeout: 20000 });
+      const got = back.all("notification").map((f) => f.offset);
+      assert.equal(new Set(got).size, got.length, "each once on this connection");
+      assert.deepEqual(got, [...got].sort(), "in offset order");
+      back.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
