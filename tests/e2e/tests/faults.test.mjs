@@ -1,0 +1,77 @@
+// Faults against a real livehub process, each followed by a ledger check:
+// every event acknowledged with 202 reached the client owed it, exactly once,
+// and nothing refused did. (Crashes mid-replay are in replay.test.mjs.)
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { http, sleep, startServer, until, userToken } from "../lib/harness.mjs";
+import { plain } from "../lib/plain.mjs";
+
+/** A size-limited tmpfs (root only), or why not. */
+function smallDisk(megabytes) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "livehub-fulldisk-"));
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", `size=${megabytes}m`, "tmpfs", dir], { stdio: "pipe" });
+  } catch (e) {
+    return { skip: `skipped: cannot mount a small tmpfs here (${String(e.stderr || e.message).trim()}); the full-disk test needs root` };
+  }
+  process.on("exit", () => {
+    try {
+      execFileSync("umount", ["-l", dir], { stdio: "pipe" });
+    } catch {
+      // best effort
+    }
+  });
+  return { dir };
+}
+
+const disk = process.getuid?.() === 0 ? smallDisk(8) : { skip: "skipped: the full-disk test needs root (to mount a small tmpfs)" };
+if (disk.skip && process.env.LIVEHUB_REQUIRE_SERVICES === "1" && process.getuid?.() === 0) throw new Error(disk.skip);
+
+describe("a full disk under the SQLite log", { skip: disk.skip }, () => {
+  let server;
+  let filler;
+  before(async () => {
+    // Room for the database to start; the rest taken by a file we can delete.
+    server = await startServer({ DATABASE_URL: `sqlite://${disk.dir}/livehub.db`, RATE_LIMIT_PER_MINUTE: "0" });
+    filler = path.join(disk.dir, "filler");
+    const free = () => Number(execFileSync("df", ["--output=avail", "-B1", disk.dir]).toString().split("\n")[1]);
+    fs.writeFileSync(filler, Buffer.alloc(Math.max(0, free() - 512 * 1024)));
+  });
+  after(() => server?.stop());
+
+  it("emits get 503 while the disk is full, the server stays up, and after space returns every 202 is delivered once", async () => {
+    const client = await plain(server, userToken("disk-watcher", { branchId: "disk" }));
+    const pad = "d".repeat(60_000);
+    const acknowledged = [];
+    let refused = 0;
+    for (let i = 0; i < 60 && refused < 3; i++) {
+      const res = await http(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "disk", i, pad } } });
+      if (res.status === 202) acknowledged.push(res.body.offset);
+      else {
+        assert.equal(res.status, 503, `a full disk is 503, not ${res.status}: ${res.text.slice(0, 200)}`);
+        assert.equal(res.body.error.code, "internal");
+        refused++;
+      }
+    }
+    assert.ok(refused > 0, "the disk filled up");
+    assert.equal((await http(server, "GET", "/health")).status, 200, "the server is still serving");
+    // Space comes back: emits work again without a restart.
+    fs.rmSync(filler);
+    await until(async () => {
+      const res = await http(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "disk", i: "after" } } });
+      if (res.status === 202) acknowledged.push(res.body.offset);
+      return res.status === 202;
+    }, { what: "an emit accepted after space returned", timeout: 15000, interval: 300 });
+    // The ledger.
+    await until(() => acknowledged.every((o) => client.frames.some((f) => f.offset === o)), { what: "every acknowledged event delivered" });
+    await sleep(300);
+    const got = client.all("dashboard:refresh").map((f) => f.offset);
+    assert.equal(new Set(got).size, got.length, "each once");
+    assert.deepEqual(got.filter((o) => !acknowledged.includes(o)), [], "nothing that was refused");
+    client.close();
+  });
+});
