@@ -143,6 +143,7 @@ start_server() {
   case "$kind" in
     livehub-sqlite|livehub-plain) cmd=("${livehub[@]}" "$sqlite" "$LIVEHUB" serve) ;;
     livehub-nolog)  cmd=("${livehub[@]}" "$sqlite" EVENT_LOG=off "$LIVEHUB" serve) ;;
+    livehub-normal) cmd=("${livehub[@]}" "$sqlite?synchronous=normal" "$LIVEHUB" serve) ;;
     livehub-pg)     pg_reset || return 1
                     cmd=("${livehub[@]}" DATABASE_URL="$PG_URL" "$LIVEHUB" serve) ;;
     node)           cmd=("${base[@]}" NODE_ENV=production node "$NODE_PEER/server.js") ;;
@@ -181,7 +182,7 @@ CASES=(
   "fanout-fixed|Fan-out, $BENCH_FIXED_SOCKETS sockets at $BENCH_FIXED_RATE emits/s|livehub-sqlite livehub-plain node|fanout --sockets $BENCH_FIXED_SOCKETS --rate $BENCH_FIXED_RATE --duration $BENCH_FIXED_S --warmup $BENCH_WARMUP_S"
   "idle|Idle memory, $BENCH_IDLE_CONNECTIONS websockets|livehub-sqlite livehub-plain node|idle --connections $BENCH_IDLE_CONNECTIONS --server-pid @PID@"
   "connect-storm|Connect storm (JWT handshakes), $BENCH_STORM_WORKERS workers|livehub-sqlite node|connect-storm --workers $BENCH_STORM_WORKERS --duration $BENCH_STORM_S --warmup $BENCH_WARMUP_S"
-  "emit-api|Emit API alone, $BENCH_EMIT_CLIENTS keep-alive clients|livehub-sqlite livehub-pg livehub-nolog node|emit-api --clients $BENCH_EMIT_CLIENTS --duration $BENCH_EMIT_S --warmup $BENCH_WARMUP_S"
+  "emit-api|Emit API alone, $BENCH_EMIT_CLIENTS keep-alive clients|livehub-sqlite livehub-normal livehub-pg livehub-nolog node|emit-api --clients $BENCH_EMIT_CLIENTS --duration $BENCH_EMIT_S --warmup $BENCH_WARMUP_S"
   "replay-user|Replay of $BENCH_REPLAY_EVENTS missed events (user room, auth.offset)|livehub-sqlite livehub-pg|replay --via user --events $BENCH_REPLAY_EVENTS"
   "replay-room|Replay of $BENCH_REPLAY_EVENTS missed events (shipment room, join with since)|livehub-sqlite|replay --via room --events $BENCH_REPLAY_EVENTS"
 )

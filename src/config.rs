@@ -387,7 +387,21 @@ impl Config {
 
         let database_url = match given(&a.database_url) {
             None => DatabaseUrl::Sqlite(DEFAULT_DATABASE_URL.into()),
-            Some(u) if u.starts_with("sqlite:") => DatabaseUrl::Sqlite(u.into()),
+            Some(u) if u.starts_with("sqlite:") => {
+                let setting = u
+                    .split(['?', '&'])
+                    .find_map(|p| p.strip_prefix("synchronous="));
+                if setting
+                    .is_some_and(|v| !["full", "normal"].contains(&v.to_ascii_lowercase().as_str()))
+                {
+                    return Err(err(
+                        "DATABASE_URL",
+                        "database-url",
+                        "`synchronous=` must be full (the default: a 202 is on disk) or normal",
+                    ));
+                }
+                DatabaseUrl::Sqlite(u.into())
+            }
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
                 DatabaseUrl::Postgres(u.into())
             }

@@ -26,17 +26,46 @@ pub(super) struct SqliteStore {
     head: std::sync::Arc<tokio::sync::Mutex<Option<i64>>>,
 }
 
+/// The URL without livehub's own `synchronous=` parameter, and the setting.
+///
+/// FULL by default: the WAL is fsynced before a commit returns, so a `202` is
+/// on disk. `?synchronous=normal` trades that for speed: a power loss or an OS
+/// crash (not a crash of livehub) can undo the last commits, and the next
+/// events then reuse their offsets, so a client holding one would silently
+/// resume past events it never saw. The log writer commits many emits per
+/// fsync, which keeps FULL's cost low (see docs/performance.md).
+fn durability(url: &str) -> (String, SqliteSynchronous) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), SqliteSynchronous::Full);
+    };
+    let mut synchronous = SqliteSynchronous::Full;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("synchronous=") {
+            Some(v) => {
+                if v.eq_ignore_ascii_case("normal") {
+                    synchronous = SqliteSynchronous::Normal;
+                }
+                false
+            }
+            None => !pair.is_empty(),
+        })
+        .collect();
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, synchronous)
+}
+
 impl SqliteStore {
     pub(super) async fn open(url: &str) -> StoreResult<SqliteStore> {
-        let options = SqliteConnectOptions::from_str(url)?
+        let (url, synchronous) = durability(url);
+        let options = SqliteConnectOptions::from_str(&url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: the WAL is fsynced before a commit returns, so a `202` is on
-            // disk. (NORMAL would let a power loss or an OS crash undo the last
-            // commits, and the next events would reuse their offsets: a client
-            // holding one would silently resume past events it never saw.) The
-            // log writer commits many emits per fsync, which keeps the cost low.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(10))
             // SQLite checkpoints the WAL inside whichever commit crosses 1000
             // pages, fsync included — on the log writer's path, a latency spike

@@ -27,8 +27,9 @@ pub struct Args {
 }
 
 /// Servers in the order the tables list them.
-const SERVERS: [(&str, &str); 5] = [
+const SERVERS: [(&str, &str); 6] = [
     ("livehub-sqlite", "livehub (SQLite log)"),
+    ("livehub-normal", "livehub (SQLite log, synchronous=normal)"),
     ("livehub-plain", "livehub, plain WebSocket /ws (SQLite log)"),
     ("livehub-pg", "livehub (PostgreSQL log)"),
     ("livehub-nolog", "livehub (EVENT_LOG=off)"),
