@@ -219,6 +219,8 @@ impl App {
             let front = front.clone();
             Box::pin(async move {
                 futures_util::join!(realtime::drain(&io, &sessions), plain::drain(&front));
+                // The departures just recorded must reach the database before it closes.
+                sessions.flush_marks().await;
                 io.close().await
             })
         });

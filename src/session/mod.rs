@@ -14,6 +14,7 @@
 pub(crate) mod expiry;
 pub(crate) mod handlers;
 pub(crate) mod limits;
+pub(crate) mod marks;
 pub(crate) mod state;
 
 use std::sync::Arc;
@@ -74,8 +75,8 @@ pub(crate) struct Sessions {
     pub branch_sockets: state::BranchSockets,
     /// Limits.
     pub settings: Settings,
-    /// The database, for the offline queue (none when the log is off).
-    pub store: Option<Store>,
+    /// The users' offline marks (none when the log is off).
+    pub marks: Option<marks::Marks>,
     /// Who views what, and who is connected.
     pub presence: Presence,
     /// Tells rooms who came and went.
@@ -123,7 +124,7 @@ impl Sessions {
             user_locks: state::UserLocks::default(),
             branch_sockets: state::BranchSockets::default(),
             settings: parts.settings,
-            store: parts.store,
+            marks: parts.store.map(marks::Marks::start),
             presence: parts.presence,
             chat: parts.chat,
         }
@@ -132,33 +133,34 @@ impl Sessions {
     /// Records that the user's last socket is gone at log `position`, so that
     /// events for the user after it wait for their next connection.
     pub(crate) async fn mark_offline(&self, user: &str, position: i64) {
-        if let Some(store) = &self.store {
-            let now = chrono::Utc::now().timestamp_millis();
-            if let Err(e) = store.mark_offline(user, position, now).await {
-                tracing::warn!(error = %e, "could not record an offline user");
-            }
+        if let Some(marks) = &self.marks {
+            marks.set(user, crate::store::OfflineMark::Offline(position));
         }
     }
 
     /// Records that the user is online and has everything up to `position`.
     pub(crate) async fn mark_online(&self, user: &str, position: i64) {
-        if let Some(store) = &self.store {
-            let now = chrono::Utc::now().timestamp_millis();
-            if let Err(e) = store.mark_online(user, position, now).await {
-                tracing::warn!(error = %e, "could not record an online user");
-            }
+        if let Some(marks) = &self.marks {
+            marks.set(user, crate::store::OfflineMark::Online(position));
         }
     }
 
     /// Where the user's offline queue starts (`None` without a log, or when
     /// the database does not answer: then the queue waits for the next connect).
     pub(crate) async fn offline_mark(&self, user: &str) -> Option<crate::store::OfflineMark> {
-        let store = self.store.as_ref()?;
-        store
-            .offline_mark(user)
+        self.marks
+            .as_ref()?
+            .get(user)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "offline queue lookup failed"))
             .ok()
+    }
+
+    /// Waits until every offline mark made so far is written (shutdown).
+    pub(crate) async fn flush_marks(&self) {
+        if let Some(marks) = &self.marks {
+            marks.flush().await;
+        }
     }
 }
 

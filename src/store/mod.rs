@@ -294,14 +294,28 @@ impl Store {
 
     /// Records that `user_id` has no connection left, as of `seq`.
     pub async fn mark_offline(&self, user_id: &str, seq: i64, now_ms: i64) -> StoreResult<()> {
-        dispatch!(self.mark_offline(user_id, seq, now_ms))
+        let marks = [(user_id.to_string(), OfflineMark::Offline(seq))];
+        self.set_offline_marks(&marks, now_ms).await
     }
 
     /// Records that `user_id` is online, having been delivered everything up
     /// to `seq`: a connection of theirs that finds this mark without a
     /// disconnect behind it (its node died) resumes from `seq`.
     pub async fn mark_online(&self, user_id: &str, seq: i64, now_ms: i64) -> StoreResult<()> {
-        dispatch!(self.mark_online(user_id, seq, now_ms))
+        let marks = [(user_id.to_string(), OfflineMark::Online(seq))];
+        self.set_offline_marks(&marks, now_ms).await
+    }
+
+    /// Writes several users' marks in one transaction (`Never` is skipped).
+    pub async fn set_offline_marks(
+        &self,
+        marks: &[(String, OfflineMark)],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self.set_offline_marks(marks, now_ms))
     }
 
     /// Where `user_id`'s offline queue starts. Reading does not consume it:

@@ -297,41 +297,31 @@ impl PgStore {
         Ok(pruned)
     }
 
-    pub(super) async fn mark_offline(
+    /// Writes offline marks, in one transaction (latest per user last).
+    pub(super) async fn set_offline_marks(
         &self,
-        user_id: &str,
-        seq: i64,
+        marks: &[(String, OfflineMark)],
         now_ms: i64,
     ) -> StoreResult<()> {
-        self.set_offline_mark(user_id, seq, false, now_ms).await
-    }
-
-    pub(super) async fn mark_online(
-        &self,
-        user_id: &str,
-        seq: i64,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        self.set_offline_mark(user_id, seq, true, now_ms).await
-    }
-
-    async fn set_offline_mark(
-        &self,
-        user_id: &str,
-        seq: i64,
-        online: bool,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO offline_users (user_id, since_seq, online, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
-        )
-        .bind(user_id)
-        .bind(seq)
-        .bind(i64::from(online))
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        for (user_id, mark) in marks {
+            let (seq, online) = match *mark {
+                OfflineMark::Offline(seq) => (seq, 0i64),
+                OfflineMark::Online(seq) => (seq, 1),
+                OfflineMark::Never => continue,
+            };
+            sqlx::query(
+                "INSERT INTO offline_users (user_id, since_seq, online, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
+            )
+            .bind(user_id)
+            .bind(seq)
+            .bind(online)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
