@@ -2,7 +2,7 @@
 //!
 //! [`Store`] is one type with two backings — embedded SQLite (the default) and
 //! PostgreSQL — chosen by `DATABASE_URL`. Each method dispatches to the backing's
-//! own SQL ([`sqlite`], [`postgres`]); callers never see which one runs.
+//! own SQL (`sqlite`, `postgres`); callers never see which one runs.
 //!
 //! The event log's invariant, on both backings: an event's `seq` is allocated
 //! from `log_meta.last_seq` inside the transaction that inserts it, under the
