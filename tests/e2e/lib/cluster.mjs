@@ -128,3 +128,37 @@ function freePort() {
     });
   });
 }
+
+/**
+ * A private PostgreSQL server (its own data directory and port, fsync off),
+ * for tests that stop and restart the database. Needs root (the server runs
+ * as the `postgres` user) and Debian's PostgreSQL binaries; `{ skip }` otherwise.
+ */
+export async function privatePostgres() {
+  const fs = await import("node:fs");
+  const os = await import("node:os");
+  const path = await import("node:path");
+  const versions = fs.existsSync("/usr/lib/postgresql") ? fs.readdirSync("/usr/lib/postgresql") : [];
+  const bin = versions.map((v) => `/usr/lib/postgresql/${v}/bin`).find((b) => fs.existsSync(`${b}/initdb`));
+  if (!bin || process.getuid?.() !== 0) {
+    return { skip: "skipped: a private PostgreSQL needs root and Debian's PostgreSQL binaries" };
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "livehub-pg-"));
+  execFileSync("chown", ["postgres", dir]);
+  const as = (cmd, args) => execFileSync("runuser", ["-u", "postgres", "--", `${bin}/${cmd}`, ...args], { stdio: "pipe" });
+  as("initdb", ["-D", dir, "-A", "trust", "-U", "postgres", "--no-sync"]);
+  const port = await freePort();
+  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+  const start = () => as("pg_ctl", ["-D", dir, "-o", opts, "-l", `${dir}/log`, "-w", "start"]);
+  const stop = () => as("pg_ctl", ["-D", dir, "-m", "fast", "-w", "stop"]);
+  start();
+  process.on("exit", () => {
+    try {
+      stop();
+    } catch {
+      // already stopped
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, start, stop };
+}

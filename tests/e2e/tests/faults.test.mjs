@@ -75,3 +75,63 @@ describe("a full disk under the SQLite log", { skip: disk.skip }, () => {
     client.close();
   });
 });
+
+describe("PostgreSQL stopped and restarted while emits flow", () => {
+  it("emits wait or get 503, in bounded time, during the outage; delivery resumes after it; every 202 is delivered once, in order", async (t) => {
+    const { privatePostgres } = await import("../lib/cluster.mjs");
+    const pg = await privatePostgres();
+    if (pg.skip) {
+      if (process.env.LIVEHUB_REQUIRE_SERVICES === "1" && process.getuid?.() === 0) throw new Error(pg.skip);
+      t.skip(pg.skip);
+      return;
+    }
+    const server = await startServer({ DATABASE_URL: pg.url, RATE_LIMIT_PER_MINUTE: "0" });
+    try {
+      const client = await plain(server, userToken("pg-watcher", { branchId: "pg" }));
+      const acknowledged = [];
+      const refused = [];
+      let slowest = 0;
+      const outage = (async () => {
+        await sleep(800);
+        pg.stop();
+        await sleep(2500);
+        pg.start();
+      })();
+      const started = Date.now();
+      for (let i = 0; Date.now() - started < 7000; i++) {
+        const t0 = Date.now();
+        const res = await http(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "pg", i } } });
+        slowest = Math.max(slowest, Date.now() - t0);
+        if (res.status === 202) acknowledged.push(res.body.offset);
+        else {
+          assert.equal(res.status, 503, `an outage is 503, not ${res.status}: ${res.text.slice(0, 200)}`);
+          refused.push(i);
+        }
+        await sleep(50);
+      }
+      await outage;
+      // An emit during the outage waits for the database (up to the pool's
+      // 10 s) or is refused with 503; never a hang, never another status.
+      assert.ok(refused.length > 0 || slowest > 1000, `the outage was felt (slowest ${slowest} ms, ${refused.length} refused)`);
+      assert.ok(slowest < 15_000, `every emit was answered in bounded time (slowest ${slowest} ms)`);
+      // After the outage, emits are accepted again without a restart of livehub.
+      await until(async () => {
+        const res = await http(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "pg", i: "after" } } });
+        if (res.status === 202) acknowledged.push(res.body.offset);
+        return res.status === 202;
+      }, { what: "an emit accepted after the database came back", timeout: 15000, interval: 300 });
+      await until(() => acknowledged.every((o) => client.frames.some((f) => f.offset === o)), {
+        what: "every acknowledged event delivered",
+        timeout: 15000,
+      });
+      await sleep(300);
+      const got = client.all("dashboard:refresh").map((f) => f.offset);
+      assert.equal(new Set(got).size, got.length, "each once");
+      assert.deepEqual(got, [...got].sort(), "in offset order");
+      assert.deepEqual(got.filter((o) => !acknowledged.includes(o)), [], "nothing refused was delivered");
+      client.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
