@@ -14,6 +14,22 @@ use crate::hub::Receipt;
 /// The most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 1000;
 
+/// How long an emit waits for the log before the controller is answered 503.
+/// (A database that answers nothing — frozen, cut off — would otherwise hold
+/// the request until the statement timeout or TCP gives up.)
+pub const EMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `work`'s outcome, or 503 after [`EMIT_DEADLINE`]. The emit may still be
+/// committed after that: a retry with the same idempotency key is safe.
+async fn within_deadline<T>(work: impl std::future::Future<Output = T>) -> Result<T, Rejection> {
+    tokio::time::timeout(EMIT_DEADLINE, work).await.map_err(|_| {
+        Rejection::internal(
+            "the event log did not answer in time; the event may still be logged: \
+             retry with the same Idempotency-Key",
+        )
+    })
+}
+
 /// `POST /api/v1/emit`
 pub async fn emit(
     State(state): State<AppState>,
@@ -28,7 +44,7 @@ pub async fn emit(
             .map_err(|_| Rejection::bad_request("Idempotency-Key must be printable ASCII"))?;
         emit.idempotency_key = Some(key.trim().to_string());
     }
-    let receipt = state.hub.emit(emit).await?;
+    let receipt = within_deadline(state.hub.emit(emit)).await??;
     Ok((StatusCode::ACCEPTED, axum::Json(receipt_json(&receipt))))
 }
 
@@ -66,7 +82,9 @@ pub async fn emit_batch(
         .iter()
         .filter_map(|r| r.as_ref().ok().cloned())
         .collect();
-    let mut outcomes = state.hub.emit_many(valid).await.into_iter();
+    let mut outcomes = within_deadline(state.hub.emit_many(valid))
+        .await?
+        .into_iter();
     let results: Vec<Value> = parsed
         .into_iter()
         .map(

@@ -160,5 +160,22 @@ export async function privatePostgres() {
     }
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, start, stop };
+  /** SIGSTOP (or SIGCONT) the server and its backends: a database that answers nothing. */
+  const signalAll = (sig) => {
+    const postmaster = fs.readFileSync(`${dir}/postmaster.pid`, "utf8").split("\n")[0].trim();
+    let children = [];
+    try {
+      children = execFileSync("pgrep", ["-P", postmaster]).toString().split("\n").filter(Boolean);
+    } catch {
+      // no children
+    }
+    execFileSync("kill", [`-${sig}`, postmaster, ...children]);
+  };
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    start,
+    stop,
+    freeze: () => signalAll("STOP"),
+    thaw: () => signalAll("CONT"),
+  };
 }

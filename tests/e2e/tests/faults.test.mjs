@@ -135,3 +135,51 @@ describe("PostgreSQL stopped and restarted while emits flow", () => {
     }
   });
 });
+
+describe("PostgreSQL frozen (SIGSTOP): it answers nothing", () => {
+  it("an emit gets 503 within the deadline instead of hanging; after the thaw emits flow and are delivered", async (t) => {
+    const { privatePostgres } = await import("../lib/cluster.mjs");
+    const pg = await privatePostgres();
+    if (pg.skip) {
+      if (process.env.LIVEHUB_REQUIRE_SERVICES === "1" && process.getuid?.() === 0) throw new Error(pg.skip);
+      t.skip(pg.skip);
+      return;
+    }
+    const server = await startServer({ DATABASE_URL: pg.url, RATE_LIMIT_PER_MINUTE: "0" });
+    let frozen = false;
+    try {
+      const client = await plain(server, userToken("frozen-watcher", { branchId: "ice" }));
+      const before = await http(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "ice", i: 0 } } });
+      assert.equal(before.status, 202);
+      pg.freeze();
+      frozen = true;
+      const t0 = Date.now();
+      const during = await http(server, "POST", "/api/v1/emit", {
+        body: { event: "dashboard:refresh", data: { branchId: "ice", i: 1 } },
+        headers: { "idempotency-key": "frozen-1" },
+      });
+      const waited = Date.now() - t0;
+      assert.equal(during.status, 503, during.text.slice(0, 200));
+      assert.equal(during.body.error.code, "internal");
+      assert.ok(waited < 20_000, `answered within the deadline (${waited} ms)`);
+      assert.equal((await http(server, "GET", "/health")).status, 200, "the node still serves");
+      pg.thaw();
+      frozen = false;
+      // The retry with the same key is safe whether or not the first one was logged.
+      const retried = await until(async () => {
+        const res = await http(server, "POST", "/api/v1/emit", {
+          body: { event: "dashboard:refresh", data: { branchId: "ice", i: 1 } },
+          headers: { "idempotency-key": "frozen-1" },
+        });
+        return res.status === 202 && res;
+      }, { what: "the retry accepted after the thaw", timeout: 40000, interval: 500 });
+      await until(() => client.frames.some((f) => f.offset === retried.body.offset), { what: "the retried event delivered", timeout: 20000 });
+      const ones = client.all("dashboard:refresh").filter((f) => f.data.i === 1);
+      assert.equal(ones.length, 1, "the event emitted twice under one key reached the client once");
+      client.close();
+    } finally {
+      if (frozen) pg.thaw();
+      await server.stop();
+    }
+  });
+});
