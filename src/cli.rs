@@ -54,7 +54,8 @@ pub fn main() -> i32 {
     match cli.command {
         Some(Command::Token(t)) => token(t),
         Some(Command::Migrate(args)) => with_config(&args, |config| async move {
-            crate::store::Store::connect(&config.database_url).await?;
+            let store = crate::store::Store::connect(&config.database_url).await?;
+            store.close().await;
             println!(
                 "migrations applied to {}",
                 crate::config::redact_url(config.database_url.as_str())

@@ -22,12 +22,14 @@ pub const EMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15
 /// `work`'s outcome, or 503 after [`EMIT_DEADLINE`]. The emit may still be
 /// committed after that: a retry with the same idempotency key is safe.
 async fn within_deadline<T>(work: impl std::future::Future<Output = T>) -> Result<T, Rejection> {
-    tokio::time::timeout(EMIT_DEADLINE, work).await.map_err(|_| {
-        Rejection::internal(
-            "the event log did not answer in time; the event may still be logged: \
+    tokio::time::timeout(EMIT_DEADLINE, work)
+        .await
+        .map_err(|_| {
+            Rejection::internal(
+                "the event log did not answer in time; the event may still be logged: \
              retry with the same Idempotency-Key",
-        )
-    })
+            )
+        })
 }
 
 /// `POST /api/v1/emit`

@@ -22,6 +22,8 @@ const MAX_ROWS_PER_INSERT: usize = 4000;
 #[derive(Clone)]
 pub(super) struct SqliteStore {
     pub(super) pool: SqlitePool,
+    /// Commits are not fsynced (`synchronous=normal`): see `migrate`.
+    relaxed: bool,
     /// The log's last `seq` as this process last wrote it (see `append_script`).
     head: std::sync::Arc<tokio::sync::Mutex<Option<i64>>>,
 }
@@ -90,6 +92,7 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore {
             pool,
+            relaxed: matches!(synchronous, SqliteSynchronous::Normal),
             head: Default::default(),
         })
     }
@@ -105,6 +108,38 @@ impl SqliteStore {
         .bind(epoch)
         .execute(&self.pool)
         .await?;
+        self.guard_epoch(epoch).await
+    }
+
+    /// With `synchronous=normal` a power cut can undo the last commits, and the
+    /// next events would take their offsets again: a client holding one would
+    /// resume past events it never saw. So a log that was not closed cleanly
+    /// while relaxed takes a new epoch: every older offset becomes unknown, and
+    /// its client is told to refetch. (A crash of livehub alone loses nothing,
+    /// but cannot be told apart.) Offline marks past the log's end are clamped.
+    async fn guard_epoch(&self, fresh: &str) -> StoreResult<()> {
+        let unclean: i64 = sqlx::query_scalar("SELECT open_unclean FROM log_meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        if unclean == 1 {
+            tracing::warn!(
+                "the event log was not closed cleanly while synchronous=normal: it takes a new epoch, \
+                 and clients holding older offsets will be told to refetch"
+            );
+            sqlx::query("UPDATE log_meta SET epoch = ? WHERE id = 1")
+                .bind(fresh)
+                .execute(&self.pool)
+                .await?;
+            sqlx::query(
+                "UPDATE offline_users SET since_seq = MIN(since_seq, (SELECT last_seq FROM log_meta WHERE id = 1))",
+            )
+            .execute(&self.pool)
+            .await?;
+        }
+        sqlx::query("UPDATE log_meta SET open_unclean = ? WHERE id = 1")
+            .bind(i64::from(self.relaxed))
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -114,6 +149,9 @@ impl SqliteStore {
     }
 
     pub(super) async fn close(&self) {
+        let _ = sqlx::query("UPDATE log_meta SET open_unclean = 0 WHERE id = 1")
+            .execute(&self.pool)
+            .await;
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await;

@@ -183,3 +183,38 @@ describe("PostgreSQL frozen (SIGSTOP): it answers nothing", () => {
     }
   });
 });
+
+describe("DATABASE_URL …?synchronous=normal", () => {
+  it("a log not closed cleanly takes a new epoch: after kill -9 an older offset is told to refetch; after SIGTERM it resumes", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "livehub-relaxed-"));
+    const env = { DATABASE_URL: `sqlite://${dir}/livehub.db?synchronous=normal` };
+    const user = "epoch-user";
+    const emitOne = (srv, n) => http(srv, "POST", "/api/v1/emit", { body: { event: "notification", user, data: { title: `n${n}`, message: "m", severity: "info" } } });
+    let server = await startServer(env);
+    try {
+      const first = await emitOne(server, 1);
+      assert.equal(first.status, 202);
+      // A clean stop: the same epoch, the offset resumes.
+      await server.stop("SIGTERM");
+      server = await startServer(env);
+      await emitOne(server, 2);
+      const resumed = await plain(server, userToken(user), { query: { offset: first.body.offset } });
+      const replayed = await resumed.next((f) => f.type === "notification");
+      assert.deepEqual([replayed.data.title, replayed.replayed], ["n2", true]);
+      assert.equal(resumed.all("replay:reset").length, 0);
+      resumed.close();
+      // A crash: it cannot be told from a power cut, so offsets from before it are refused.
+      const last = await emitOne(server, 3);
+      await server.stop("SIGKILL");
+      server = await startServer(env);
+      const after = await plain(server, userToken(user), { query: { offset: last.body.offset } });
+      const reset = await after.next((f) => f.type === "replay:reset");
+      assert.equal(reset.data.reason, "unknown_offset");
+      assert.notEqual(reset.data.latestOffset.split("-")[0], last.body.offset.split("-")[0], "a new epoch");
+      after.close();
+    } finally {
+      await server.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
