@@ -302,17 +302,29 @@ fn prepare_dev(config: &mut Config) -> Option<DevInfo> {
     if !config.dev {
         return None;
     }
+    let mut generated = true;
     if config.jwt.secret.is_none() {
         config.jwt.secret = Some(hex::encode(rand::random::<[u8; 32]>()));
+    } else {
+        generated = false;
     }
     if config.api_keys.is_empty() {
         config
             .api_keys
             .push(format!("dev-{}", hex::encode(rand::random::<[u8; 12]>())));
+    } else {
+        generated = false;
+    }
+    if !generated {
+        tracing::warn!(
+            "dev mode beside a configured JWT_SECRET or API_KEYS: /dev/token and /dev/config are off, \
+             so that they never hand out real credentials"
+        );
     }
     Some(DevInfo {
         secret: config.jwt.secret.clone().unwrap_or_default(),
         api_key: config.api_keys[0].clone(),
+        generated,
     })
 }
 
@@ -337,7 +349,8 @@ fn announce(app: &App, addr: SocketAddr) {
         cluster = c.redis_url.is_some(),
         "livehub started"
     );
-    if let Some(dev) = app.dev_info() {
+    // Secrets are printed only when they were generated for this run.
+    if let Some(dev) = app.dev_info().filter(|d| d.generated) {
         let token = crate::auth::mint_dev_token(
             &dev.secret,
             "ana",

@@ -253,6 +253,21 @@ fn err(var: &'static str, flag: &'static str, message: impl Into<String>) -> Con
 }
 
 /// A present, non-blank value.
+/// Whether an http URL's host is this machine (`localhost`, 127.0.0.0/8, `[::1]`).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A duration like `24h`, `90m` or `25s`, at least `min`.
 fn duration(
     v: &Option<String>,
@@ -357,13 +372,13 @@ impl Config {
         };
         let jwks_url = given(&a.jwks_url)
             .map(|u| {
-                if u.starts_with("http://") || u.starts_with("https://") {
+                if u.starts_with("https://") || (u.starts_with("http://") && is_loopback_url(u)) {
                     Ok(u.to_string())
                 } else {
                     Err(err(
                         "JWKS_URL",
                         "jwks-url",
-                        format!("expected an http(s) URL, got {u:?}"),
+                        format!("expected an https URL (plain http only on loopback), got {u:?}"),
                     ))
                 }
             })

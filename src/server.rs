@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,9 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::transport::{ConnInfo, KillableStream};
+
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then gives open
 /// connections up to `grace` to finish and closes the rest.
@@ -42,7 +45,13 @@ pub async fn serve(
                 req
             });
         tracker.spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A client that sends its request headers a byte at a time is
+            // closed instead of holding its connection forever.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
             let conn = builder.serve_connection_with_upgrades(
                 io,
                 hyper_util::service::TowerToHyperService::new(service),

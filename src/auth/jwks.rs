@@ -51,6 +51,8 @@ impl JwksCache {
                 url,
                 client: reqwest::Client::builder()
                     .timeout(FETCH_TIMEOUT)
+                    // The keys that sign every token: never from wherever a redirect points.
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .expect("a default HTTP client builds"),
                 keys: RwLock::new(HashMap::new()),

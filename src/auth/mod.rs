@@ -126,6 +126,8 @@ impl Verifier {
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut v = Validation::new(alg);
         v.leeway = 0;
+        // A token not valid yet (`nbf` in the future) is refused as invalid.
+        v.validate_nbf = true;
         // jsonwebtoken only checks `iss`/`aud` when present, so configured ones are required.
         // `sub` is checked by `Claims::from_json`, which also takes numeric ids
         // (plenty of backends mint `"sub": 42`, RFC 7519 notwithstanding).

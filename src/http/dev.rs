@@ -14,6 +14,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use super::AppState;
 use super::error::ApiError;
 use crate::error::Rejection;
+use crate::transport::ConnInfo;
 
 /// The generated secrets of a dev server.
 #[derive(Clone)]
@@ -22,6 +23,9 @@ pub struct DevInfo {
     pub secret: String,
     /// A controller API key.
     pub api_key: String,
+    /// Both were generated for this run. With a configured secret or key the
+    /// dev routes are off: they would hand out real credentials.
+    pub generated: bool,
 }
 
 /// Demo users: (id, name, branch, role).
@@ -37,10 +41,13 @@ struct TokenQuery {
     sub: Option<String>,
 }
 
-pub(super) fn routes(_dev: &DevInfo, demo_dir: Option<&std::path::Path>) -> Router<AppState> {
-    let mut r = Router::new()
-        .route("/dev/token", get(token))
-        .route("/dev/config", get(config));
+pub(super) fn routes(dev: &DevInfo, demo_dir: Option<&std::path::Path>) -> Router<AppState> {
+    let mut r = Router::new();
+    if dev.generated {
+        r = r
+            .route("/dev/token", get(token))
+            .route("/dev/config", get(config));
+    }
     if let Some(dir) = demo_dir {
         let index = dir.join("index.html");
         r = r
@@ -50,15 +57,26 @@ pub(super) fn routes(_dev: &DevInfo, demo_dir: Option<&std::path::Path>) -> Rout
     r
 }
 
+/// The dev secrets, for a request from this machine only (a dev server bound
+/// to every interface must not mint tokens for the network).
+fn dev_for(
+    state: &AppState,
+    conn: Option<axum::Extension<ConnInfo>>,
+) -> Result<&DevInfo, Rejection> {
+    let local = conn.is_some_and(|c| c.peer.ip().is_loopback());
+    match &state.dev {
+        Some(dev) if local => Ok(dev),
+        _ => Err(Rejection::not_found("no such route")),
+    }
+}
+
 /// `GET /dev/token?sub=ana`: a 12-hour token for a demo user.
 async fn token(
     State(state): State<AppState>,
+    conn: Option<axum::Extension<ConnInfo>>,
     Query(q): Query<TokenQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let dev = state
-        .dev
-        .as_ref()
-        .ok_or_else(|| Rejection::not_found("dev mode is off"))?;
+    let dev = dev_for(&state, conn)?;
     let sub = q.sub.unwrap_or_else(|| DEMO_USERS[0].0.to_string());
     let (_, name, branch, role) = DEMO_USERS
         .iter()
@@ -78,11 +96,11 @@ async fn token(
 }
 
 /// `GET /dev/config`: the demo users and the controller key.
-async fn config(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let dev = state
-        .dev
-        .as_ref()
-        .ok_or_else(|| Rejection::not_found("dev mode is off"))?;
+async fn config(
+    State(state): State<AppState>,
+    conn: Option<axum::Extension<ConnInfo>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let dev = dev_for(&state, conn)?;
     let users: Vec<_> = DEMO_USERS
         .iter()
         .map(|(id, name, branch, role)| json!({ "id": id, "name": name, "branchId": branch, "role": role }))

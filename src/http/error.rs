@@ -60,6 +60,9 @@ impl FromRequest<AppState> for JsonBody {
             .and_then(|v| v.parse::<usize>().ok())
             && len > limit
         {
+            if len <= DRAIN_LIMIT {
+                drain(req.into_body()).await;
+            }
             return Err(too_large(limit).into());
         }
         let bytes = axum::body::to_bytes(req.into_body(), limit)
@@ -74,6 +77,20 @@ impl FromRequest<AppState> for JsonBody {
             Rejection::bad_request(format!("the request body is not valid JSON: {e}")).into()
         })
     }
+}
+
+/// A body this large or smaller is read (and thrown away) before its 413, so
+/// that a client still sending it reads the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Reads a refused body to its end, for at most a few seconds.
+async fn drain(body: Body) {
+    use futures_util::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(_)) = chunks.next().await {}
+    })
+    .await;
 }
 
 fn too_large(limit: usize) -> Rejection {

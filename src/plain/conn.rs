@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use socketioxide::socket::Sid;
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::Front;
 use super::frames::{self, Request};
-use super::registry::{Conn, close};
+use super::registry::{Conn, Outgoing, close};
 use crate::auth::{AuthError, Claims};
 use crate::error::{ErrorCode, Rejection};
 use crate::hub::Fabric;
@@ -130,6 +130,8 @@ async fn accepted(
     ));
     let (tx, rx) = mpsc::channel(SOCKET_BUFFER_PACKETS);
     let conn = Arc::new(Conn::new(sid, tx, session.clone()));
+    let probe: Arc<dyn crate::session::ReceiptProbe> = conn.clone();
+    let _ = session.probe.set(Arc::downgrade(&probe));
     let info = Arc::new(Info {
         client_type: hello.client_type,
         client_version: hello.client_version,
@@ -180,7 +182,7 @@ struct Link {
 }
 
 impl Link {
-    async fn run(&self, mut sink: Sink, mut stream: Stream, mut rx: mpsc::Receiver<Utf8Bytes>) {
+    async fn run(&self, mut sink: Sink, mut stream: Stream, mut rx: mpsc::Receiver<Outgoing>) {
         let (ping_every, idle_after) = (self.front.ping_every, self.front.idle_after);
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
@@ -236,13 +238,13 @@ impl Link {
 
     /// Sends what is still queued (an `auth:expired` before its close, say),
     /// then the close frame, within a second.
-    async fn finish(&self, mut sink: Sink, mut rx: mpsc::Receiver<Utf8Bytes>) {
+    async fn finish(&self, mut sink: Sink, mut rx: mpsc::Receiver<Outgoing>) {
         let Some((code, reason)) = self.conn.close_reason() else {
             return;
         };
         let flush = async {
-            while let Ok(frame) = rx.try_recv() {
-                sink.feed(Message::Text(frame)).await?;
+            while let Ok(out) = rx.try_recv() {
+                sink.feed(message(out)).await?;
             }
             sink.send(Message::Close(Some(CloseFrame {
                 code,
@@ -277,7 +279,8 @@ impl Link {
                 &Rejection::bad_request("binary frames are not accepted: send JSON text"),
             )),
             Message::Close(_) => return false,
-            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Pong(payload) => self.conn.pong(&payload),
+            Message::Ping(_) => {}
         }
         true
     }
@@ -381,17 +384,24 @@ impl Link {
 /// Writes `first` and whatever else is waiting (up to a batch), then flushes once.
 async fn write_batch(
     sink: &mut Sink,
-    first: Utf8Bytes,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    first: Outgoing,
+    rx: &mut mpsc::Receiver<Outgoing>,
 ) -> Result<(), axum::Error> {
-    sink.feed(Message::Text(first)).await?;
+    sink.feed(message(first)).await?;
     for _ in 1..WRITE_BATCH {
         match rx.try_recv() {
-            Ok(frame) => sink.feed(Message::Text(frame)).await?,
+            Ok(out) => sink.feed(message(out)).await?,
             Err(_) => break,
         }
     }
     sink.flush().await
+}
+
+fn message(out: Outgoing) -> Message {
+    match out {
+        Outgoing::Text(frame) => Message::Text(frame),
+        Outgoing::Probe(nonce) => Message::Ping(nonce),
+    }
 }
 
 fn style_name(style: &frames::Style) -> &str {

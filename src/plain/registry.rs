@@ -38,12 +38,22 @@ pub(crate) mod close {
     pub const TOO_BIG: u16 = 1009;
 }
 
+/// What a connection's task writes, in order.
+pub(crate) enum Outgoing {
+    /// A JSON text frame.
+    Text(Utf8Bytes),
+    /// A ping whose pong proves the client read everything before it.
+    Probe(axum::body::Bytes),
+}
+
 /// One plain connection, as the registry and its task share it.
 pub(crate) struct Conn {
     pub sid: Sid,
     /// The connection's session (for shutdown's cleanup).
     pub session: Arc<Session>,
-    out: mpsc::Sender<Utf8Bytes>,
+    out: mpsc::Sender<Outgoing>,
+    /// The probe waiting for its pong: its payload and who to tell.
+    probe: Mutex<Option<(axum::body::Bytes, tokio::sync::oneshot::Sender<()>)>>,
     rooms: Mutex<HashSet<String>>,
     /// Seed-001 names this connection used, by livehub room name.
     aliases: Mutex<HashMap<String, String>>,
@@ -54,9 +64,10 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// A connection whose outgoing frames go to `out`.
-    pub(crate) fn new(sid: Sid, out: mpsc::Sender<Utf8Bytes>, session: Arc<Session>) -> Conn {
+    pub(crate) fn new(sid: Sid, out: mpsc::Sender<Outgoing>, session: Arc<Session>) -> Conn {
         Conn {
             sid,
+            probe: Mutex::default(),
             session,
             out,
             rooms: Mutex::default(),
@@ -68,10 +79,22 @@ impl Conn {
 
     /// Queues a frame.
     pub(crate) fn push(&self, frame: Utf8Bytes) -> SendOutcome {
-        match self.out.try_send(frame) {
+        match self.out.try_send(Outgoing::Text(frame)) {
             Ok(()) => SendOutcome::Sent,
             Err(mpsc::error::TrySendError::Full(_)) => SendOutcome::Slow,
             Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+        }
+    }
+
+    /// A pong arrived: it answers the waiting probe if its payload matches.
+    pub(crate) fn pong(&self, payload: &[u8]) {
+        let mut probe = self.probe.lock();
+        if probe
+            .as_ref()
+            .is_some_and(|(nonce, _)| nonce.as_ref() == payload)
+            && let Some((_, done)) = probe.take()
+        {
+            let _ = done.send(());
         }
     }
 
@@ -347,4 +370,25 @@ fn room_field(payload: &str) -> Option<String> {
         room: Option<String>,
     }
     serde_json::from_str::<WithRoom>(payload).ok()?.room
+}
+
+/// How long a connection has to show it read its replay before the queue is
+/// left owed to its next connection.
+const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl crate::session::ReceiptProbe for Conn {
+    /// A ping queued behind everything sent so far: its pong means the client
+    /// read all of it (frames and pings travel in order on one stream).
+    fn confirm(&self) -> BoxFuture<bool> {
+        let nonce = axum::body::Bytes::from(rand::random::<[u8; 8]>().to_vec());
+        let (done, answered) = tokio::sync::oneshot::channel();
+        *self.probe.lock() = Some((nonce.clone(), done));
+        let queued = self.out.try_send(Outgoing::Probe(nonce)).is_ok();
+        Box::pin(async move {
+            queued
+                && tokio::time::timeout(PROBE_PATIENCE, answered)
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+        })
+    }
 }

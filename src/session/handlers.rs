@@ -190,8 +190,20 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
     {
         Ok(sent) => {
             crate::metrics::replayed(sent);
-            if first || owed {
-                caught_up(ctx, session, &claims).await;
+            let probe = session.probe.get().and_then(std::sync::Weak::upgrade);
+            match probe {
+                // The queue is through once the client shows it read it; meanwhile
+                // its requests go on (the wait runs beside the session's queue).
+                Some(probe) if owed => {
+                    let (ctx, session) = (ctx.clone(), session.clone());
+                    tokio::spawn(async move {
+                        if probe.confirm().await {
+                            caught_up(&ctx, &session, &claims).await;
+                        }
+                    });
+                }
+                _ if first || owed => caught_up(ctx, session, &claims).await,
+                _ => {}
             }
         }
         Err(e) => tracing::debug!(sid = %session.sid, ?e, "connect join did not complete"),

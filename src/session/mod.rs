@@ -30,6 +30,14 @@ use crate::store::Store;
 use limits::ConnectionsPerIp;
 pub(crate) use state::{Job, Reply, Session};
 
+/// A front that can prove its client has read everything sent to it so far
+/// (the plain front: a ping's pong). Without one, a replay handed to the
+/// transport counts as delivered.
+pub(crate) trait ReceiptProbe: Send + Sync {
+    /// Resolves `true` once the client has read everything sent before the call.
+    fn confirm(&self) -> crate::hub::BoxFuture<bool>;
+}
+
 /// The settings connections need.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {

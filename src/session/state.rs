@@ -140,6 +140,8 @@ pub(crate) struct Session {
     /// calls happen under it, so a disconnect that races a connect or a join
     /// can neither miss what they add nor let them add after it cleaned up.
     pub presence: tokio::sync::Mutex<PresenceState>,
+    /// How the front proves the client read its replay (see [`super::ReceiptProbe`]).
+    pub probe: std::sync::OnceLock<std::sync::Weak<dyn super::ReceiptProbe>>,
     queue: Mutex<Queue>,
 }
 
@@ -164,6 +166,7 @@ impl Session {
             limiter,
             connection,
             presence: tokio::sync::Mutex::new(PresenceState::default()),
+            probe: std::sync::OnceLock::new(),
             queue: Mutex::new(Queue {
                 jobs: VecDeque::from([Job::Connect]),
                 draining: true,

@@ -1,0 +1,126 @@
+// Hostile and misconfigured inputs at the edges: tokens not yet valid, a JWKS
+// endpoint over plain http or behind a redirect, dev mode beside real secrets,
+// and clients that trickle their request headers. A legitimate client keeps
+// working throughout.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import http from "node:http";
+import net from "node:net";
+import { connect, http as request, runBinary, sleep, startServer, token, userToken } from "../lib/harness.mjs";
+import { openPlain } from "../lib/plain.mjs";
+
+const INVALID = "unauthorized: invalid token";
+const now = () => Math.floor(Date.now() / 1000);
+
+describe("nbf", () => {
+  let server;
+  before(async () => (server = await startServer()));
+  after(() => server.stop());
+
+  it("a token not valid yet is refused on both fronts; one valid since a moment ago is accepted", async () => {
+    const early = token({ sub: "early", nbf: now() + 3600 });
+    await assert.rejects(connect(server.url, { token: early }), (e) => e.message === INVALID);
+    const plain = await openPlain(server, { query: { token: early } });
+    assert.deepEqual(await plain.done, { code: 4401, reason: INVALID });
+    const ok = await connect(server.url, { token: token({ sub: "on-time", nbf: now() - 5 }) });
+    ok.close();
+  });
+});
+
+describe("JWKS_URL", () => {
+  const pair = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const jwks = { keys: [{ ...crypto.createPublicKey(pair.privateKey).export({ format: "jwk" }), kid: "k1", alg: "RS256", use: "sig" }] };
+  let keys;
+  let redirector;
+  before(async () => {
+    keys = http.createServer((_req, res) => res.end(JSON.stringify(jwks)));
+    await new Promise((r) => keys.listen(0, "127.0.0.1", r));
+    redirector = http.createServer((_req, res) => {
+      res.writeHead(302, { location: `http://127.0.0.1:${keys.address().port}/jwks.json` });
+      res.end();
+    });
+    await new Promise((r) => redirector.listen(0, "127.0.0.1", r));
+  });
+  after(() => {
+    keys.close();
+    redirector.close();
+  });
+
+  it("must be https unless it is on this machine", async () => {
+    const r = await runBinary(["serve"], { JWKS_URL: "http://keys.example.com/jwks.json" });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /JWKS_URL/);
+    assert.match(r.stderr, /https/);
+  });
+
+  it("does not follow redirects: keys behind one are not trusted", async () => {
+    const tok = token({ sub: "jwks-user" }, { alg: "RS256", key: pair.privateKey, kid: "k1" });
+    const direct = await startServer({ JWT_SECRET: undefined, JWKS_URL: `http://127.0.0.1:${keys.address().port}/jwks.json` });
+    try {
+      const s = await connect(direct.url, { token: tok });
+      s.close();
+    } finally {
+      await direct.stop();
+    }
+    const redirected = await startServer({ JWT_SECRET: undefined, JWKS_URL: `http://127.0.0.1:${redirector.address().port}/jwks.json` });
+    try {
+      await assert.rejects(connect(redirected.url, { token: tok }), (e) => e.message === INVALID);
+    } finally {
+      await redirected.stop();
+    }
+  });
+});
+
+describe("--dev beside real secrets", () => {
+  let server;
+  before(async () => (server = await startServer({}, { args: ["--dev"] })));
+  after(() => server.stop());
+
+  it("never hands out or prints the configured secret or API key", async () => {
+    for (const route of ["/dev/config", "/dev/token?sub=ana"]) {
+      const res = await request(server, "GET", route, { apiKey: null });
+      assert.equal(res.status, 404, route);
+      assert.ok(!res.text.includes(server.env.API_KEYS) && !res.text.includes(server.env.JWT_SECRET), route);
+    }
+    await sleep(200);
+    const printed = server.stdout + server.stderr;
+    assert.ok(!printed.includes(server.env.API_KEYS), "the API key is not printed");
+    assert.ok(!printed.includes(server.env.JWT_SECRET), "the secret is not printed");
+  });
+});
+
+describe("clients that trickle their request headers", () => {
+  let server;
+  before(async () => (server = await startServer()));
+  after(() => server.stop());
+
+  it("are closed within the header timeout while a legitimate client is served", async () => {
+    const COUNT = 50;
+    const started = Date.now();
+    const closing = Promise.all(
+      Array.from({ length: COUNT }, () =>
+        new Promise((resolve) => {
+          const sock = net.connect(server.port, "127.0.0.1", () => sock.write("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "));
+          // One byte a second, never the end of the headers.
+          const drip = setInterval(() => sock.writable && sock.write("a"), 1000);
+          const done = () => {
+            clearInterval(drip);
+            resolve(Date.now() - started);
+          };
+          sock.on("close", done);
+          sock.on("error", () => {});
+          setTimeout(() => sock.destroy(), 20_000); // the bound of the test itself
+        }),
+      ),
+    );
+    // While they drip, a real client gets its answers.
+    await sleep(2000);
+    const health = await request(server, "GET", "/health");
+    assert.equal(health.status, 200);
+    const s = await connect(server.url, { token: userToken("legit") });
+    s.close();
+    const worst = Math.max(...(await closing));
+    assert.ok(worst < 15_000, `every trickling connection was closed by the server (slowest after ${worst} ms)`);
+  });
+});
