@@ -143,6 +143,33 @@ fn emit_to(rooms: Vec<String>) -> Emit {
     }
 }
 
+/// A hub on a fresh SQLite log whose sockets are a recorder (and what must
+/// outlive the test: the database's directory, the hub's tasks).
+async fn hub_on_sqlite() -> (Hub, Arc<Recorder>, impl Sized) {
+    let (store, dir) = common::sqlite().await;
+    let fabric = Arc::new(Recorder::default());
+    let options = HubOptions {
+        replay_limit: 100_000,
+        retention: Duration::from_secs(3600),
+        node: "sim".into(),
+    };
+    let (hub, tasks) = Hub::start(Some(store), fabric.clone(), options)
+        .await
+        .unwrap();
+    (hub, fabric, (dir, tasks))
+}
+
+/// Empties `n` frames of every socket's buffer each millisecond, as clients reading.
+fn keep_reading(fabric: &Arc<Recorder>, n: usize) -> tokio::task::JoinHandle<()> {
+    let fabric = fabric.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            fabric.read_some(n);
+        }
+    })
+}
+
 /// A join of `room` replaying from `since`, as the session layer asks for it.
 async fn join(hub: &Hub, sid: Sid, membership: Arc<Membership>, room: &str, since: i64) {
     let fill = Fill::new(vec![(room.to_string(), since)], hub.position());
@@ -152,16 +179,7 @@ async fn join(hub: &Hub, sid: Sid, membership: Arc<Membership>, room: &str, sinc
 }
 
 async fn simulate(seed: u64) {
-    let (store, _dir) = common::sqlite().await;
-    let fabric = Arc::new(Recorder::default());
-    let options = HubOptions {
-        replay_limit: 100_000,
-        retention: Duration::from_secs(3600),
-        node: "sim".into(),
-    };
-    let (hub, _tasks) = Hub::start(Some(store), fabric.clone(), options)
-        .await
-        .unwrap();
+    let (hub, fabric, _keep) = hub_on_sqlite().await;
     let mut rng = Lcg(seed);
     // Every event: its seq and rooms.
     let mut log: Vec<(i64, Vec<String>)> = Vec::new();
@@ -184,15 +202,7 @@ async fn simulate(seed: u64) {
         ));
     }
     // The buffers drain while the simulation runs, as clients read.
-    let reader = {
-        let fabric = fabric.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                fabric.read_some(5);
-            }
-        })
-    };
+    let reader = keep_reading(&fabric, 5);
 
     let mut pending_joins = tokio::task::JoinSet::new();
     for _ in 0..400 {
@@ -298,16 +308,7 @@ async fn every_socket_gets_what_it_is_owed_exactly_once_in_order() {
 /// repeats, and emits made meanwhile arrive after the replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_cut_by_a_drop_resumes_from_the_last_offset_received() {
-    let (store, _dir) = common::sqlite().await;
-    let fabric = Arc::new(Recorder::default());
-    let options = HubOptions {
-        replay_limit: 100_000,
-        retention: Duration::from_secs(3600),
-        node: "drop".into(),
-    };
-    let (hub, _tasks) = Hub::start(Some(store), fabric.clone(), options)
-        .await
-        .unwrap();
+    let (hub, fabric, _keep) = hub_on_sqlite().await;
     let room = "order:x";
     let mut all: Vec<i64> = Vec::new();
     for _ in 0..12 {
@@ -316,15 +317,7 @@ async fn a_replay_cut_by_a_drop_resumes_from_the_last_offset_received() {
             all.push(seq(&r.unwrap().offset));
         }
     }
-    let reader = {
-        let fabric = fabric.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                fabric.read_some(50);
-            }
-        })
-    };
+    let reader = keep_reading(&fabric, 50);
     // The first connection drops after 700 events of its replay.
     let first = Sid::new();
     fabric.sockets.lock().insert(

@@ -237,8 +237,15 @@ on_both!(
 
 on_both!(offline_marks_survive_reading, |store: Store| async move {
     assert_eq!(store.offline_mark("u1").await.unwrap(), OfflineMark::Never);
-    store.mark_offline("u1", 7, 1).await.unwrap();
-    store.mark_offline("u1", 9, 2).await.unwrap();
+    let mark = |user: &str, m: OfflineMark| [(user.to_string(), m)];
+    store
+        .set_offline_marks(&mark("u1", OfflineMark::Offline(7)), 1)
+        .await
+        .unwrap();
+    store
+        .set_offline_marks(&mark("u1", OfflineMark::Offline(9)), 2)
+        .await
+        .unwrap();
     assert_eq!(
         store.offline_mark("u1").await.unwrap(),
         OfflineMark::Offline(9)
@@ -248,7 +255,10 @@ on_both!(offline_marks_survive_reading, |store: Store| async move {
         OfflineMark::Offline(9),
         "reading does not consume the queue: only a completed replay does"
     );
-    store.mark_online("u1", 12, 3).await.unwrap();
+    store
+        .set_offline_marks(&mark("u1", OfflineMark::Online(12)), 3)
+        .await
+        .unwrap();
     assert_eq!(
         store.offline_mark("u1").await.unwrap(),
         OfflineMark::Online(12)

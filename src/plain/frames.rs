@@ -55,7 +55,7 @@ pub(crate) struct Request {
     pub answer: Answer,
     /// A seed-001 room name the client used, and the room it means: later
     /// frames to this connection name that room the client's way.
-    pub alias: Option<(String, String)>,
+    pub alias: Option<Alias>,
 }
 
 /// Why a frame is not a request: the error and the style to answer it in.
@@ -132,7 +132,7 @@ pub(crate) fn decode(text: &str) -> Result<Request, Refused> {
     }
 }
 
-type Decoded = Result<(Command, Answer, Option<(String, String)>), Rejection>;
+type Decoded = Result<(Command, Answer, Option<Alias>), Rejection>;
 
 fn decode_action(action: &str, obj: &Map<String, Value>) -> Decoded {
     let f = Fields::of_optional(obj.get("data"))?;
@@ -191,21 +191,23 @@ fn decode_action(action: &str, obj: &Map<String, Value>) -> Decoded {
 
 fn decode_type(kind: &str, obj: &Map<String, Value>) -> Decoded {
     let f = Fields::from_map(obj);
-    let room = || seed_room(f.string("room")?).map(|r| (r.room, r.named, r.alias));
+    // Replies name the room the way the client wrote it.
+    let named = || f.string("room").map(String::from);
+    let room = || seed_room(f.string("room")?);
     let decoded = match kind {
         "ping" => (Command::Ping, Answer::Pong, None),
         "join_room" => {
-            let (room, named, alias) = room()?;
+            let (room, alias) = room()?;
             let since = f.offset("since")?;
             (
                 Command::Join { room, since },
-                Answer::RoomJoined(named),
+                Answer::RoomJoined(named()?),
                 alias,
             )
         }
         "leave_room" => {
-            let (room, named, alias) = room()?;
-            (Command::Leave { room }, Answer::RoomLeft(named), alias)
+            let (room, alias) = room()?;
+            (Command::Leave { room }, Answer::RoomLeft(named()?), alias)
         }
         "subscribe_order_updates" => {
             let id = f.id("order_id")?;
@@ -219,17 +221,17 @@ fn decode_type(kind: &str, obj: &Map<String, Value>) -> Decoded {
             )
         }
         "chat_message" => {
-            let (room, _, alias) = room()?;
+            let (room, alias) = room()?;
             let message = f.chat_send_to(room, "message_type", "client_id")?;
             (Command::ChatSend(message), Answer::Silent, alias)
         }
         "typing_start" | "typing_stop" => {
-            let (room, _, alias) = room()?;
+            let (room, alias) = room()?;
             let typing = kind == "typing_start";
             (Command::Typing { room, typing }, Answer::Silent, alias)
         }
         "mark_read" => {
-            let (room, _, alias) = room()?;
+            let (room, alias) = room()?;
             let message_ids = f.message_ids("message_ids")?;
             (
                 Command::ChatRead { room, message_ids },
@@ -256,31 +258,19 @@ fn decode_type(kind: &str, obj: &Map<String, Value>) -> Decoded {
     Ok(decoded)
 }
 
-/// A room as a type-style request named it.
-pub(crate) struct SeedRoom {
-    /// livehub's room.
-    pub room: RoomName,
-    /// The name the client used, to answer with.
-    pub named: String,
-    /// `(the client's name, livehub's)` when the client used seed 001's form.
-    pub alias: Option<(String, String)>,
-}
+/// A seed-001 room name a client used, and livehub's name for that room.
+pub(crate) type Alias = (String, String);
 
 /// A room as a type-style request names it: livehub's name, or seed 001's
-/// (`order_123`, `user_a_b`).
-pub(crate) fn seed_room(name: &str) -> Result<SeedRoom, Rejection> {
-    Ok(match canonical_room(name) {
-        Some(canonical) => SeedRoom {
-            room: RoomName::parse(&canonical)?,
-            named: name.to_string(),
-            alias: Some((name.to_string(), canonical)),
-        },
-        None => SeedRoom {
-            room: RoomName::parse(name)?,
-            named: name.to_string(),
-            alias: None,
-        },
-    })
+/// (`order_123`, `user_a_b`), with the alias to remember in that case.
+pub(crate) fn seed_room(name: &str) -> Result<(RoomName, Option<Alias>), Rejection> {
+    match canonical_room(name) {
+        Some(canonical) => Ok((
+            RoomName::parse(&canonical)?,
+            Some((name.to_string(), canonical)),
+        )),
+        None => Ok((RoomName::parse(name)?, None)),
+    }
 }
 
 /// The reply to a request that succeeded, if it gets one.

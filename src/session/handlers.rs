@@ -305,7 +305,7 @@ async fn caught_up(ctx: &Sessions, session: &Session, claims: &Claims) {
     }
     let _user = ctx.user_locks.lock(&claims.sub).await;
     state.owed_from = None;
-    ctx.mark_online(&claims.sub, ctx.hub.position()).await;
+    ctx.mark_online(&claims.sub, ctx.hub.position());
 }
 
 async fn join(
@@ -479,7 +479,7 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
         if in_branch < ctx.settings.presence_broadcast_limit {
             announce_status(ctx, &claims, "offline");
         }
-        ctx.mark_offline(&claims.sub, position).await;
+        ctx.mark_offline(&claims.sub, position);
     }
 }
 

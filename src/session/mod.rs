@@ -140,14 +140,14 @@ impl Sessions {
 
     /// Records that the user's last socket is gone at log `position`, so that
     /// events for the user after it wait for their next connection.
-    pub(crate) async fn mark_offline(&self, user: &str, position: i64) {
+    pub(crate) fn mark_offline(&self, user: &str, position: i64) {
         if let Some(marks) = &self.marks {
             marks.set(user, crate::store::OfflineMark::Offline(position));
         }
     }
 
     /// Records that the user is online and has everything up to `position`.
-    pub(crate) async fn mark_online(&self, user: &str, position: i64) {
+    pub(crate) fn mark_online(&self, user: &str, position: i64) {
         if let Some(marks) = &self.marks {
             marks.set(user, crate::store::OfflineMark::Online(position));
         }
@@ -229,7 +229,7 @@ pub(crate) fn start_cluster_presence(
                         Some(crate::store::OfflineMark::Offline(owed)) => owed.min(seq),
                         _ => seq,
                     };
-                    ctx.mark_offline(&user, since).await;
+                    ctx.mark_offline(&user, since);
                     if let Some(branch) = branch {
                         ctx.hub.signal(
                             &[format!("branch:{branch}")],

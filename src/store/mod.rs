@@ -292,20 +292,6 @@ impl Store {
         dispatch!(self.prune(cutoff_ms, idempotency_cutoff_ms))
     }
 
-    /// Records that `user_id` has no connection left, as of `seq`.
-    pub async fn mark_offline(&self, user_id: &str, seq: i64, now_ms: i64) -> StoreResult<()> {
-        let marks = [(user_id.to_string(), OfflineMark::Offline(seq))];
-        self.set_offline_marks(&marks, now_ms).await
-    }
-
-    /// Records that `user_id` is online, having been delivered everything up
-    /// to `seq`: a connection of theirs that finds this mark without a
-    /// disconnect behind it (its node died) resumes from `seq`.
-    pub async fn mark_online(&self, user_id: &str, seq: i64, now_ms: i64) -> StoreResult<()> {
-        let marks = [(user_id.to_string(), OfflineMark::Online(seq))];
-        self.set_offline_marks(&marks, now_ms).await
-    }
-
     /// Writes several users' marks in one transaction (`Never` is skipped).
     pub async fn set_offline_marks(
         &self,
@@ -319,7 +305,7 @@ impl Store {
     }
 
     /// Where `user_id`'s offline queue starts. Reading does not consume it:
-    /// only [`Store::mark_online`] after a completed replay does.
+    /// only an `Online` mark written after a completed replay does.
     pub async fn offline_mark(&self, user_id: &str) -> StoreResult<OfflineMark> {
         dispatch!(self.offline_mark(user_id))
     }

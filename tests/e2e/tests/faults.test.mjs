@@ -76,15 +76,20 @@ describe("a full disk under the SQLite log", { skip: disk.skip }, () => {
   });
 });
 
+/** A private PostgreSQL, or `null` after skipping `t` (required in CI as root). */
+async function privatePostgresOrSkip(t) {
+  const { privatePostgres } = await import("../lib/cluster.mjs");
+  const pg = await privatePostgres();
+  if (!pg.skip) return pg;
+  if (process.env.LIVEHUB_REQUIRE_SERVICES === "1" && process.getuid?.() === 0) throw new Error(pg.skip);
+  t.skip(pg.skip);
+  return null;
+}
+
 describe("PostgreSQL stopped and restarted while emits flow", () => {
   it("emits wait or get 503, in bounded time, during the outage; delivery resumes after it; every 202 is delivered once, in order", async (t) => {
-    const { privatePostgres } = await import("../lib/cluster.mjs");
-    const pg = await privatePostgres();
-    if (pg.skip) {
-      if (process.env.LIVEHUB_REQUIRE_SERVICES === "1" && process.getuid?.() === 0) throw new Error(pg.skip);
-      t.skip(pg.skip);
-      return;
-    }
+    const pg = await privatePostgresOrSkip(t);
+    if (!pg) return;
     const server = await startServer({ DATABASE_URL: pg.url, RATE_LIMIT_PER_MINUTE: "0" });
     try {
       const client = await plain(server, userToken("pg-watcher", { branchId: "pg" }));
@@ -138,13 +143,8 @@ describe("PostgreSQL stopped and restarted while emits flow", () => {
 
 describe("PostgreSQL frozen (SIGSTOP): it answers nothing", () => {
   it("an emit gets 503 within the deadline instead of hanging; after the thaw emits flow and are delivered", async (t) => {
-    const { privatePostgres } = await import("../lib/cluster.mjs");
-    const pg = await privatePostgres();
-    if (pg.skip) {
-      if (process.env.LIVEHUB_REQUIRE_SERVICES === "1" && process.getuid?.() === 0) throw new Error(pg.skip);
-      t.skip(pg.skip);
-      return;
-    }
+    const pg = await privatePostgresOrSkip(t);
+    if (!pg) return;
     const server = await startServer({ DATABASE_URL: pg.url, RATE_LIMIT_PER_MINUTE: "0" });
     let frozen = false;
     try {

@@ -34,6 +34,27 @@ function trackingClient(url, token, opts = {}) {
   return state;
 }
 
+/** The user connects once (so the server knows them) and leaves. */
+async function knownThenAway(server, tok) {
+  const once = await openPlain(server, { query: { token: tok } });
+  await once.next((f) => f.type === "connection_established");
+  once.close();
+  await once.done;
+  await sleep(200);
+}
+
+/** Emits `count` events (`make(i)`) in batches of 250; their offsets, in order. */
+async function emitQueue(server, count, make) {
+  const offsets = [];
+  for (let start = 0; start < count; start += 250) {
+    const events = Array.from({ length: Math.min(250, count - start) }, (_, i) => make(start + i));
+    const res = await http(server, "POST", "/api/v1/emit/batch", { body: { events } });
+    assert.equal(res.status, 202, JSON.stringify(res.body).slice(0, 300));
+    offsets.push(...res.body.results.map((r) => r.offset));
+  }
+  return offsets;
+}
+
 /** Whether a plain client has received every one of `offsets`. */
 function hasAll(client, offsets) {
   const got = new Set(client.frames.map((f) => f.offset));
@@ -331,21 +352,10 @@ describe("the offline queue across a drop in the middle of its replay", () => {
   it("a connection that stops reading and drops mid-replay loses nothing: the next one gets the rest", async () => {
     const user = "dropper";
     const tok = userToken(user);
-    // Known to the server, then away.
-    const once = await openPlain(server, { query: { token: tok } });
-    await once.next((f) => f.type === "connection_established");
-    once.close();
-    await once.done;
-    await sleep(200);
+    await knownThenAway(server, tok);
     // More than the kernel's socket buffers and the connection's queue hold.
     const pad = "p".repeat(4000);
-    const offsets = [];
-    for (let batch = 0; batch < 16; batch++) {
-      const events = Array.from({ length: 250 }, (_, i) => ({ event: "upload_progress", user, data: { uploadId: `u${batch * 250 + i}`, progress: 1, pad } }));
-      const res = await http(server, "POST", "/api/v1/emit/batch", { body: { events } });
-      assert.equal(res.status, 202, JSON.stringify(res.body).slice(0, 300));
-      offsets.push(...res.body.results.map((r) => r.offset));
-    }
+    const offsets = await emitQueue(server, 4000, (i) => ({ event: "upload_progress", user, data: { uploadId: `u${i}`, progress: 1, pad } }));
     // The first connection reads a little of its queue, stops reading, and drops.
     const slow = await openPlain(server, { query: { token: tok } });
     await until(() => slow.all("upload_progress").length >= 20, { what: "the start of the replay" });
@@ -387,20 +397,10 @@ describe("the offline queue across a crash in the middle of its replay", () => {
     const user = "crash-queue";
     const tok = userToken(user);
     try {
-      const once = await openPlain(server, { query: { token: tok } });
-      await once.next((f) => f.type === "connection_established");
-      once.close();
-      await once.done;
-      await sleep(200);
+      await knownThenAway(server, tok);
       // The ledger: every offset a 202 acknowledged.
       const pad = "q".repeat(4000);
-      const acknowledged = [];
-      for (let batch = 0; batch < 12; batch++) {
-        const events = Array.from({ length: 250 }, (_, i) => ({ event: "notification", user, data: { title: `n${batch * 250 + i}`, message: pad, severity: "info" } }));
-        const res = await http(server, "POST", "/api/v1/emit/batch", { body: { events } });
-        assert.equal(res.status, 202);
-        acknowledged.push(...res.body.results.map((r) => r.offset));
-      }
+      const acknowledged = await emitQueue(server, 3000, (i) => ({ event: "notification", user, data: { title: `n${i}`, message: pad, severity: "info" } }));
       // The user comes back; while the queue streams in, the server dies.
       const taking = await openPlain(server, { query: { token: tok } });
       await until(() => taking.all("notification").length >= 20, { what: "the start of the queue" });
