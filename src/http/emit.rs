@@ -19,8 +19,9 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 /// the request until the statement timeout or TCP gives up.)
 pub const EMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// `work`'s outcome, or 503 after [`EMIT_DEADLINE`]. The emit may still be
-/// committed after that: a retry with the same idempotency key is safe.
+/// `work`'s outcome, or 503 after [`EMIT_DEADLINE`]. An emit still queued
+/// then is dropped by the writer; one already in a commit may still land,
+/// so the answer says so: a retry with the same idempotency key is safe.
 async fn within_deadline<T>(work: impl std::future::Future<Output = T>) -> Result<T, Rejection> {
     tokio::time::timeout(EMIT_DEADLINE, work)
         .await

@@ -91,18 +91,26 @@ async fn run(
 ) {
     let mut requests: Vec<AppendRequest> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut count = first.events.len();
-        requests.push(first);
-        while count < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(req) => {
-                    count += req.events.len();
-                    requests.push(req);
-                }
-                Err(_) => break,
+        let mut count = 0;
+        let mut next = Some(first);
+        while let Some(req) = next {
+            // A caller that stopped waiting (an HTTP emit past its deadline,
+            // already answered 503) is not logged: its event stays unlogged,
+            // as its answer said. Only a batch already in its commit when the
+            // caller gives up can still land.
+            if !req.reply.is_closed() {
+                count += req.events.len();
+                requests.push(req);
             }
+            next = if count < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
         }
-        commit(&mut sink, &codec, &delivery, std::mem::take(&mut requests)).await;
+        if !requests.is_empty() {
+            commit(&mut sink, &codec, &delivery, std::mem::take(&mut requests)).await;
+        }
     }
     tracing::debug!("log writer stopped");
 }

@@ -5,8 +5,10 @@
 // restarted while the nodes run.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { io } from "socket.io-client";
 import { ack, closeAll, collect, connect, emit, http, next, nothing, sleep, token, until, userToken } from "../lib/harness.mjs";
+import { plain } from "../lib/plain.mjs";
 import { clusterName, createDatabase, hasRedisServer, privateRedis, services, startNode, tcpProxy } from "../lib/cluster.mjs";
 
 const env = services();
@@ -173,6 +175,90 @@ describe("a node killed with SIGKILL", { skip: env.skip }, () => {
       closeAll(client, watcher);
     } finally {
       await lb.close();
+      await a.stop("SIGKILL");
+      await b.stop();
+    }
+  });
+});
+
+describe("a node frozen (SIGSTOP) while it holds the log lock", { skip: env.skip }, () => {
+  it("the other node appends again within the database's timeouts; after the thaw every 202 from either node is delivered once, in order", async () => {
+    const db = createDatabase(env.pg);
+    const cluster = clusterName();
+    const a = await startNode({ db, redis: env.redis, cluster, node: "frozen" });
+    const b = await startNode({ db, redis: env.redis, cluster, node: "awake" });
+    // Is node A's connection inside an append, holding the log_meta row lock?
+    const holdsLock = () =>
+      execFileSync("psql", [db, "-tAq", "-c",
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid) WHERE l.relation = 'log_meta'::regclass AND s.state = 'idle in transaction'",
+      ]).toString().trim() !== "0";
+    let frozen = false;
+    try {
+      const watcher = await plain(b, userToken("frozen-watcher", { branchId: "fz" }));
+      const acknowledged = [];
+      // Emits whose fate the controller cannot know: a 503 past the emit
+      // deadline while the event was in a commit ("may still be logged"), or a
+      // request caught in A's socket buffers whose connection is closed at the
+      // thaw (every timer fires at once). The ledger neither counts nor forbids them.
+      const unanswered = new Set();
+      const answered = (tag) => (res) => {
+        if (res.status === 202) acknowledged.push(res.body.offset);
+        else {
+          assert.equal(res.status, 503, `only 202 or 503, not ${res.status}: ${res.text.slice(0, 200)}`);
+          if (/may still be logged/.test(res.body.error.message)) unanswered.add(tag);
+        }
+        return res;
+      };
+      const emitTo = (node, i) => http(node, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "fz", i } } }).then(answered(i));
+      // Keep node A appending, and stop it at a moment it holds the lock.
+      let running = true;
+      let i = 0;
+      const load = Array.from({ length: 6 }, async () => {
+        while (running) {
+          const tag = `a${i++}`;
+          await emitTo(a, tag).catch(() => unanswered.add(tag));
+        }
+      });
+      for (let attempt = 0; !frozen && attempt < 50; attempt++) {
+        await sleep(20 + attempt * 3);
+        a.proc.kill("SIGSTOP");
+        await sleep(150);
+        if (holdsLock()) frozen = true;
+        else a.proc.kill("SIGCONT");
+      }
+      assert.ok(frozen, "node A was caught holding the log lock");
+      running = false;
+      // Node B's emits wait on the lock (lock_timeout) or are refused, until
+      // PostgreSQL ends A's idle transaction; then they are accepted again.
+      const t0 = Date.now();
+      let firstAccepted = null;
+      let slowest = 0;
+      for (let k = 0; firstAccepted === null && Date.now() - t0 < 40_000; k++) {
+        const s = Date.now();
+        const res = await emitTo(b, `b${k}`);
+        slowest = Math.max(slowest, Date.now() - s);
+        if (res.status === 202) firstAccepted = Date.now() - t0;
+      }
+      assert.ok(firstAccepted !== null && firstAccepted < 30_000, `node B appended within the timeouts (after ${firstAccepted} ms)`);
+      assert.ok(slowest < 20_000, `each emit on B answered in bounded time (slowest ${slowest} ms)`);
+      for (let k = 0; k < 5; k++) assert.equal((await emitTo(b, `b-after${k}`)).status, 202, "B keeps appending while A stays frozen");
+      assert.ok(!holdsLock(), "the frozen node no longer holds the lock");
+      // Thaw: A's interrupted append is refused or completes; either way A serves again.
+      a.proc.kill("SIGCONT");
+      frozen = false;
+      await Promise.all(load);
+      await until(async () => (await emitTo(a, "a-thawed")).status === 202, { what: "node A appends after the thaw", timeout: 20000, interval: 300 });
+      // The ledger: every 202 from either node reached the watcher once, in order.
+      await until(() => acknowledged.every((o) => watcher.frames.some((f) => f.offset === o)), { what: "every acknowledged event delivered", timeout: 20000 });
+      await sleep(300);
+      const got = watcher.all("dashboard:refresh").map((f) => f.offset);
+      assert.equal(new Set(got).size, got.length, "each once");
+      assert.deepEqual(got, [...got].sort(), "in offset order");
+      const refusedButDelivered = watcher.all("dashboard:refresh").filter((f) => !acknowledged.includes(f.offset) && !unanswered.has(f.data.i));
+      assert.deepEqual(refusedButDelivered, [], "nothing refused was delivered");
+      watcher.close();
+    } finally {
+      if (frozen) a.proc.kill("SIGCONT");
       await a.stop("SIGKILL");
       await b.stop();
     }
