@@ -6,7 +6,8 @@
 //! go out paced, partly from the ring and partly from the log). The property:
 //! every socket receives every event it is owed — each event for a room it
 //! joined, after the position it joined from — exactly once, and nothing it is
-//! not owed; a room's own events arrive in offset order.
+//! not owed; a room's own events arrive in offset order. Further tests cut a
+//! replay with a drop, and restart the hub on the same log between emits.
 
 mod common;
 
@@ -378,4 +379,74 @@ async fn a_replay_cut_by_a_drop_resumes_from_the_last_offset_received() {
     let mut union = got_first.clone();
     union.extend(&got_second);
     assert_eq!(union, all, "every event once, in order, across the drop");
+}
+
+/// Restarts: each life of the node starts a new hub on the same log (its ring
+/// empty), emits while its clients are still away, and the clients come back
+/// with the offset of the last event they got while emits go on. Across every
+/// restart each client gets every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_lose_nothing_for_clients_resuming_from_their_offsets() {
+    let (store, _dir) = common::sqlite().await;
+    let room = "order:r";
+    let mut rng = Lcg(7);
+    let mut all: Vec<i64> = Vec::new();
+    let mut received: Vec<Vec<i64>> = vec![Vec::new(); 3];
+    for life in 0..4 {
+        let fabric = Arc::new(Recorder::default());
+        let options = HubOptions {
+            replay_limit: 100_000,
+            retention: Duration::from_secs(3600),
+            node: "sim".into(),
+        };
+        let (hub, tasks) = Hub::start(Some(store.clone()), fabric.clone(), options)
+            .await
+            .unwrap();
+        let emit_some = |hub: Hub, n: u64| async move {
+            let batch = (0..n).map(|_| emit_to(vec![room.into()])).collect();
+            let receipts = hub.emit_many(batch).await;
+            receipts
+                .into_iter()
+                .map(|r| seq(&r.unwrap().offset))
+                .collect::<Vec<_>>()
+        };
+        // Emits while every client is away.
+        all.extend(emit_some(hub.clone(), 1 + rng.below(300)).await);
+        let reader = keep_reading(&fabric, 7);
+        let mut rejoins = tokio::task::JoinSet::new();
+        let mut sids = Vec::new();
+        for (i, got) in received.iter().enumerate() {
+            let sid = Sid::new();
+            let capacity = [3, 40, 1000][i];
+            fabric.sockets.lock().insert(
+                sid,
+                Socket {
+                    capacity,
+                    ..Default::default()
+                },
+            );
+            let since = got.last().copied().unwrap_or(0);
+            let hub = hub.clone();
+            rejoins.spawn(async move { join(&hub, sid, Default::default(), room, since).await });
+            sids.push(sid);
+        }
+        // Emits while they come back.
+        for _ in 0..5 {
+            all.extend(emit_some(hub.clone(), 1 + rng.below(50)).await);
+        }
+        while rejoins.join_next().await.is_some() {}
+        hub.flush().await;
+        reader.abort();
+        for (i, sid) in sids.iter().enumerate() {
+            received[i].extend(fabric.sockets.lock()[sid].received.iter().copied());
+        }
+        drop(hub);
+        tasks.finish().await;
+        for (i, got) in received.iter().enumerate() {
+            assert_eq!(
+                got, &all,
+                "life {life}, client {i}: every event once, in order"
+            );
+        }
+    }
 }
