@@ -45,7 +45,7 @@ impl ErrorCode {
     }
 
     /// The wire name, e.g. `bad_request`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",

@@ -8,14 +8,139 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::error::ErrorCode;
 use crate::events;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the Prometheus recorder (once per process) and returns its handle.
+/// What kind of series a [`Series`] is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One series `/metrics` can report: its help text and every label value it
+/// can carry. All of them exist from start-up, at zero, so that `rate()` and
+/// "absent" alerts behave after a restart; `docs/operations.md` lists them.
+pub(crate) struct Series {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    /// At most one label, with its closed set of values.
+    pub label: Option<(&'static str, &'static [&'static str])>,
+}
+
+/// Why something was refused (`livehub_rejected_total{reason}`): the error
+/// codes, and refusals that are not answers to a request.
+const REJECT_REASONS: &[&str] = &[
+    ErrorCode::BadRequest.as_str(),
+    ErrorCode::Unauthorized.as_str(),
+    ErrorCode::Forbidden.as_str(),
+    ErrorCode::NotFound.as_str(),
+    ErrorCode::RateLimited.as_str(),
+    ErrorCode::TooLarge.as_str(),
+    ErrorCode::Internal.as_str(),
+    "too_many_connections",
+];
+
+const TRANSPORTS: &[&str] = &["websocket", "polling", "plain"];
+const FRONTS: &[&str] = &["socketio", "plain"];
+
+/// Every series, in the order `docs/operations.md` lists them.
+pub(crate) const SERIES: &[Series] = &[
+    Series {
+        name: "livehub_connections",
+        kind: Kind::Gauge,
+        help: "Open client connections on this node, by transport (Socket.IO websocket or polling, plain WebSocket).",
+        label: Some(("transport", TRANSPORTS)),
+    },
+    Series {
+        name: "livehub_sockets",
+        kind: Kind::Gauge,
+        help: "Connected Socket.IO sockets on this node, by namespace.",
+        label: Some(("namespace", &["/"])),
+    },
+    Series {
+        name: "livehub_rooms",
+        kind: Kind::Gauge,
+        help: "Rooms with at least one member on this node.",
+        label: None,
+    },
+    Series {
+        name: "livehub_users",
+        kind: Kind::Gauge,
+        help: "Distinct users online (cluster-wide in a cluster).",
+        label: None,
+    },
+    Series {
+        name: "livehub_events_in_total",
+        kind: Kind::Counter,
+        help: "Client-to-server events received, by event class.",
+        label: Some(("class", CLASSES)),
+    },
+    Series {
+        name: "livehub_events_out_total",
+        kind: Kind::Counter,
+        help: "Logged events sent to connections on this node (one per connection reached), by event class.",
+        label: Some(("class", CLASSES)),
+    },
+    Series {
+        name: "livehub_events_delivered_total",
+        kind: Kind::Counter,
+        help: "Logged events this node's deliverer handed to its connections.",
+        label: None,
+    },
+    Series {
+        name: "livehub_events_logged_total",
+        kind: Kind::Counter,
+        help: "Events appended to the event log by this node.",
+        label: None,
+    },
+    Series {
+        name: "livehub_events_replayed_total",
+        kind: Kind::Counter,
+        help: "Events sent again by replays (reconnects with an offset, offline queues, joins with since).",
+        label: None,
+    },
+    Series {
+        name: "livehub_rejected_total",
+        kind: Kind::Counter,
+        help: "Requests, events and connections refused, by reason (the error code).",
+        label: Some(("reason", REJECT_REASONS)),
+    },
+    Series {
+        name: "livehub_lagging_disconnects_total",
+        kind: Kind::Counter,
+        help: "Connections closed because they did not read fast enough (they reconnect and replay), by front.",
+        label: Some(("front", FRONTS)),
+    },
+    Series {
+        name: "livehub_signals_dropped_total",
+        kind: Kind::Counter,
+        help: "Cluster signals (presence, typing, disconnects for plain connections) dropped because the relay queue to Redis was full.",
+        label: None,
+    },
+    Series {
+        name: "livehub_log_append_seconds",
+        kind: Kind::Histogram,
+        help: "Time to append one batch of events to the event log (one transaction).",
+        label: None,
+    },
+    Series {
+        name: "livehub_emit_to_flush_seconds",
+        kind: Kind::Histogram,
+        help: "Time from an emit's arrival at the log writer to its hand-off for delivery.",
+        label: None,
+    },
+];
+
+/// Installs the Prometheus recorder (once per process), registers every
+/// series at zero, and returns its handle.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
@@ -30,43 +155,71 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may already be installed (an embedding program's);
             // then ours only renders what is recorded through it.
             let _ = metrics::set_global_recorder(recorder);
+            register_all();
             handle
         })
         .clone()
 }
 
+fn register_all() {
+    for s in SERIES {
+        match s.kind {
+            Kind::Counter => describe_counter!(s.name, s.help),
+            Kind::Gauge => describe_gauge!(s.name, s.help),
+            Kind::Histogram => describe_histogram!(s.name, s.help),
+        }
+        let values: &[&str] = s.label.map_or(&[""], |(_, values)| values);
+        for value in values {
+            let labels: Vec<(&'static str, String)> = s
+                .label
+                .map(|(key, _)| vec![(key, value.to_string())])
+                .unwrap_or_default();
+            match s.kind {
+                Kind::Counter => counter!(s.name, &labels).absolute(0),
+                Kind::Gauge => gauge!(s.name, &labels).set(0.0),
+                Kind::Histogram => {
+                    let _ = histogram!(s.name, &labels);
+                }
+            }
+        }
+    }
+}
+
+/// Event classes (`class` label): catalog prefixes, livehub's own events, `custom`.
+const CLASSES: &[&str] = &[
+    "shipment",
+    "document",
+    "inspection",
+    "warehouse",
+    "order",
+    "machine",
+    "operator",
+    "equipment_update",
+    "session_update",
+    "sample_update",
+    "dashboard",
+    "analytics",
+    "report",
+    "notification",
+    "upload_progress",
+    "chat",
+    "user",
+    "typing",
+    "presence",
+    "viewers",
+    "join",
+    "leave",
+    "subscribe",
+    "unsubscribe",
+    "rooms",
+    "ping",
+    "auth",
+    "custom",
+];
+
 /// The class of an event name: its catalog prefix (`shipment`, `order`…), or
 /// `custom` for names outside the catalog and livehub's own.
 pub fn class(event: &str) -> &'static str {
-    const CLASSES: &[&str] = &[
-        "shipment",
-        "document",
-        "inspection",
-        "warehouse",
-        "order",
-        "machine",
-        "operator",
-        "equipment_update",
-        "session_update",
-        "sample_update",
-        "dashboard",
-        "analytics",
-        "report",
-        "notification",
-        "upload_progress",
-        "chat",
-        "user",
-        "typing",
-        "presence",
-        "viewers",
-        "join",
-        "leave",
-        "subscribe",
-        "unsubscribe",
-        "rooms",
-        "ping",
-        "auth",
-    ];
     let prefix = event.split(':').next().unwrap_or(event);
     let known = events::lookup(event).is_some()
         || events::RESERVED_LIVEHUB.contains(&event)
@@ -105,9 +258,21 @@ pub fn event_delivered(event: &str, sockets: usize) {
     counter!("livehub_events_delivered_total").increment(1);
 }
 
-/// Something was refused; `reason` is an error code or a short cause.
+/// Something was refused; `reason` is one of [`REJECT_REASONS`].
 pub fn rejected(reason: &'static str) {
+    debug_assert!(REJECT_REASONS.contains(&reason), "unlisted reason {reason}");
     counter!("livehub_rejected_total", "reason" => reason).increment(1);
+}
+
+/// A connection was closed for not reading fast enough; `front` is
+/// `socketio` or `plain`.
+pub fn lagging_disconnect(front: &'static str) {
+    counter!("livehub_lagging_disconnects_total", "front" => front).increment(1);
+}
+
+/// A cluster signal was dropped: the relay queue to Redis was full.
+pub fn signal_dropped() {
+    counter!("livehub_signals_dropped_total").increment(1);
 }
 
 /// Events sent by a replay.
@@ -140,7 +305,31 @@ pub fn set_gauges(websocket: usize, polling: usize, plain: usize, rooms: usize, 
 
 #[cfg(test)]
 mod tests {
-    use super::class;
+    use super::{Kind, SERIES, class, install};
+
+    #[test]
+    fn every_series_exists_at_start_with_help() {
+        let text = install().render();
+        for s in SERIES {
+            assert!(
+                text.contains(&format!("# HELP {} ", s.name)),
+                "{} has no HELP",
+                s.name
+            );
+            let sample = match s.kind {
+                Kind::Histogram => format!("{}_count", s.name),
+                _ => s.name.to_string(),
+            };
+            let values: &[&str] = s.label.map_or(&[""], |(_, v)| v);
+            for value in values {
+                let line = match s.label {
+                    Some((key, _)) => format!("{sample}{{{key}=\"{value}\"}} "),
+                    None => format!("{sample} "),
+                };
+                assert!(text.contains(&line), "{line} missing from:\n{text}");
+            }
+        }
+    }
 
     #[test]
     fn classes_are_bounded() {

@@ -107,7 +107,7 @@ impl Relay {
             return;
         };
         if self.tx.try_send(bytes).is_err() {
-            crate::metrics::rejected("relay_queue_full");
+            crate::metrics::signal_dropped();
         }
     }
 }

@@ -247,7 +247,7 @@ impl Registry {
             match conn.push(frame) {
                 SendOutcome::Sent => reached += 1,
                 SendOutcome::Slow => {
-                    crate::metrics::rejected("slow_client");
+                    crate::metrics::lagging_disconnect("plain");
                     conn.close(close::TRY_AGAIN, "too slow: reconnect and replay");
                 }
                 SendOutcome::Gone => {}

@@ -237,7 +237,7 @@ impl<A: Adapter> Fabric for IoFabric<A> {
             match outcome(socket.emit(&event.event, &*event.payload)) {
                 SendOutcome::Sent => reached += 1,
                 SendOutcome::Slow => {
-                    crate::metrics::rejected("slow_client");
+                    crate::metrics::lagging_disconnect("socketio");
                     self.force_reconnect(socket.id);
                 }
                 SendOutcome::Gone => {}

@@ -13,9 +13,11 @@
 //  - LOG_FORMAT=json: one JSON object per line, and no secrets in any of them.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import nodeHttp from "node:http";
+import path from "node:path";
 import { io as ioV4 } from "socket.io-client";
-import { API_KEY, ack, closeAll, collect, connect, emit, http, next, sleep, startServer, token, until, userToken } from "../lib/harness.mjs";
+import { API_KEY, ROOT, ack, closeAll, collect, connect, emit, http, next, sleep, startServer, token, until, userToken } from "../lib/harness.mjs";
 
 process.setMaxListeners(50); // the harness adds an exit hook per server
 
@@ -497,6 +499,38 @@ function checkHistogram(metrics, name) {
 }
 
 describe("/metrics", () => {
+  it("on a fresh node, before any traffic, has every series docs/operations.md lists, at zero, with help text", async () => {
+    const doc = fs.readFileSync(path.join(ROOT, "docs/operations.md"), "utf8");
+    // The table rows: | `name` | type | labels | meaning |
+    const rows = [...doc.matchAll(/^\| `(livehub_[a-z_]+)` \| (counter|gauge|histogram) \| ([^|]*) \|/gm)];
+    assert.ok(rows.length >= 14, `the metrics table lists the series (found ${rows.length})`);
+    const server = await startServer();
+    try {
+      const res = await raw(server, { path: "/metrics" });
+      const m = parseMetrics(res.text);
+      for (const [, name, type, labels] of rows) {
+        assert.equal(m.types.get(name), type, `${name} is a ${type}`);
+        assert.match(res.text, new RegExp(`^# HELP ${name} \\S`, "m"), `${name} has help text`);
+        const sample = type === "histogram" ? `${name}_count` : name;
+        if (labels.startsWith("`class`")) continue; // the classes, checked below
+        const label = labels.match(/^`([a-z]+)`: (.*)$/);
+        const values = label ? [...label[2].matchAll(/`([^`]+)`/g)].map((v) => v[1]) : [null];
+        for (const v of values) {
+          const key = v === null ? sample : `${sample}{${label[1]}="${v}"}`;
+          assert.equal(m.samples.get(key), 0, `${key} exists at zero`);
+        }
+      }
+      // The event classes the table points to are series too.
+      const classes = [...doc.match(/Event classes \(`class`\):([\s\S]*?)\n\n/)[1].matchAll(/`([a-z_]+)`/g)].map((c) => c[1]);
+      assert.ok(classes.includes("custom") && classes.length > 20);
+      for (const c of classes) {
+        for (const name of ["livehub_events_in_total", "livehub_events_out_total"]) assert.equal(m.samples.get(`${name}{class="${c}"}`), 0, `${name}{class=${c}}`);
+      }
+    } finally {
+      await server.stop();
+    }
+  });
+
   it("is Prometheus text whose counters, gauges and histograms follow the traffic", async () => {
     const server = await startServer({ RATE_LIMIT_PER_MINUTE: "20", MAX_CONNECTIONS_PER_IP: "3" });
     const sockets = [];
