@@ -24,7 +24,7 @@ use crate::auth::{ApiKeys, Verifier};
 use crate::chat::Chat;
 use crate::cluster::relay::{Relay, RelayTarget};
 use crate::cluster::{self, ClusterAdapter};
-use crate::config::{Config, redact_url};
+use crate::config::{Config, LogFormat, redact_url};
 use crate::http::{self, AppState, dev::DevInfo};
 use crate::hub::{Fabric, Fabrics};
 use crate::hub::{Hub, HubOptions, HubTasks};
@@ -341,7 +341,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 fn announce(app: &App, addr: SocketAddr) {
     let c = &app.config;
     // Tests and scripts read this line to find the port when PORT=0.
-    println!("livehub listening on http://{addr}");
+    let mut fields = serde_json::Map::new();
+    fields.insert("addr".into(), addr.to_string().into());
+    fields.insert("node".into(), c.node_id.to_string().into());
+    crate::cli::say(
+        c.log_format,
+        &format!("livehub listening on http://{addr}"),
+        fields,
+    );
     tracing::info!(
         %addr,
         node = %c.node_id,
@@ -359,28 +366,50 @@ fn announce(app: &App, addr: SocketAddr) {
             Some("Ana Ortiz"),
             12 * 3600,
         );
-        println!();
-        println!("  ┌──────────────────────────────────────────────────────────────────┐");
-        println!("  │  DEV MODE — generated secrets, NOT FOR PRODUCTION                 │");
-        println!("  └──────────────────────────────────────────────────────────────────┘");
-        println!("  demo page:   http://{addr}/");
-        println!("  API key:     {}", dev.api_key);
-        println!(
-            "  JWT secret:  {}   (export JWT_SECRET=… to mint more with `livehub token`)",
-            dev.secret
-        );
-        println!("  demo token:  {token}");
-        println!(
-            "  try:         curl -X POST http://{addr}/api/v1/emit -H 'Authorization: Bearer {}' \\",
-            dev.api_key
-        );
-        println!(
-            "                 -H 'Content-Type: application/json' -d '{{\"event\":\"shipment:updated\",\"data\":{{\"shipmentId\":\"42\",\"status\":\"received\"}}}}'"
-        );
-        println!();
-        if c.demo_dir.is_none() {
-            println!("  (no demo page: build it with `npm ci && npm run build` in web-demo/)");
+        match c.log_format {
+            LogFormat::Json => {
+                let fields = serde_json::json!({
+                    "demoPage": format!("http://{addr}/"),
+                    "apiKey": dev.api_key,
+                    "jwtSecret": dev.secret,
+                    "demoToken": token,
+                });
+                let serde_json::Value::Object(fields) = fields else {
+                    unreachable!("a JSON object literal")
+                };
+                crate::cli::say(
+                    c.log_format,
+                    "DEV MODE: generated secrets, not for production",
+                    fields,
+                );
+            }
+            LogFormat::Pretty => dev_banner(addr, &dev, &token, c.demo_dir.is_none()),
         }
+    }
+}
+
+fn dev_banner(addr: SocketAddr, dev: &DevInfo, token: &str, no_demo: bool) {
+    println!();
+    println!("  ┌──────────────────────────────────────────────────────────────────┐");
+    println!("  │  DEV MODE — generated secrets, NOT FOR PRODUCTION                 │");
+    println!("  └──────────────────────────────────────────────────────────────────┘");
+    println!("  demo page:   http://{addr}/");
+    println!("  API key:     {}", dev.api_key);
+    println!(
+        "  JWT secret:  {}   (export JWT_SECRET=… to mint more with `livehub token`)",
+        dev.secret
+    );
+    println!("  demo token:  {token}");
+    println!(
+        "  try:         curl -X POST http://{addr}/api/v1/emit -H 'Authorization: Bearer {}' \\",
+        dev.api_key
+    );
+    println!(
+        "                 -H 'Content-Type: application/json' -d '{{\"event\":\"shipment:updated\",\"data\":{{\"shipmentId\":\"42\",\"status\":\"received\"}}}}'"
+    );
+    println!();
+    if no_demo {
+        println!("  (no demo page: build it with `npm ci && npm run build` in web-demo/)");
     }
 }
 

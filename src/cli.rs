@@ -56,9 +56,11 @@ pub fn main() -> i32 {
         Some(Command::Migrate(args)) => with_config(&args, |config| async move {
             let store = crate::store::Store::connect(&config.database_url).await?;
             store.close().await;
-            println!(
-                "migrations applied to {}",
-                crate::config::redact_url(config.database_url.as_str())
+            let database = crate::config::redact_url(config.database_url.as_str());
+            say(
+                config.log_format,
+                &format!("migrations applied to {database}"),
+                serde_json::Map::new(),
             );
             Ok(())
         }),
@@ -95,10 +97,11 @@ where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    let json = args.log_format.as_deref() == Some("json");
     let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("livehub: {e}");
+            fatal(json, &e.to_string());
             return 2;
         }
     };
@@ -109,7 +112,7 @@ where
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("livehub: cannot start the async runtime: {e}");
+            fatal(json, &format!("cannot start the async runtime: {e}"));
             return 1;
         }
     };
@@ -117,10 +120,52 @@ where
         Ok(()) => 0,
         Err(e) => {
             // One line, like configuration errors, with the causes chained.
-            eprintln!("livehub: {e:#}");
+            fatal(json, &format!("{e:#}"));
             1
         }
     }
+}
+
+/// Why livehub cannot run, on stderr: one line, JSON with `LOG_FORMAT=json`.
+fn fatal(json: bool, message: &str) {
+    if json {
+        eprintln!("{}", json_line("ERROR", message, serde_json::Map::new()));
+    } else {
+        eprintln!("livehub: {message}");
+    }
+}
+
+/// A line on stdout: as given, or a JSON object with `LOG_FORMAT=json`.
+pub(crate) fn say(
+    format: LogFormat,
+    message: &str,
+    fields: serde_json::Map<String, serde_json::Value>,
+) {
+    match format {
+        LogFormat::Json => println!("{}", json_line("INFO", message, fields)),
+        LogFormat::Pretty => println!("{message}"),
+    }
+}
+
+/// A log line shaped like the JSON log's own (`timestamp`, `level`,
+/// `message`, `target`, then `fields`), for what livehub prints itself.
+pub(crate) fn json_line(
+    level: &str,
+    message: &str,
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> String {
+    let mut line = serde_json::Map::new();
+    line.insert(
+        "timestamp".into(),
+        chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .into(),
+    );
+    line.insert("level".into(), level.into());
+    line.insert("message".into(), message.into());
+    line.insert("target".into(), "livehub".into());
+    line.extend(fields);
+    serde_json::Value::Object(line).to_string()
 }
 
 /// Crates whose debug output dumps whole packets — handshake `auth` tokens and
@@ -144,7 +189,8 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(log_filter(&config.log_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(config.log_color);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),

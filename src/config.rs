@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Colour in pretty logs: `auto` (only on a terminal, and not with NO_COLOR), `always` or `never`.
+    #[arg(long, env = "LOG_COLOR")]
+    pub log_color: Option<String>,
+    /// Set (to anything but empty) to turn colour off in `auto` mode (no-color.org).
+    #[arg(long, env = "NO_COLOR", hide = true)]
+    pub no_color: Option<String>,
     /// Log filter, e.g. `info` or `livehub=debug,info`.
     #[arg(long, env = "LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -215,6 +221,8 @@ pub struct Config {
     pub ws_idle_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Colour codes in pretty logs: never in files and pipes unless asked for.
+    pub log_color: bool,
     /// Log filter directive.
     pub log_level: String,
     /// Chat encryption key.
@@ -524,6 +532,21 @@ impl Config {
                 ));
             }
         };
+        let log_color = match given(&a.log_color) {
+            None | Some("auto") => {
+                use std::io::IsTerminal;
+                std::io::stderr().is_terminal() && given(&a.no_color).is_none()
+            }
+            Some("always") => true,
+            Some("never") => false,
+            Some(other) => {
+                return Err(err(
+                    "LOG_COLOR",
+                    "log-color",
+                    format!("expected auto, always or never, got {other:?}"),
+                ));
+            }
+        };
         let log_level = given(&a.log_level).unwrap_or("info").to_string();
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             return Err(err(
@@ -692,6 +715,7 @@ impl Config {
             ws_ping_interval,
             ws_idle_timeout,
             log_format,
+            log_color,
             log_level,
             encryption_key,
             presence_broadcast_limit,
@@ -818,6 +842,7 @@ mod tests {
                 "EVENT_RETENTION",
             ),
             (|a| a.log_format = Some("xml".into()), "LOG_FORMAT"),
+            (|a| a.log_color = Some("sometimes".into()), "LOG_COLOR"),
             (|a| a.log_level = Some("[[[".into()), "LOG_LEVEL"),
             (|a| a.encryption_key = Some("abcd".into()), "ENCRYPTION_KEY"),
             (

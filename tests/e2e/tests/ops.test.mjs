@@ -17,7 +17,7 @@ import fs from "node:fs";
 import nodeHttp from "node:http";
 import path from "node:path";
 import { io as ioV4 } from "socket.io-client";
-import { API_KEY, ROOT, ack, closeAll, collect, connect, emit, http, next, sleep, startServer, token, until, userToken } from "../lib/harness.mjs";
+import { API_KEY, ROOT, ack, runBinary, closeAll, collect, connect, emit, http, next, sleep, startServer, token, until, userToken } from "../lib/harness.mjs";
 
 process.setMaxListeners(50); // the harness adds an exit hook per server
 
@@ -692,8 +692,10 @@ describe("LOG_FORMAT=json", () => {
   let debugRun;
   before(async () => (debugRun = await credentialTraffic("debug")));
 
-  it("LOG_LEVEL=debug: every stderr line is one JSON object", () => {
-    const lines = debugRun.server.stderr.split("\n").filter((l) => l.trim() !== "");
+  it("LOG_LEVEL=debug: every line on stderr and stdout, the start-up banner included, is one JSON object", () => {
+    const out = debugRun.server.stdout.split("\n").filter((l) => l.trim() !== "");
+    assert.ok(out.some((l) => JSON.parse(l).message?.startsWith("livehub listening on http://")), `the banner: ${out[0]}`);
+    const lines = [...debugRun.server.stderr.split("\n"), ...out].filter((l) => l.trim() !== "");
     console.log(`# json log (debug): ${lines.length} lines on stderr`);
     assert.ok(lines.length >= 20, `LOG_LEVEL=debug gives many lines (${lines.length})`);
     for (const l of lines) {
@@ -711,6 +713,28 @@ describe("LOG_FORMAT=json", () => {
 
   it("LOG_LEVEL=debug: no user token is logged, whichever way it came", () => {
     noSecrets(debugRun.server, tokenSecrets(debugRun.tokens));
+  });
+
+  it("pretty logs into a pipe carry no colour codes; LOG_COLOR=always asks for them", async () => {
+    const plainRun = await startServer({ LOG_LEVEL: "info" });
+    await plainRun.stop("SIGTERM");
+    await sleep(200); // the pipes drain after the exit
+    assert.match(plainRun.stderr, /livehub started/);
+    assert.doesNotMatch(plainRun.stderr + plainRun.stdout, /\x1b\[/, "no ANSI escapes in a pipe");
+    const colourRun = await startServer({ LOG_LEVEL: "info", LOG_COLOR: "always" });
+    await colourRun.stop("SIGTERM");
+    await sleep(200);
+    assert.match(colourRun.stderr, /\x1b\[/, "LOG_COLOR=always colours");
+  });
+
+  it("a refused configuration is one JSON line on stderr", async () => {
+    const r = await runBinary(["serve"], { LOG_FORMAT: "json", PORT: "not-a-port", JWT_SECRET: secret, API_KEYS: apiKey });
+    assert.equal(r.code, 2);
+    const lines = r.stderr.split("\n").filter((l) => l.trim() !== "");
+    assert.equal(lines.length, 1, r.stderr);
+    const line = JSON.parse(lines[0]);
+    assert.equal(line.level, "ERROR");
+    assert.match(line.message, /PORT/);
   });
 
   it("at the default level: JSON lines, and no credential of any kind", async () => {
