@@ -383,7 +383,7 @@ fn announce(app: &App, addr: SocketAddr) {
                     fields,
                 );
             }
-            LogFormat::Pretty => dev_banner(addr, &dev, &token, c.demo_dir.is_none()),
+            LogFormat::Pretty => dev_banner(addr, dev, &token, c.demo_dir.is_none()),
         }
     }
 }
