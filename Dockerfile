@@ -4,7 +4,8 @@
 #   docker run -p 3000:3000 -e JWT_SECRET=… -e API_KEYS=… -v livehub-data:/var/lib/livehub livehub
 #   docker run -p 3000:3000 livehub serve --dev        # demo board at http://localhost:3000/
 
-# 1. The demo page (served only with --dev).
+# 1. The demo page (served only with --dev) and the Socket.IO Admin UI's files
+#    (served at /admin/ when ADMIN_USERNAME and ADMIN_PASSWORD_HASH are set).
 FROM node:20-bookworm-slim AS demo
 WORKDIR /src/web-demo
 COPY web-demo/package.json web-demo/package-lock.json ./
@@ -39,6 +40,7 @@ ENV HOST=0.0.0.0 \
     PORT=3000 \
     DATABASE_URL=sqlite:///var/lib/livehub/livehub.db \
     DEMO_DIR=/usr/share/livehub/demo \
+    ADMIN_UI_DIR=/usr/share/livehub/demo/admin \
     LOG_FORMAT=json
 EXPOSE 3000
 # Graceful drain on SIGTERM (the default stop signal) takes at most 10 s.

@@ -83,3 +83,5 @@ fi
 
 cd web-demo
 LIVEHUB_URL=$url node --test --test-reporter=spec --test-timeout=180000 tests/demo.e2e.mjs
+# The Admin UI test starts its own livehub (admin credentials, not dev mode).
+LIVEHUB_BIN=$BIN node --test --test-reporter=spec --test-timeout=120000 tests/admin-ui.e2e.mjs

@@ -135,7 +135,7 @@ impl App {
     ) -> anyhow::Result<App>
     where
         A: Adapter + socketioxide_core::adapter::DefinedAdapter,
-        F: FnOnce(A::InitRes) -> Fut,
+        F: Fn(A::InitRes) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
         let Shared { presence, driver } = shared;
@@ -209,7 +209,18 @@ impl App {
             ping_every: config.ws_ping_interval,
             idle_after: config.ws_idle_timeout,
         });
-        let routes = http::router(state, config.demo_dir.as_deref())
+        let admin = realtime::admin::Admin::new(
+            io.clone(),
+            config.admin.clone(),
+            hub.clone(),
+            config.node_id.clone(),
+        );
+        init(realtime::admin::register(admin)).await?;
+        let admin_ui = config
+            .admin_ui_dir
+            .as_deref()
+            .filter(|_| realtime::admin::Admin::<A>::is_open(&config.admin));
+        let routes = http::router(state, config.demo_dir.as_deref(), admin_ui)
             .merge(plain::router(front.clone()))
             .layer(layer);
         let router = http::outer_layers(routes, &config.cors_origins, transport, ready.clone());
@@ -316,9 +327,14 @@ fn prepare_dev(config: &mut Config) -> Option<DevInfo> {
         generated = false;
     }
     if !generated {
+        // Real secrets mean real users: the admin namespace needs its own credentials.
+        if config.admin == crate::config::AdminAccess::Open {
+            config.admin = crate::config::AdminAccess::Closed;
+        }
         tracing::warn!(
             "dev mode beside a configured JWT_SECRET or API_KEYS: /dev/token and /dev/config are off, \
-             so that they never hand out real credentials"
+             and the Admin UI needs ADMIN_USERNAME and ADMIN_PASSWORD_HASH, \
+             so that they never hand out real credentials or control"
         );
     }
     Some(DevInfo {

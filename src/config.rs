@@ -113,6 +113,15 @@ pub struct ServeArgs {
     /// Directory of the built demo page (default `web-demo/dist` in dev mode).
     #[arg(long, env = "DEMO_DIR")]
     pub demo_dir: Option<String>,
+    /// Socket.IO Admin UI login name (with ADMIN_PASSWORD_HASH).
+    #[arg(long, env = "ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+    /// Socket.IO Admin UI password, as a bcrypt hash (`$2b$…`).
+    #[arg(long, env = "ADMIN_PASSWORD_HASH", hide_env_values = true)]
+    pub admin_password_hash: Option<String>,
+    /// Directory of the Admin UI's built files (default `web-demo/dist/admin` when built).
+    #[arg(long, env = "ADMIN_UI_DIR")]
+    pub admin_ui_dir: Option<String>,
     /// Development mode: generated secret and API key, demo page, loud warnings.
     #[arg(long, env = "LIVEHUB_DEV", num_args = 0..=1, default_missing_value = "true")]
     pub dev: Option<String>,
@@ -245,8 +254,28 @@ pub struct Config {
     pub cluster_name: String,
     /// Built demo page, served at `/` and `/demo/` in dev mode.
     pub demo_dir: Option<PathBuf>,
+    /// Who may open the Socket.IO Admin UI's `/admin` namespace.
+    pub admin: AdminAccess,
+    /// The Admin UI's built files, served at `/admin/` when the namespace is open to someone.
+    pub admin_ui_dir: Option<PathBuf>,
     /// Development mode.
     pub dev: bool,
+}
+
+/// Who may connect to the `/admin` namespace (the Socket.IO Admin UI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// Nobody: no credentials are configured.
+    Closed,
+    /// Anyone: `--dev` without credentials.
+    Open,
+    /// `ADMIN_USERNAME` with the password whose bcrypt hash is `password_hash`.
+    Password {
+        /// The login name.
+        username: String,
+        /// A bcrypt hash.
+        password_hash: String,
+    },
 }
 
 /// The default `DATABASE_URL`.
@@ -274,6 +303,42 @@ fn is_loopback_url(url: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `ADMIN_USERNAME` and `ADMIN_PASSWORD_HASH`: both or neither; the hash
+/// must be bcrypt's. Without them the namespace is closed, except in dev mode.
+fn admin_access(
+    username: &Option<String>,
+    hash: &Option<String>,
+    dev: bool,
+) -> Result<AdminAccess, ConfigError> {
+    match (given(username), given(hash)) {
+        (None, None) if dev => Ok(AdminAccess::Open),
+        (None, None) => Ok(AdminAccess::Closed),
+        (Some(username), Some(hash)) => {
+            if hash.parse::<bcrypt::HashParts>().is_err() {
+                return Err(err(
+                    "ADMIN_PASSWORD_HASH",
+                    "admin-password-hash",
+                    "expected a bcrypt hash like $2b$12$… (e.g. from `htpasswd -bnBC 12 \"\" password`)",
+                ));
+            }
+            Ok(AdminAccess::Password {
+                username: username.to_string(),
+                password_hash: hash.to_string(),
+            })
+        }
+        (Some(_), None) => Err(err(
+            "ADMIN_PASSWORD_HASH",
+            "admin-password-hash",
+            "ADMIN_USERNAME is set: set its bcrypt password hash too",
+        )),
+        (None, Some(_)) => Err(err(
+            "ADMIN_USERNAME",
+            "admin-username",
+            "ADMIN_PASSWORD_HASH is set: set the login name too",
+        )),
+    }
 }
 
 /// A duration like `24h`, `90m` or `25s`, at least `min`.
@@ -681,6 +746,25 @@ impl Config {
             None => None,
         };
 
+        let admin = admin_access(&a.admin_username, &a.admin_password_hash, dev)?;
+        let admin_ui_dir = match given(&a.admin_ui_dir) {
+            Some(d) => {
+                let path = PathBuf::from(d);
+                if !path.join("index.html").is_file() {
+                    return Err(err(
+                        "ADMIN_UI_DIR",
+                        "admin-ui-dir",
+                        format!(
+                            "{d} has no index.html (build web-demo/: `npm ci && npm run build`)"
+                        ),
+                    ));
+                }
+                Some(path)
+            }
+            None => Some(PathBuf::from("web-demo/dist/admin"))
+                .filter(|p| p.join("index.html").is_file()),
+        };
+
         if redis_url.is_some()
             && matches!(database_url, DatabaseUrl::Sqlite(_))
             && !allow_sqlite_cluster
@@ -727,6 +811,8 @@ impl Config {
             allow_sqlite_cluster,
             cluster_name,
             demo_dir,
+            admin,
+            admin_ui_dir,
             dev,
         })
     }
@@ -843,6 +929,21 @@ mod tests {
             ),
             (|a| a.log_format = Some("xml".into()), "LOG_FORMAT"),
             (|a| a.log_color = Some("sometimes".into()), "LOG_COLOR"),
+            (
+                |a| a.admin_username = Some("ops".into()),
+                "ADMIN_PASSWORD_HASH",
+            ),
+            (
+                |a| {
+                    a.admin_username = Some("ops".into());
+                    a.admin_password_hash = Some("plaintext".into());
+                },
+                "ADMIN_PASSWORD_HASH",
+            ),
+            (
+                |a| a.admin_ui_dir = Some("/nonexistent".into()),
+                "ADMIN_UI_DIR",
+            ),
             (|a| a.log_level = Some("[[[".into()), "LOG_LEVEL"),
             (|a| a.encryption_key = Some("abcd".into()), "ENCRYPTION_KEY"),
             (

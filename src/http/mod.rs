@@ -56,8 +56,13 @@ pub struct AppState {
     pub dev: Option<dev::DevInfo>,
 }
 
-/// The routes, without the Socket.IO layer.
-pub fn router(state: AppState, demo_dir: Option<&std::path::Path>) -> Router {
+/// The routes, without the Socket.IO layer. `admin_ui` is the Admin UI's
+/// built files, served at `/admin/` when the admin namespace is open to someone.
+pub fn router(
+    state: AppState,
+    demo_dir: Option<&std::path::Path>,
+    admin_ui: Option<&std::path::Path>,
+) -> Router {
     let mut app = Router::new()
         .route("/api/v1/emit", post(emit::emit))
         .route("/api/v1/emit/batch", post(emit::emit_batch))
@@ -70,6 +75,15 @@ pub fn router(state: AppState, demo_dir: Option<&std::path::Path>) -> Router {
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .merge(seed_chat::routes());
+    if let Some(dir) = admin_ui {
+        // The UI loads its assets by relative paths: `/admin` must end in a slash.
+        app = app
+            .route(
+                "/admin",
+                get(|| async { axum::response::Redirect::permanent("/admin/") }),
+            )
+            .nest_service("/admin/", tower_http::services::ServeDir::new(dir));
+    }
     // Unknown API paths are a JSON 404 even when the demo page serves everything else.
     app = app
         .route("/api/{*rest}", axum::routing::any(not_found))

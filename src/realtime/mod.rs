@@ -7,6 +7,7 @@
 //!
 //! Everything after decoding is the session layer's ([`crate::session`]).
 
+pub(crate) mod admin;
 pub(crate) mod connect;
 pub(crate) mod dispatch;
 

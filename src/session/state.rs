@@ -130,6 +130,8 @@ pub(crate) struct Session {
     pub membership: Arc<Membership>,
     /// Log position when the socket connected: events after it are owed to it.
     pub connected_at: i64,
+    /// When it connected (shown in the Admin UI).
+    pub since: std::time::SystemTime,
     /// `auth.offset` from the handshake.
     pub auth_offset: Option<String>,
     /// Rate limit on client events.
@@ -162,6 +164,7 @@ impl Session {
             claims: Mutex::new(Arc::new(claims)),
             membership: Arc::new(Membership::default()),
             connected_at,
+            since: std::time::SystemTime::now(),
             auth_offset,
             limiter,
             connection,
