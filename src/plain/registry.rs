@@ -198,6 +198,11 @@ impl Registry {
         self.conns.get(&sid).map(|c| c.clone())
     }
 
+    /// How many connections there are.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
     /// Every connection, for shutdown.
     pub(crate) fn all(&self) -> Vec<Arc<Conn>> {
         self.conns.iter().map(|c| c.value().clone()).collect()

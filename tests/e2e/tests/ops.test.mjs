@@ -717,13 +717,12 @@ describe("LOG_FORMAT=json", () => {
 
   it("pretty logs into a pipe carry no colour codes; LOG_COLOR=always asks for them", async () => {
     const plainRun = await startServer({ LOG_LEVEL: "info" });
+    await until(() => /livehub started/.test(plainRun.stderr), { what: "the start-up log line" });
     await plainRun.stop("SIGTERM");
-    await sleep(200); // the pipes drain after the exit
-    assert.match(plainRun.stderr, /livehub started/);
     assert.doesNotMatch(plainRun.stderr + plainRun.stdout, /\x1b\[/, "no ANSI escapes in a pipe");
     const colourRun = await startServer({ LOG_LEVEL: "info", LOG_COLOR: "always" });
+    await until(() => /livehub/.test(colourRun.stderr), { what: "a log line" });
     await colourRun.stop("SIGTERM");
-    await sleep(200);
     assert.match(colourRun.stderr, /\x1b\[/, "LOG_COLOR=always colours");
   });
 
