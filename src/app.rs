@@ -268,7 +268,10 @@ impl App {
             listener,
             self.router.clone(),
             stop_accepting.clone(),
-            Duration::from_secs(2),
+            crate::server::Limits {
+                grace: Duration::from_secs(2),
+                max_connections: self.config.max_connections as usize,
+            },
         ));
         announce(&self, local);
         shutdown.await;

@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// Largest accepted message in bytes.
     #[arg(long, env = "MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<String>,
+    /// Open TCP connections this node accepts, of every kind (0 = no cap).
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
     /// Socket.IO connections per client address (0 = no cap).
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<String>,
@@ -218,6 +221,8 @@ pub struct Config {
     pub cors_origins: CorsOrigins,
     /// Largest accepted message.
     pub max_payload_bytes: usize,
+    /// Open TCP connections, of every kind (0 = off).
+    pub max_connections: u32,
     /// Connections per client address (0 = off).
     pub max_connections_per_ip: u32,
     /// Client events per socket per minute (0 = off).
@@ -277,6 +282,11 @@ pub enum AdminAccess {
         password_hash: String,
     },
 }
+
+/// The default `MAX_CONNECTIONS`: at roughly 30 KiB each, about 1.5 GiB of
+/// connection state; past it a node answers 503 instead of running out of
+/// memory or file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 50_000;
 
 /// The default `DATABASE_URL`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://livehub.db";
@@ -554,6 +564,13 @@ impl Config {
                 "must be between 1024 and 67108864",
             ));
         }
+        let max_connections = number(
+            &a.max_connections,
+            "MAX_CONNECTIONS",
+            "max-connections",
+            DEFAULT_MAX_CONNECTIONS,
+            "a whole number (0 = no cap)",
+        )?;
         let max_connections_per_ip = number(
             &a.max_connections_per_ip,
             "MAX_CONNECTIONS_PER_IP",
@@ -793,6 +810,7 @@ impl Config {
             redis_url,
             cors_origins,
             max_payload_bytes,
+            max_connections,
             max_connections_per_ip,
             rate_limit_per_minute,
             event_retention,
@@ -929,6 +947,7 @@ mod tests {
             ),
             (|a| a.log_format = Some("xml".into()), "LOG_FORMAT"),
             (|a| a.log_color = Some("sometimes".into()), "LOG_COLOR"),
+            (|a| a.max_connections = Some("-1".into()), "MAX_CONNECTIONS"),
             (
                 |a| a.admin_username = Some("ops".into()),
                 "ADMIN_PASSWORD_HASH",

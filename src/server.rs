@@ -23,14 +23,32 @@ use crate::transport::{ConnInfo, KillableStream};
 /// How long a client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The answer to a connection over the cap: written raw, before any HTTP
+/// parsing, so that a flood costs one small write per connection.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+Content-Type: application/json\r\nContent-Length: 80\r\nConnection: close\r\n\r\n\
+{\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"too many connections, retry\"}}";
+
+/// How the accept loop bounds its connections.
+pub struct Limits {
+    /// How long open connections may finish after shutdown begins.
+    pub grace: Duration,
+    /// Open connections at most (0 = no cap); more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then gives open
-/// connections up to `grace` to finish and closes the rest.
+/// connections up to `limits.grace` to finish and closes the rest.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
-    grace: Duration,
+    limits: Limits,
 ) {
+    let Limits {
+        grace,
+        max_connections,
+    } = limits;
     let tracker = TaskTracker::new();
     let all_connections = CancellationToken::new();
     let serve_one = |stream: TcpStream, peer: SocketAddr| {
@@ -70,6 +88,9 @@ pub async fn serve(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if max_connections > 0 && tracker.len() >= max_connections => {
+                    refuse(stream);
+                }
                 Ok((stream, peer)) => serve_one(stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -98,4 +119,17 @@ pub async fn serve(
         tracing::debug!("closing connections still open after the grace period");
     }
     all_connections.cancel();
+}
+
+/// Answers a connection over the cap with 503 and closes it, within a second.
+fn refuse(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    crate::metrics::rejected("too_many_connections");
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(OVER_CAPACITY).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+    });
 }

@@ -124,3 +124,36 @@ describe("clients that trickle their request headers", () => {
     assert.ok(worst < 15_000, `every trickling connection was closed by the server (slowest after ${worst} ms)`);
   });
 });
+
+describe("MAX_CONNECTIONS", () => {
+  it("past the cap new connections get a 503 and are closed; once some close, clients are served again", async () => {
+    const server = await startServer({ MAX_CONNECTIONS: "20" });
+    const held = [];
+    try {
+      // Twenty silent connections fill the node.
+      for (let i = 0; i < 20; i++) {
+        held.push(await new Promise((resolve) => {
+          const sock = net.connect(server.port, "127.0.0.1", () => resolve(sock));
+          sock.on("error", () => {});
+        }));
+      }
+      await sleep(200);
+      const refused = await request(server, "GET", "/health");
+      assert.equal(refused.status, 503);
+      assert.equal(refused.body.error.code, "internal");
+      const metricsRefused = await request(server, "GET", "/metrics");
+      assert.equal(metricsRefused.status, 503, "every route is behind the cap");
+      // They go; the node serves again.
+      for (const sock of held.splice(0)) sock.destroy();
+      await sleep(300);
+      assert.equal((await request(server, "GET", "/health")).status, 200);
+      const metrics = await request(server, "GET", "/metrics");
+      assert.match(metrics.text, /livehub_rejected_total\{reason="too_many_connections"\} [1-9]/);
+      const s = await connect(server.url, { token: userToken("after-the-cap") });
+      s.close();
+    } finally {
+      for (const sock of held) sock.destroy();
+      await server.stop();
+    }
+  });
+});
