@@ -32,6 +32,9 @@ cargo test --locked --quiet
 step "end-to-end tests (socket.io-client 4.x and 2.x against livehub)"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
+step "HTTP API fuzzed against its OpenAPI document (schemathesis)"
+scripts/api-fuzz.sh
+
 if [ -f web-demo/package.json ]; then
   step "demo page in headless Chromium"
   scripts/browser-test.sh

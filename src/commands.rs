@@ -211,7 +211,7 @@ impl<'a> Fields<'a> {
         RoomName::entity(kind, &self.id(key)?)
     }
 
-    /// An id: a non-empty string or an integer (never `1.5`).
+    /// An id: a non-empty string or a whole number (`42`, `42.0`; never `1.5`).
     pub(crate) fn id(&self, key: &str) -> Result<String, Rejection> {
         crate::events::id_value(self.get(key)).ok_or_else(|| {
             Rejection::bad_request(format!("`{key}` must be a non-empty string or an integer"))
@@ -233,7 +233,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn int(&self, key: &str) -> Result<Option<i64>, Rejection> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+            Some(Value::Number(n)) if whole_i64(n).is_some() => Ok(whole_i64(n)),
             Some(Value::String(s)) if s.parse::<i64>().is_ok() => Ok(s.parse().ok()),
             Some(_) => Err(Rejection::bad_request(format!(
                 "`{key}` must be an integer"
@@ -275,7 +275,7 @@ impl<'a> Fields<'a> {
         items
             .iter()
             .map(|i| match i {
-                Value::Number(n) => n.as_i64().ok_or_else(bad),
+                Value::Number(n) => whole_i64(n).ok_or_else(bad),
                 Value::String(s) => s.parse().map_err(|_| bad()),
                 _ => Err(bad()),
             })
@@ -336,6 +336,11 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A whole JSON number (`42` or `42.0`) that fits an `i64`.
+fn whole_i64(n: &serde_json::Number) -> Option<i64> {
+    crate::events::whole_number(n).and_then(|n| i64::try_from(n).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,7 +366,33 @@ mod tests {
                 since: Some("x".into())
             }
         );
-        for bad in [json!(1.5), json!(""), json!(null), json!([1]), json!(true)] {
+        // 42.0 is 42 (JSON cannot tell them apart); 1.5 and 1e300 are no ids.
+        // Large ones are read exactly (serde_json's `float_roundtrip`).
+        let big: Value = serde_json::from_str("2206713902169441.0").unwrap();
+        assert_eq!(
+            decode("join:shipment", json!({ "shipmentId": big })).unwrap(),
+            Command::Join {
+                room: RoomName("shipment:2206713902169441".into()),
+                since: None
+            }
+        );
+        for whole in [json!(42), json!(42.0)] {
+            assert_eq!(
+                decode("join:shipment", json!({ "shipmentId": whole })).unwrap(),
+                Command::Join {
+                    room: RoomName("shipment:42".into()),
+                    since: None
+                }
+            );
+        }
+        for bad in [
+            json!(1.5),
+            json!(1e300),
+            json!(""),
+            json!(null),
+            json!([1]),
+            json!(true),
+        ] {
             let e = decode("join:shipment", json!({ "shipmentId": bad })).unwrap_err();
             assert_eq!(e.code, crate::ErrorCode::BadRequest, "{bad}");
         }

@@ -384,13 +384,29 @@ fn check_field(event: &str, data: &Map<String, Value>, field: Field) -> Result<(
     }
 }
 
-/// An id field as text: a non-empty string or an integer.
+/// An id field as text: a non-empty string or a whole number.
 pub fn id_value(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        Value::Number(n) => whole_number(n).map(|n| n.to_string()),
         _ => None,
     }
+}
+
+/// A JSON number that is a whole number: `42`, and `42.0` too (JSON does not
+/// tell them apart, and JavaScript writes both as `42`). Fractions, and floats
+/// too large to be exact, are not.
+pub(crate) fn whole_number(n: &serde_json::Number) -> Option<i128> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if let Some(i) = n.as_i64() {
+        return Some(i.into());
+    }
+    if let Some(u) = n.as_u64() {
+        return Some(u.into());
+    }
+    n.as_f64()
+        .filter(|f| f.fract() == 0.0 && f.abs() <= EXACT)
+        .map(|f| f as i128)
 }
 
 fn room_from_parts(name: String) -> Result<String, Rejection> {

@@ -4,7 +4,9 @@
 //! None of this exists unless livehub runs with `--dev`.
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::error::Query;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
@@ -74,7 +76,7 @@ fn dev_for(
 async fn token(
     State(state): State<AppState>,
     conn: Option<axum::Extension<ConnInfo>>,
-    Query(q): Query<TokenQuery>,
+    Query(q, _): Query<TokenQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let dev = dev_for(&state, conn)?;
     let sub = q.sub.unwrap_or_else(|| DEMO_USERS[0].0.to_string());

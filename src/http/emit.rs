@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::{ApiError, Controller, JsonBody};
 use crate::error::Rejection;
-use crate::events::{Emit, Target};
+use crate::events::{self, Emit, Target};
 use crate::hub::Receipt;
 
 /// The most events in one batch.
@@ -163,11 +163,11 @@ pub fn parse_emit(body: &Value, max_payload_bytes: usize) -> Result<Emit, Reject
 fn id(v: Option<&Value>, field: &str) -> Result<Option<String>, Rejection> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-        Some(_) => Err(Rejection::bad_request(format!(
-            "`{field}` must be a non-empty string or an integer"
-        ))),
+        Some(id) => events::id_value(Some(id)).map(Some).ok_or_else(|| {
+            Rejection::bad_request(format!(
+                "`{field}` must be a non-empty string or an integer"
+            ))
+        }),
     }
 }
 
@@ -179,8 +179,8 @@ fn string_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, Rejection>
             .iter()
             .map(|i| match i {
                 Value::String(s) => Ok(s.clone()),
-                Value::Number(n) if field == "users" && (n.is_i64() || n.is_u64()) => {
-                    Ok(n.to_string())
+                Value::Number(n) if field == "users" && events::whole_number(n).is_some() => {
+                    Ok(events::id_value(Some(i)).unwrap_or_default())
                 }
                 _ => Err(Rejection::bad_request(format!(
                     "`{field}` must be a list of strings"

@@ -37,6 +37,47 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `axum`'s `Query`, refused in livehub's error shape (`E`: the API's or seed
+/// 001's envelope) instead of axum's plain-text 400.
+pub struct Query<T, E = ApiError>(pub T, pub std::marker::PhantomData<E>);
+
+/// `axum`'s `Path`, refused in livehub's error shape.
+pub struct Path<T, E = ApiError>(pub T, pub std::marker::PhantomData<E>);
+
+impl<T, E, S> FromRequestParts<S> for Query<T, E>
+where
+    T: serde::de::DeserializeOwned,
+    E: From<Rejection> + IntoResponse,
+    S: Send + Sync,
+{
+    type Rejection = E;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, E> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(q) => Ok(Query(q.0, std::marker::PhantomData)),
+            Err(e) => {
+                Err(Rejection::bad_request(format!("the query string: {}", e.body_text())).into())
+            }
+        }
+    }
+}
+
+impl<T, E, S> FromRequestParts<S> for Path<T, E>
+where
+    T: serde::de::DeserializeOwned + Send,
+    E: From<Rejection> + IntoResponse,
+    S: Send + Sync,
+{
+    type Rejection = E;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, E> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Path(p.0, std::marker::PhantomData)),
+            Err(e) => Err(Rejection::bad_request(format!("the path: {}", e.body_text())).into()),
+        }
+    }
+}
+
 /// A JSON request body, read up to the body limit. Too large → 413, not JSON → 400,
 /// both in the contract's error shape.
 pub struct JsonBody(pub Value);

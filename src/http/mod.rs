@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +27,7 @@ use crate::auth::{ApiKeys, Verifier};
 use crate::config::CorsOrigins;
 use crate::hub::Hub;
 use crate::transport::{ConnInfo, TransportControl, engine_session};
-use error::{ApiError, Controller};
+use error::{ApiError, Controller, Path};
 
 /// What every route can reach.
 #[derive(Clone)]
@@ -72,6 +72,7 @@ pub fn router(
         .route("/api/v1/rooms/{room}/messages", get(rooms::messages))
         .route("/api/v1/rooms/{room}/read", post(rooms::read))
         .route("/api/v1/search", get(rooms::search))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .merge(seed_chat::routes());
@@ -96,6 +97,14 @@ pub fn router(
             .with_state(state),
         None => app.fallback(not_found).with_state(state),
     }
+}
+
+/// The HTTP API's description (OpenAPI 3.1), built by `scripts/openapi/gen.py`.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/v1/openapi.json`
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// Wraps the whole service (Socket.IO included): the Engine.IO gate, CORS and
@@ -245,7 +254,7 @@ fn detach_from_read_buffer(req: &mut Request) {
 async fn disconnect_user(
     State(state): State<AppState>,
     _: Controller,
-    Path(id): Path<String>,
+    Path(id, _): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     crate::rooms::parse(&crate::rooms::user_room(&id))?;
     state.hub.disconnect_user(&id).await?;
@@ -263,4 +272,57 @@ async fn method_not_allowed() -> Response {
 
 async fn not_found() -> ApiError {
     ApiError(crate::error::Rejection::not_found("no such route"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The paths the routers declare, read from their source.
+    fn served() -> BTreeSet<String> {
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("seed_chat.rs"),
+            include_str!("dev.rs"),
+            include_str!("../plain/mod.rs"),
+        ];
+        let mut paths = BTreeSet::new();
+        for source in sources {
+            // Only the code, not the tests (this one quotes the calls it looks for).
+            let source = source.split("#[cfg(test)]").next().unwrap_or_default();
+            for call in [".route(", ".nest_service("] {
+                for rest in source.split(call).skip(1) {
+                    let Some(rest) = rest.trim_start().strip_prefix('"') else {
+                        continue;
+                    };
+                    let path = rest.split('"').next().unwrap_or_default();
+                    // The catch-all JSON 404 and the demo's files are not routes of the API.
+                    if !path.contains("{*") && path != "/demo" {
+                        paths.insert(path.to_string());
+                    }
+                }
+            }
+        }
+        paths
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_route_and_no_other() {
+        let spec: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        assert_eq!(spec["openapi"], "3.1.0");
+        let documented: BTreeSet<String> =
+            spec["paths"].as_object().unwrap().keys().cloned().collect();
+        let served = served();
+        assert!(served.len() > 15, "the routes were found: {served:?}");
+        let missing: Vec<_> = served.difference(&documented).collect();
+        assert!(
+            missing.is_empty(),
+            "served but not in openapi.json: {missing:?}"
+        );
+        let stale: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            stale.is_empty(),
+            "in openapi.json but not served: {stale:?}"
+        );
+    }
 }

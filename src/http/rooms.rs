@@ -1,7 +1,9 @@
 //! Room routes: the event log for clients that poll, presence, chat history,
 //! read receipts and search.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::error::{Path, Query};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,7 +29,7 @@ pub const MAX_EVENTS_PAGE: usize = 1000;
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<EventsQuery>,
+    Query(q, _): Query<EventsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let room = q
         .room
@@ -84,8 +86,8 @@ pub const MAX_VIEWERS_LISTED: usize = 10_000;
 pub async fn presence(
     State(state): State<AppState>,
     caller: Caller,
-    Path(room): Path<String>,
-    Query(q): Query<PresenceQuery>,
+    Path(room, _): Path<String>,
+    Query(q, _): Query<PresenceQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.may_read(&room)?;
     let limit = int_param(q.limit.as_deref(), "limit")?.unwrap_or(1000);
@@ -120,8 +122,8 @@ fn int_param(v: Option<&str>, name: &str) -> Result<Option<i64>, Rejection> {
 pub async fn messages(
     State(state): State<AppState>,
     caller: Caller,
-    Path(room): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    Path(room, _): Path<String>,
+    Query(q, _): Query<HistoryQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.may_read(&room)?;
     let before = int_param(q.before.as_deref(), "before")?;
@@ -136,7 +138,7 @@ pub async fn messages(
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(room): Path<String>,
+    Path(room, _): Path<String>,
     super::error::JsonBody(body): super::error::JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.may_read(&room)?;
@@ -167,7 +169,7 @@ pub struct SearchQuery {
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<SearchQuery>,
+    Query(q, _): Query<SearchQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let text =
         q.q.filter(|s| !s.trim().is_empty())

@@ -3,7 +3,9 @@
 //! team's `{"status":"success","data":…}` envelope with snake_case messages,
 //! and its room names (`order_123` for `order:123`).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::error::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -138,8 +140,8 @@ fn count_param(
 async fn messages(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
-    Path(named): Path<String>,
-    Query(q): Query<PageQuery>,
+    Path(named, _): Path<String, SeedError>,
+    Query(q, _): Query<PageQuery, SeedError>,
 ) -> Result<Response, SeedError> {
     let claims = user(caller)?;
     let room = readable(&claims, &named)?;
@@ -160,7 +162,7 @@ async fn messages(
 async fn mark_read(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
-    Path(named): Path<String>,
+    Path(named, _): Path<String, SeedError>,
     body: Result<JsonBody, ApiError>,
 ) -> Result<Response, SeedError> {
     let claims = user(caller)?;
@@ -186,7 +188,7 @@ pub struct SeedSearch {
 async fn search(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
-    Query(q): Query<SeedSearch>,
+    Query(q, _): Query<SeedSearch, SeedError>,
 ) -> Result<Response, SeedError> {
     let claims = user(caller)?;
     let text = q
