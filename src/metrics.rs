@@ -78,6 +78,12 @@ pub(crate) const SERIES: &[Series] = &[
         label: None,
     },
     Series {
+        name: "livehub_transport_sessions",
+        kind: Kind::Gauge,
+        help: "Engine.IO sessions whose connections livehub tracks (upgraded websockets, polling requests in flight); sampled every 5 s.",
+        label: None,
+    },
+    Series {
         name: "livehub_events_in_total",
         kind: Kind::Counter,
         help: "Client-to-server events received, by event class.",
@@ -122,7 +128,7 @@ pub(crate) const SERIES: &[Series] = &[
     Series {
         name: "livehub_signals_dropped_total",
         kind: Kind::Counter,
-        help: "Cluster signals (presence, typing, disconnects for plain connections) dropped because the relay queue to Redis was full.",
+        help: "Presence, typing and other ephemeral signals dropped because the queue to the cluster (Redis) was full.",
         label: None,
     },
     Series {
@@ -268,6 +274,11 @@ pub fn rejected(reason: &'static str) {
 /// `socketio` or `plain`.
 pub fn lagging_disconnect(front: &'static str) {
     counter!("livehub_lagging_disconnects_total", "front" => front).increment(1);
+}
+
+/// Engine.IO sessions tracked by the transport control, after a sweep.
+pub fn transport_sessions(n: usize) {
+    gauge!("livehub_transport_sessions").set(n as f64);
 }
 
 /// A cluster signal was dropped: the relay queue to Redis was full.

@@ -171,6 +171,17 @@ impl TransportControl {
         self.upgraded.remove(sid);
         self.polling.remove(sid);
     }
+
+    /// Forgets upgrades whose connection is gone and kills past their time.
+    /// An upgrade is otherwise forgotten when its socket disconnects, and a
+    /// handshake that never became a socket (no CONNECT, a refused token)
+    /// has none: without this, a loop of such handshakes grows the map for
+    /// good. Returns how many sessions are still tracked.
+    pub fn sweep(&self) -> usize {
+        self.upgraded.retain(|_, conn| !conn.is_closed());
+        self.killed.retain(|_, at| at.elapsed() < KILLED_TTL);
+        self.upgraded.len() + self.polling.len()
+    }
 }
 
 /// The Engine.IO session id and transport of a `/socket.io/` request query.

@@ -45,6 +45,7 @@ pub(crate) fn start_ghost_sweeper<A: Adapter>(io: SocketIo<A>, transport: Arc<Tr
         let mut suspects = std::collections::HashSet::new();
         loop {
             tokio::time::sleep(GHOST_SWEEP_EVERY).await;
+            crate::metrics::transport_sessions(transport.sweep());
             let Some(ns) = io.of("/") else { return };
             let mut now_suspect = std::collections::HashSet::new();
             for socket in ns.local().sockets() {
@@ -139,8 +140,19 @@ pub(crate) struct IoFabric<A: Adapter> {
     cross_node_broadcast: bool,
     /// Signals wait here for the one task that sends them, so that they go out
     /// in the order they were made (an `offline` never overtakes its `online`).
-    signals: tokio::sync::mpsc::UnboundedSender<Signal>,
+    /// Bounded: when the cluster is too slow to take them, the newest are
+    /// dropped and counted, instead of memory growing behind a hung Redis.
+    signals: tokio::sync::mpsc::Sender<Signal>,
+    /// Logged events for other nodes (without a shared log), in commit order.
+    /// Never dropped; the deliverer, bounded by the log, is their only source.
+    cross_node_events: tokio::sync::mpsc::UnboundedSender<Signal>,
 }
+
+/// Signals waiting for the cluster at most; past it new ones are dropped.
+const SIGNAL_QUEUE: usize = 4096;
+/// After a cluster broadcast times out, signals go to this node's sockets
+/// only for this long, so that a hung Redis costs one timeout, not one per signal.
+const CLUSTER_BACKOFF: Duration = Duration::from_secs(5);
 
 /// An ephemeral broadcast waiting to be sent.
 struct Signal {
@@ -152,28 +164,58 @@ struct Signal {
 
 /// Sends signals one after the other, through the adapter (every node), or —
 /// when the cluster does not answer — to this node's sockets at least.
-async fn send_signals<A: Adapter>(
+async fn send_signals<A: Adapter>(io: SocketIo<A>, mut rx: tokio::sync::mpsc::Receiver<Signal>) {
+    let mut cluster_down_until = None;
+    while let Some(signal) = rx.recv().await {
+        broadcast(&io, signal, &mut cluster_down_until).await;
+    }
+}
+
+/// As [`send_signals`], for logged events crossing nodes without a shared log.
+async fn send_cross_node_events<A: Adapter>(
     io: SocketIo<A>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Signal>,
 ) {
-    while let Some(signal) = rx.recv().await {
-        let Some(ns) = io.of("/") else { return };
-        let mut everywhere = ns.clone().to(signal.rooms.clone());
-        let mut here = ns.local().to(signal.rooms);
+    let mut cluster_down_until = None;
+    while let Some(event) = rx.recv().await {
+        broadcast(&io, event, &mut cluster_down_until).await;
+    }
+}
+
+/// One broadcast to every node, within [`CLUSTER_BROADCAST_TIMEOUT`], or to
+/// this node's sockets while the cluster is backed off.
+async fn broadcast<A: Adapter>(
+    io: &SocketIo<A>,
+    signal: Signal,
+    cluster_down_until: &mut Option<tokio::time::Instant>,
+) {
+    let Some(ns) = io.of("/") else { return };
+    let mut here = ns.clone().local().to(signal.rooms.clone());
+    if !signal.except.is_empty() {
+        here = here.except(signal.except.clone());
+    }
+    let backed_off = cluster_down_until.is_some_and(|t| tokio::time::Instant::now() < t);
+    if !backed_off {
+        let mut everywhere = ns.to(signal.rooms);
         if !signal.except.is_empty() {
-            everywhere = everywhere.except(signal.except.clone());
-            here = here.except(signal.except);
+            everywhere = everywhere.except(signal.except);
         }
         let sent = tokio::time::timeout(
             CLUSTER_BROADCAST_TIMEOUT,
             everywhere.emit(&signal.event, &signal.payload),
         )
         .await;
-        if !matches!(sent, Ok(Ok(()))) {
-            tracing::debug!("cluster broadcast failed; delivering on this node only");
-            let _ = here.emit(&signal.event, &signal.payload).await;
+        match sent {
+            Ok(Ok(())) => {
+                *cluster_down_until = None;
+                return;
+            }
+            Ok(Err(_)) => {}
+            Err(_) => *cluster_down_until = Some(tokio::time::Instant::now() + CLUSTER_BACKOFF),
         }
+        tracing::debug!("cluster broadcast failed; delivering on this node only");
     }
+    let _ = here.emit(&signal.event, &signal.payload).await;
 }
 
 impl<A: Adapter> IoFabric<A> {
@@ -189,13 +231,16 @@ impl<A: Adapter> IoFabric<A> {
         transport: Arc<TransportControl>,
         cross_node_broadcast: bool,
     ) -> Self {
-        let (signals, queue) = tokio::sync::mpsc::unbounded_channel();
+        let (signals, queue) = tokio::sync::mpsc::channel(SIGNAL_QUEUE);
         tokio::spawn(send_signals(io.clone(), queue));
+        let (cross_node_events, events) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(send_cross_node_events(io.clone(), events));
         IoFabric {
             io,
             transport,
             cross_node_broadcast,
             signals,
+            cross_node_events,
         }
     }
 }
@@ -220,7 +265,7 @@ impl<A: Adapter> Fabric for IoFabric<A> {
             // the adapter, in commit order (the one signal task), and to this
             // node's sockets at least when the cluster does not answer.
             let payload = serde_json::from_str(event.payload.get()).unwrap_or_default();
-            let _ = self.signals.send(Signal {
+            let _ = self.cross_node_events.send(Signal {
                 rooms: event.rooms.clone(),
                 except: event.except.clone(),
                 event: event.event.clone(),
@@ -318,12 +363,15 @@ impl<A: Adapter> Fabric for IoFabric<A> {
         event: &str,
         payload: &serde_json::Value,
     ) {
-        let _ = self.signals.send(Signal {
+        let signal = Signal {
             rooms: rooms.to_vec(),
             except: except.to_vec(),
             event: event.to_string(),
             payload: payload.clone(),
-        });
+        };
+        if self.signals.try_send(signal).is_err() {
+            crate::metrics::signal_dropped();
+        }
     }
 
     fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {

@@ -5,41 +5,76 @@
 //! `auth:refresh` with a valid later token for the same user moves the deadline.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use serde_json::json;
 use socketioxide::socket::Sid;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::hub::Hub;
 
-enum Command {
-    Watch(Sid, u64),
-    Forget(Sid),
+/// Every watched socket's deadline, by time and by socket.
+#[derive(Default)]
+struct Deadlines {
+    by_time: BTreeSet<(u64, Sid)>,
+    by_socket: HashMap<Sid, u64>,
 }
 
-/// Disconnects sockets whose token expired.
+/// What the handles share. The watcher holds it weakly, so that it ends (and
+/// lets go of the hub) once every handle is gone: the last one wakes it.
+struct Shared {
+    deadlines: Mutex<Deadlines>,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Disconnects sockets whose token expired. Watching and forgetting change a
+/// shared set in place (no queue that could grow); the watcher is woken when
+/// the earliest deadline moves.
 #[derive(Clone)]
 pub struct Expiry {
-    tx: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
 }
 
 impl Expiry {
     /// Starts the watcher; it stops when every handle is dropped.
     pub fn start(hub: Hub) -> Expiry {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, hub));
-        Expiry { tx }
+        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            deadlines: Mutex::new(Deadlines::default()),
+            wake: wake.clone(),
+        });
+        tokio::spawn(run(Arc::downgrade(&shared), wake, hub));
+        Expiry { shared }
     }
 
     /// Watches `sid` until `exp` (seconds since the epoch), replacing any earlier deadline.
     pub fn watch(&self, sid: Sid, exp: u64) {
-        let _ = self.tx.send(Command::Watch(sid, exp));
+        let mut d = self.shared.deadlines.lock();
+        if let Some(old) = d.by_socket.insert(sid, exp) {
+            d.by_time.remove(&(old, sid));
+        }
+        d.by_time.insert((exp, sid));
+        let earliest = d.by_time.first() == Some(&(exp, sid));
+        drop(d);
+        if earliest {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Stops watching `sid` (it disconnected).
     pub fn forget(&self, sid: Sid) {
-        let _ = self.tx.send(Command::Forget(sid));
+        let mut d = self.shared.deadlines.lock();
+        if let Some(old) = d.by_socket.remove(&sid) {
+            d.by_time.remove(&(old, sid));
+        }
     }
 }
 
@@ -49,44 +84,49 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Command>, hub: Hub) {
-    let mut deadlines: BTreeSet<(u64, Sid)> = BTreeSet::new();
-    let mut by_socket: HashMap<Sid, u64> = HashMap::new();
+async fn run(shared: std::sync::Weak<Shared>, wake: Arc<Notify>, hub: Hub) {
     loop {
         // Sleep until the earliest deadline (a token valid until `exp` is valid
         // during that second, so it ends when the clock passes it).
-        let wait = deadlines
-            .first()
-            .map(|(exp, _)| Duration::from_secs(exp.saturating_sub(now_secs()) + 1))
-            .unwrap_or(Duration::from_secs(3600));
+        let wait = {
+            let Some(state) = shared.upgrade() else {
+                return;
+            };
+            let d = state.deadlines.lock();
+            d.by_time
+                .first()
+                .map(|(exp, _)| Duration::from_secs(exp.saturating_sub(now_secs()) + 1))
+                .unwrap_or(Duration::from_secs(3600))
+        };
         tokio::select! {
-            command = rx.recv() => match command {
-                None => return,
-                Some(Command::Watch(sid, exp)) => {
-                    if let Some(old) = by_socket.insert(sid, exp) {
-                        deadlines.remove(&(old, sid));
-                    }
-                    deadlines.insert((exp, sid));
+            _ = wake.notified() => continue,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Some(state) = shared.upgrade() else {
+            return;
+        };
+        let now = now_secs();
+        let mut due = Vec::new();
+        {
+            let mut d = state.deadlines.lock();
+            while let Some(&(exp, sid)) = d.by_time.first() {
+                if exp >= now {
+                    break;
                 }
-                Some(Command::Forget(sid)) => {
-                    if let Some(old) = by_socket.remove(&sid) {
-                        deadlines.remove(&(old, sid));
-                    }
-                }
-            },
-            _ = tokio::time::sleep(wait) => {
-                let now = now_secs();
-                while let Some(&(exp, sid)) = deadlines.first() {
-                    if exp >= now {
-                        break;
-                    }
-                    deadlines.pop_first();
-                    by_socket.remove(&sid);
-                    tracing::debug!(%sid, "token expired; disconnecting");
-                    hub.send_to(sid, "auth:expired", &json!({ "exp": exp, "message": "unauthorized: token expired" }));
-                    hub.disconnect_socket(sid);
-                }
+                d.by_time.pop_first();
+                d.by_socket.remove(&sid);
+                due.push((exp, sid));
             }
+        }
+        drop(state);
+        for (exp, sid) in due {
+            tracing::debug!(%sid, "token expired; disconnecting");
+            hub.send_to(
+                sid,
+                "auth:expired",
+                &json!({ "exp": exp, "message": "unauthorized: token expired" }),
+            );
+            hub.disconnect_socket(sid);
         }
     }
 }

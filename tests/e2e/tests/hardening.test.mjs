@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import http from "node:http";
 import net from "node:net";
-import { connect, http as request, runBinary, sleep, startServer, token, userToken } from "../lib/harness.mjs";
+import fs from "node:fs";
+import { connect, http as request, runBinary, sleep, startServer, token, until, userToken } from "../lib/harness.mjs";
 import { openPlain } from "../lib/plain.mjs";
 
 const INVALID = "unauthorized: invalid token";
@@ -153,6 +154,58 @@ describe("MAX_CONNECTIONS", () => {
       s.close();
     } finally {
       for (const sock of held) sock.destroy();
+      await server.stop();
+    }
+  });
+});
+
+describe("handshakes that never become sockets", () => {
+  it("leave no state behind: after a thousand polling-then-upgrade cycles without CONNECT (v4 and v3), tracked sessions return to zero", async () => {
+    const { default: WebSocket } = await import("ws");
+    const server = await startServer({ MAX_CONNECTIONS_PER_IP: "5" });
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${server.proc.pid}/status`, "utf8"))[1]);
+    const scrape = async () => Number(/^livehub_transport_sessions (\d+)/m.exec((await request(server, "GET", "/metrics")).text)?.[1]);
+    /** Opens a polling session, upgrades it to websocket, and leaves without CONNECT. */
+    const cycle = async (eio) => {
+      const open = await fetch(`${server.url}/socket.io/?EIO=${eio}&transport=polling`);
+      const text = await open.text();
+      const sid = /"sid":"([^"]+)"/.exec(text)?.[1];
+      assert.ok(sid, `an Engine.IO session: ${text.slice(0, 100)}`);
+      const ws = new WebSocket(`${server.url.replace("http", "ws")}/socket.io/?EIO=${eio}&transport=websocket&sid=${sid}`);
+      await new Promise((resolve) => {
+        ws.on("open", () => ws.send("2probe"));
+        ws.on("message", (m) => {
+          if (String(m) === "3probe") {
+            ws.send("5"); // upgrade done; no "40" (CONNECT) ever follows
+            setTimeout(() => ws.terminate(), 5);
+          }
+        });
+        ws.on("close", resolve);
+        ws.on("error", resolve);
+      });
+    };
+    try {
+      const rssBefore = rss();
+      const CYCLES = 1000;
+      let done = 0;
+      const started = Date.now();
+      await Promise.all(
+        Array.from({ length: 20 }, async (_, w) => {
+          while (done < CYCLES) {
+            done++;
+            await cycle(w % 2 === 0 ? 4 : 3);
+          }
+        }),
+      );
+      // The gauge is sampled every 5 s: wait for a sample taken after the cycles.
+      await sleep(6000);
+      // Meanwhile and after, a legitimate client is served.
+      assert.equal((await request(server, "GET", "/health")).status, 200);
+      const s = await connect(server.url, { token: userToken("legit-after-handshakes") });
+      s.close();
+      await until(async () => (await scrape()) === 0, { what: "tracked sessions back to zero", timeout: 20_000, interval: 500 });
+      console.log(`# ${CYCLES} handshakes without CONNECT in ${Date.now() - started} ms; server RSS ${rssBefore} KiB before, ${rss()} KiB after`);
+    } finally {
       await server.stop();
     }
   });
