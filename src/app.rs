@@ -200,6 +200,7 @@ impl App {
             ready: ready.clone(),
             max_payload_bytes: config.max_payload_bytes,
             dev: dev.clone(),
+            user_limits: http::UserLimits::per_minute(config.rate_limit_per_minute),
         };
         let front = Arc::new(Front {
             sessions: sessions.clone(),

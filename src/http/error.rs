@@ -184,10 +184,19 @@ impl FromRequestParts<AppState> for Caller {
         if state.api_keys.check(token) {
             return Ok(Caller::Controller);
         }
-        match state.verifier.verify(token).await {
-            Ok(claims) => Ok(Caller::User(claims)),
-            Err(e) => Err(Rejection::unauthorized(e.to_string()).into()),
+        let claims = state
+            .verifier
+            .verify(token)
+            .await
+            .map_err(|e| Rejection::unauthorized(e.to_string()))?;
+        if let Some(limits) = &state.user_limits
+            && !limits.allow(&claims.sub)
+        {
+            return Err(
+                Rejection::rate_limited("too many requests from this user; slow down").into(),
+            );
         }
+        Ok(Caller::User(claims))
     }
 }
 

@@ -54,6 +54,32 @@ pub struct AppState {
     pub max_payload_bytes: usize,
     /// Present in dev mode.
     pub dev: Option<dev::DevInfo>,
+    /// Requests per user per minute on the user routes (`None`: no limit).
+    pub user_limits: Option<Arc<UserLimits>>,
+}
+
+/// A request budget per user on the routes users call with their token
+/// (history, search, read receipts…), so that one user's loop cannot flood
+/// the database. The same budget as a socket's events: `RATE_LIMIT_PER_MINUTE`.
+pub struct UserLimits(governor::DefaultKeyedRateLimiter<String>);
+
+impl UserLimits {
+    /// `per_minute` requests per user, or `None` for 0 (no limit).
+    pub fn per_minute(per_minute: u32) -> Option<Arc<UserLimits>> {
+        let n = std::num::NonZeroU32::new(per_minute)?;
+        Some(Arc::new(UserLimits(governor::RateLimiter::keyed(
+            governor::Quota::per_minute(n),
+        ))))
+    }
+
+    /// Whether `user` may make one more request now.
+    pub(crate) fn allow(&self, user: &str) -> bool {
+        // Users who have been quiet for a while are forgotten now and then.
+        if self.0.len() > 10_000 {
+            self.0.retain_recent();
+        }
+        self.0.check_key(&user.to_string()).is_ok()
+    }
 }
 
 /// The routes, without the Socket.IO layer. `admin_ui` is the Admin UI's

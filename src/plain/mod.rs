@@ -113,7 +113,17 @@ async fn upgrade(
             Rejection::rate_limited("too many connections from this address"),
         );
     };
-    let q = query.map(|Query(q)| q).unwrap_or_default();
+    // A query that cannot be read (a parameter given twice…) is refused, not
+    // dropped: dropping it would drop the token and the offset with it.
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                Rejection::bad_request(format!("the query string: {}", e.body_text())),
+            );
+        }
+    };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());

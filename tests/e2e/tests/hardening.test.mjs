@@ -210,3 +210,50 @@ describe("handshakes that never become sockets", () => {
     }
   });
 });
+
+describe("the user HTTP routes", () => {
+  it("have a per-user budget (RATE_LIMIT_PER_MINUTE): past it 429 rate_limited, other users and controllers unaffected", async () => {
+    const server = await startServer({ RATE_LIMIT_PER_MINUTE: "10" });
+    try {
+      const greedy = userToken("greedy", { branchId: "rl" });
+      const path = "/api/v1/rooms/branch:rl/messages";
+      const statuses = [];
+      for (let i = 0; i < 14; i++) statuses.push((await request(server, "GET", path, { bearer: greedy })).status);
+      assert.deepEqual(statuses.slice(0, 10), Array(10).fill(200), `the budget first: ${statuses}`);
+      assert.ok(statuses.slice(10).every((s) => s === 429), `then 429: ${statuses}`);
+      const refused = await request(server, "GET", "/ws/rooms", { bearer: greedy });
+      assert.equal(refused.status, 429, "seed 001's routes share the budget");
+      assert.equal(refused.body.error.code, "rate_limited");
+      assert.equal((await request(server, "GET", path, { bearer: userToken("patient", { branchId: "rl" }) })).status, 200);
+      assert.equal((await request(server, "GET", path)).status, 200, "a controller (API key) is not a user");
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("/ws with a query it cannot read", () => {
+  it("is refused with a 400 that says why, instead of dropping the token and offset with it", async () => {
+    const { default: WebSocket } = await import("ws");
+    const server = await startServer();
+    try {
+      const tok = userToken("twice");
+      const url = `${server.url.replace("http", "ws")}/ws?token=${tok}&token=${tok}`;
+      const res = await new Promise((resolve, reject) => {
+        const ws = new WebSocket(url);
+        ws.on("unexpected-response", (_, r) => {
+          let body = "";
+          r.on("data", (d) => (body += d));
+          r.on("end", () => resolve({ status: r.statusCode, body: JSON.parse(body) }));
+        });
+        ws.on("open", () => reject(new Error("upgraded")));
+        ws.on("error", () => {});
+      });
+      assert.equal(res.status, 400);
+      assert.equal(res.body.error.code, "bad_request");
+      assert.match(res.body.error.message, /query string/);
+    } finally {
+      await server.stop();
+    }
+  });
+});
