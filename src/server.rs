@@ -55,7 +55,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let kill = all_connections.child_token();
         let info = ConnInfo::new(peer, kill.clone());
-        let io = TokioIo::new(KillableStream::new(stream, &info));
+        let handshake = info.clone();
         let service = app
             .clone()
             .map_request(move |mut req: hyper::Request<Incoming>| {
@@ -63,6 +63,17 @@ pub async fn serve(
                 req
             });
         tracker.spawn(async move {
+            // hyper's header timer starts at a request's first byte: a client
+            // that connects and sends nothing would hold its connection forever.
+            // (`peek`, not `readable`: readiness may be reported before any byte is there.)
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let io = TokioIo::new(KillableStream::new(stream, &handshake));
             let mut builder = auto::Builder::new(TokioExecutor::new());
             // A client that sends its request headers a byte at a time is
             // closed instead of holding its connection forever.

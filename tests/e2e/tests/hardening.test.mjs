@@ -97,7 +97,7 @@ describe("clients that trickle their request headers", () => {
   after(() => server.stop());
 
   it("are closed within the header timeout while a legitimate client is served", async () => {
-    const COUNT = 50;
+    const COUNT = 300;
     const started = Date.now();
     const closing = Promise.all(
       Array.from({ length: COUNT }, () =>
@@ -252,6 +252,36 @@ describe("/ws with a query it cannot read", () => {
       assert.equal(res.status, 400);
       assert.equal(res.body.error.code, "bad_request");
       assert.match(res.body.error.message, /query string/);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("clients that connect and say nothing", () => {
+  it("are closed within the header timeout, a few hundred of them, while a legitimate client is served", async () => {
+    const server = await startServer();
+    try {
+      const COUNT = 300;
+      const started = Date.now();
+      const closed = Promise.all(
+        Array.from({ length: COUNT }, () =>
+          new Promise((resolve) => {
+            const sock = net.connect(server.port, "127.0.0.1");
+            sock.on("close", () => resolve(Date.now() - started));
+            sock.on("error", () => {});
+            setTimeout(() => sock.destroy(), 25_000); // the bound of the test itself
+          }),
+        ),
+      );
+      await sleep(1000);
+      assert.equal((await request(server, "GET", "/health")).status, 200);
+      const s = await connect(server.url, { token: userToken("legit-among-silent") });
+      s.close();
+      const times = await closed;
+      const worst = Math.max(...times);
+      console.log(`# ${COUNT} silent connections closed by the server after ${Math.min(...times)}-${worst} ms`);
+      assert.ok(worst < 20_000, `every silent connection was closed by the server (slowest after ${worst} ms)`);
     } finally {
       await server.stop();
     }
