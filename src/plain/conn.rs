@@ -196,7 +196,7 @@ impl Link {
                 frame = rx.recv() => {
                     let Some(frame) = frame else { break };
                     let written = tokio::select! {
-                        r = write_batch(&mut sink, frame, &mut rx) => r,
+                        r = write_batch(&mut sink, &self.conn, frame, &mut rx) => r,
                         _ = self.conn.kill.cancelled() => break,
                     };
                     if written.is_err() {
@@ -384,13 +384,18 @@ impl Link {
 /// Writes `first` and whatever else is waiting (up to a batch), then flushes once.
 async fn write_batch(
     sink: &mut Sink,
+    conn: &Conn,
     first: Outgoing,
     rx: &mut mpsc::Receiver<Outgoing>,
 ) -> Result<(), axum::Error> {
+    conn.dequeued(&first);
     sink.feed(message(first)).await?;
     for _ in 1..WRITE_BATCH {
         match rx.try_recv() {
-            Ok(out) => sink.feed(message(out)).await?,
+            Ok(out) => {
+                conn.dequeued(&out);
+                sink.feed(message(out)).await?
+            }
             Err(_) => break,
         }
     }

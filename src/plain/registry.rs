@@ -60,7 +60,15 @@ pub(crate) struct Conn {
     closing: Mutex<Option<(u16, String)>>,
     /// Cancelled when the connection must close (see [`Conn::close`]).
     pub kill: CancellationToken,
+    /// Bytes of text frames queued and not yet written.
+    queued_bytes: std::sync::atomic::AtomicUsize,
 }
+
+/// Bytes a connection may have queued before it counts as too slow (closed
+/// with 1013, to reconnect and replay). Frames are shared between
+/// connections, but a slow one keeps alive every frame it has not read: this
+/// bounds what one slow reader can hold, whatever the size of the events.
+pub(crate) const BYTE_BUDGET: usize = 4 << 20;
 
 impl Conn {
     /// A connection whose outgoing frames go to `out`.
@@ -74,15 +82,36 @@ impl Conn {
             aliases: Mutex::default(),
             closing: Mutex::default(),
             kill: CancellationToken::new(),
+            queued_bytes: Default::default(),
         }
     }
 
-    /// Queues a frame.
+    /// Queues a frame: `Slow` when the connection's queue is full in frames
+    /// or in bytes ([`BYTE_BUDGET`]).
     pub(crate) fn push(&self, frame: Utf8Bytes) -> SendOutcome {
+        use std::sync::atomic::Ordering::Relaxed;
+        let len = frame.len();
+        if self.queued_bytes.fetch_add(len, Relaxed) + len > BYTE_BUDGET {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            return SendOutcome::Slow;
+        }
         match self.out.try_send(Outgoing::Text(frame)) {
             Ok(()) => SendOutcome::Sent,
-            Err(mpsc::error::TrySendError::Full(_)) => SendOutcome::Slow,
-            Err(mpsc::error::TrySendError::Closed(_)) => SendOutcome::Gone,
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Relaxed);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => SendOutcome::Slow,
+                    mpsc::error::TrySendError::Closed(_) => SendOutcome::Gone,
+                }
+            }
+        }
+    }
+
+    /// A frame left the queue for the socket.
+    pub(crate) fn dequeued(&self, out: &Outgoing) {
+        if let Outgoing::Text(frame) = out {
+            self.queued_bytes
+                .fetch_sub(frame.len(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -1,0 +1,198 @@
+// Attacks on loopback, bounded in count and time: clients that trickle their
+// headers or say nothing at all, handshakes that never become sockets, more
+// connections than the node takes, and a reader that stops reading. A
+// legitimate client keeps working throughout.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import net from "node:net";
+import { connect, http as request, sleep, startServer, until, userToken } from "../lib/harness.mjs";
+
+describe("clients that trickle their request headers", () => {
+  let server;
+  before(async () => (server = await startServer()));
+  after(() => server.stop());
+
+  it("are closed within the header timeout while a legitimate client is served", async () => {
+    const COUNT = 300;
+    const closing = Promise.all(
+      Array.from({ length: COUNT }, () =>
+        new Promise((resolve) => {
+          let connectedAt = null;
+          const sock = net.connect(server.port, "127.0.0.1", () => {
+            connectedAt = Date.now();
+            sock.write("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+          });
+          // One byte a second, never the end of the headers.
+          const drip = setInterval(() => sock.writable && sock.write("a"), 1000);
+          const done = () => {
+            clearInterval(drip);
+            resolve(connectedAt ? Date.now() - connectedAt : Infinity);
+          };
+          sock.on("close", done);
+          sock.on("error", () => {});
+          setTimeout(() => sock.destroy(), 40_000); // the bound of the test itself
+        }),
+      ),
+    );
+    // While they drip, a real client gets its answers.
+    await sleep(2000);
+    const health = await request(server, "GET", "/health");
+    assert.equal(health.status, 200);
+    const s = await connect(server.url, { token: userToken("legit") });
+    s.close();
+    const worst = Math.max(...(await closing));
+    assert.ok(worst < 15_000, `every trickling connection was closed by the server (slowest after ${worst} ms)`);
+  });
+});
+
+describe("MAX_CONNECTIONS", () => {
+  it("past the cap new connections get a 503 and are closed; once some close, clients are served again", async () => {
+    const server = await startServer({ MAX_CONNECTIONS: "20" });
+    const held = [];
+    try {
+      // Twenty silent connections fill the node.
+      for (let i = 0; i < 20; i++) {
+        held.push(await new Promise((resolve) => {
+          const sock = net.connect(server.port, "127.0.0.1", () => resolve(sock));
+          sock.on("error", () => {});
+        }));
+      }
+      await sleep(200);
+      const refused = await request(server, "GET", "/health");
+      assert.equal(refused.status, 503);
+      assert.equal(refused.body.error.code, "internal");
+      const metricsRefused = await request(server, "GET", "/metrics");
+      assert.equal(metricsRefused.status, 503, "every route is behind the cap");
+      // They go; the node serves again.
+      for (const sock of held.splice(0)) sock.destroy();
+      await sleep(300);
+      assert.equal((await request(server, "GET", "/health")).status, 200);
+      const metrics = await request(server, "GET", "/metrics");
+      assert.match(metrics.text, /livehub_rejected_total\{reason="too_many_connections"\} [1-9]/);
+      const s = await connect(server.url, { token: userToken("after-the-cap") });
+      s.close();
+    } finally {
+      for (const sock of held) sock.destroy();
+      await server.stop();
+    }
+  });
+});
+
+describe("handshakes that never become sockets", () => {
+  it("leave no state behind: after a thousand polling-then-upgrade cycles without CONNECT (v4 and v3), tracked sessions return to zero", async () => {
+    const { default: WebSocket } = await import("ws");
+    const server = await startServer({ MAX_CONNECTIONS_PER_IP: "5" });
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${server.proc.pid}/status`, "utf8"))[1]);
+    const scrape = async () => Number(/^livehub_transport_sessions (\d+)/m.exec((await request(server, "GET", "/metrics")).text)?.[1]);
+    /** Opens a polling session, upgrades it to websocket, and leaves without CONNECT. */
+    const cycle = async (eio) => {
+      const open = await fetch(`${server.url}/socket.io/?EIO=${eio}&transport=polling`);
+      const text = await open.text();
+      const sid = /"sid":"([^"]+)"/.exec(text)?.[1];
+      assert.ok(sid, `an Engine.IO session: ${text.slice(0, 100)}`);
+      const ws = new WebSocket(`${server.url.replace("http", "ws")}/socket.io/?EIO=${eio}&transport=websocket&sid=${sid}`);
+      await new Promise((resolve) => {
+        ws.on("open", () => ws.send("2probe"));
+        ws.on("message", (m) => {
+          if (String(m) === "3probe") {
+            ws.send("5"); // upgrade done; no "40" (CONNECT) ever follows
+            setTimeout(() => ws.terminate(), 5);
+          }
+        });
+        ws.on("close", resolve);
+        ws.on("error", resolve);
+      });
+    };
+    try {
+      const rssBefore = rss();
+      const CYCLES = 1000;
+      let done = 0;
+      const started = Date.now();
+      await Promise.all(
+        Array.from({ length: 20 }, async (_, w) => {
+          while (done < CYCLES) {
+            done++;
+            await cycle(w % 2 === 0 ? 4 : 3);
+          }
+        }),
+      );
+      // The gauge is sampled every 5 s: wait for a sample taken after the cycles.
+      await sleep(6000);
+      // Meanwhile and after, a legitimate client is served.
+      assert.equal((await request(server, "GET", "/health")).status, 200);
+      const s = await connect(server.url, { token: userToken("legit-after-handshakes") });
+      s.close();
+      await until(async () => (await scrape()) === 0, { what: "tracked sessions back to zero", timeout: 20_000, interval: 500 });
+      console.log(`# ${CYCLES} handshakes without CONNECT in ${Date.now() - started} ms; server RSS ${rssBefore} KiB before, ${rss()} KiB after`);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("clients that connect and say nothing", () => {
+  it("are closed within the header timeout, a few hundred of them, while a legitimate client is served", async () => {
+    const server = await startServer();
+    try {
+      const COUNT = 300;
+      // Each connection's time is from its own connect: on a loaded machine
+      // some are accepted seconds after the others.
+      const closed = Promise.all(
+        Array.from({ length: COUNT }, () =>
+          new Promise((resolve) => {
+            let connectedAt = null;
+            const sock = net.connect(server.port, "127.0.0.1", () => (connectedAt = Date.now()));
+            sock.on("close", () => resolve(connectedAt ? Date.now() - connectedAt : Infinity));
+            sock.on("error", () => {});
+            setTimeout(() => sock.destroy(), 40_000); // the bound of the test itself
+          }),
+        ),
+      );
+      await sleep(1000);
+      assert.equal((await request(server, "GET", "/health")).status, 200);
+      const s = await connect(server.url, { token: userToken("legit-among-silent") });
+      s.close();
+      const times = await closed;
+      const worst = Math.max(...times);
+      console.log(`# ${COUNT} silent connections closed by the server after ${Math.min(...times)}-${worst} ms`);
+      assert.ok(worst < 20_000, `every silent connection was closed by the server (slowest after ${worst} ms)`);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("a plain connection that stops reading, in a room of large events", () => {
+  it("is closed once it holds too many bytes (4 MiB), while a reading client gets every event", async () => {
+    const { plain } = await import("../lib/plain.mjs");
+    const server = await startServer({ RATE_LIMIT_PER_MINUTE: "0" });
+    try {
+      const stalled = await plain(server, userToken("stalled", { branchId: "big" }));
+      const reader = await plain(server, userToken("reader", { branchId: "big" }));
+      // The stalled client's process stops reading its socket: the kernel's
+      // buffers fill, then livehub's queue for it.
+      stalled.ws._socket.pause();
+      const pad = "x".repeat(100_000);
+      const offsets = [];
+      for (let i = 0; i < 150; i++) {
+        const res = await request(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "big", i, pad } } });
+        assert.equal(res.status, 202);
+        offsets.push(res.body.offset);
+      }
+      await until(() => offsets.every((o) => reader.frames.some((f) => f.offset === o)), { what: "the reader got all 150", timeout: 20_000 });
+      stalled.ws._socket.resume();
+      const closed = await stalled.done;
+      // The close frame (1013) is queued behind megabytes the client never
+      // read, so it rarely gets through: the client sees the cut (1006).
+      assert.ok([1013, 1006].includes(closed.code), `closed, not ${closed.code}`);
+      const got = stalled.all("dashboard:refresh").length;
+      assert.ok(got < 150, `the stalled client was cut off before the end (it read ${got} of 150)`);
+      const metrics = (await request(server, "GET", "/metrics")).text;
+      assert.match(metrics, /livehub_lagging_disconnects_total\{front="plain"\} [1-9]/);
+      reader.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
