@@ -63,10 +63,35 @@ impl<A: Adapter> ConnectHandler<A, ConnectMarker> for ConnectFlow {
         auth: &'a Option<SioValue>,
     ) -> MiddlewareFuture<'a> {
         Box::pin(async move {
-            self.admit(s, auth)
-                .await
-                .map_err(|refusal| Box::new(refusal) as Box<dyn Display + Send>)
+            self.admit(s.clone(), auth).await.map_err(|refusal| {
+                self.end_refused_legacy_session(&s);
+                Box::new(refusal) as Box<dyn Display + Send>
+            })
         })
+    }
+}
+
+/// How long a refused 2.x client has to read why before its session ends.
+const REFUSED_SESSION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ConnectFlow {
+    /// Ends the Engine.IO session of a refused 2.x (EIO3) client. Protocol v4
+    /// has no connect timeout: a refused session would otherwise live as long
+    /// as its client answers pings, holding state for nothing. (Protocol v5
+    /// sessions are closed by socketioxide's connect timeout.) For v4 the
+    /// socket id is the Engine.IO session id.
+    fn end_refused_legacy_session<A: Adapter>(&self, s: &Arc<Socket<A>>) {
+        if s.protocol() != socketioxide::ProtocolVersion::V4 {
+            return;
+        }
+        let sid = s.id.to_string();
+        let handshake = s.req_parts().extensions.get::<ConnInfo>().cloned();
+        let websocket = s.transport_type() == socketioxide::TransportType::Websocket;
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REFUSED_SESSION_GRACE).await;
+            transport.kill(&sid, handshake.as_ref(), websocket);
+        });
     }
 }
 

@@ -196,3 +196,32 @@ describe("a plain connection that stops reading, in a room of large events", () 
     }
   });
 });
+
+describe("a refused 2.x (EIO3) session", () => {
+  it("ends shortly after its error, even while the client keeps answering the protocol", async () => {
+    const server = await startServer();
+    try {
+      const base = `${server.url}/socket.io/?EIO=3&transport=polling`;
+      const open = await (await fetch(`${base}&token=not-a-token`)).text();
+      const sid = /"sid":"([^"]+)"/.exec(open)?.[1];
+      assert.ok(sid, open.slice(0, 100));
+      // A 2.x client pings ("2"; the server answers "3") and polls, as it would forever.
+      const started = Date.now();
+      let refusedWith = null;
+      let sawError = false;
+      while (refusedWith === null && Date.now() - started < 30_000) {
+        await fetch(`${base}&sid=${sid}`, { method: "POST", body: "1:2", headers: { "content-type": "text/plain;charset=UTF-8" } }).catch(() => {});
+        const res = await fetch(`${base}&sid=${sid}`).catch(() => null);
+        const body = res ? await res.text() : "";
+        if (body.includes("unauthorized")) sawError = true;
+        if (!res || res.status !== 200) refusedWith = res?.status ?? "network error";
+        else await sleep(500);
+      }
+      assert.ok(sawError, "the client was told why");
+      assert.equal(refusedWith, 400, "then the session was ended (its requests refused)");
+      assert.ok(Date.now() - started < 15_000, `within seconds (${Date.now() - started} ms)`);
+    } finally {
+      await server.stop();
+    }
+  });
+});
