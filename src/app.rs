@@ -390,6 +390,7 @@ fn announce(app: &App, addr: SocketAddr) {
             LogFormat::Json => {
                 let fields = serde_json::json!({
                     "demoPage": format!("http://{addr}/"),
+                    "adminUi": format!("http://{addr}/admin/"),
                     "apiKey": dev.api_key,
                     "jwtSecret": dev.secret,
                     "demoToken": token,
@@ -414,6 +415,7 @@ fn dev_banner(addr: SocketAddr, dev: &DevInfo, token: &str, no_demo: bool) {
     println!("  │  DEV MODE — generated secrets, NOT FOR PRODUCTION                 │");
     println!("  └──────────────────────────────────────────────────────────────────┘");
     println!("  demo page:   http://{addr}/");
+    println!("  admin UI:    http://{addr}/admin/   (Socket.IO Admin UI, open in dev mode)");
     println!("  API key:     {}", dev.api_key);
     println!(
         "  JWT secret:  {}   (export JWT_SECRET=… to mint more with `livehub token`)",
