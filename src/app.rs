@@ -404,18 +404,26 @@ fn announce(app: &App, addr: SocketAddr) {
                     fields,
                 );
             }
-            LogFormat::Pretty => dev_banner(addr, dev, &token, c.demo_dir.is_none()),
+            LogFormat::Pretty => dev_banner(
+                addr,
+                dev,
+                &token,
+                c.demo_dir.is_none(),
+                c.admin_ui_dir.is_some(),
+            ),
         }
     }
 }
 
-fn dev_banner(addr: SocketAddr, dev: &DevInfo, token: &str, no_demo: bool) {
+fn dev_banner(addr: SocketAddr, dev: &DevInfo, token: &str, no_demo: bool, admin_ui: bool) {
     println!();
     println!("  ┌──────────────────────────────────────────────────────────────────┐");
     println!("  │  DEV MODE — generated secrets, NOT FOR PRODUCTION                 │");
     println!("  └──────────────────────────────────────────────────────────────────┘");
     println!("  demo page:   http://{addr}/");
-    println!("  admin UI:    http://{addr}/admin/   (Socket.IO Admin UI, open in dev mode)");
+    if admin_ui {
+        println!("  admin UI:    http://{addr}/admin/   (Socket.IO Admin UI, open in dev mode)");
+    }
     println!("  API key:     {}", dev.api_key);
     println!(
         "  JWT secret:  {}   (export JWT_SECRET=… to mint more with `livehub token`)",
