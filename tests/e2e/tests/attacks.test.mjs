@@ -136,19 +136,23 @@ describe("clients that connect and say nothing", () => {
     const server = await startServer();
     try {
       const COUNT = 300;
-      // Each connection's time is from its own connect: on a loaded machine
-      // some are accepted seconds after the others.
-      const closed = Promise.all(
-        Array.from({ length: COUNT }, () =>
-          new Promise((resolve) => {
-            let connectedAt = null;
-            const sock = net.connect(server.port, "127.0.0.1", () => (connectedAt = Date.now()));
-            sock.on("close", () => resolve(connectedAt ? Date.now() - connectedAt : Infinity));
+      // Opened one after the other (a burst of SYNs can overflow the
+      // machine's listen queues under a loaded CI run, leaving half-open
+      // connections the server never saw); each timed from its own connect.
+      const pending = [];
+      for (let i = 0; i < COUNT; i++) {
+        pending.push(
+          await new Promise((opened) => {
+            const sock = net.connect(server.port, "127.0.0.1", () => {
+              const connectedAt = Date.now();
+              opened(new Promise((resolve) => sock.on("close", () => resolve(Date.now() - connectedAt))));
+            });
             sock.on("error", () => {});
             setTimeout(() => sock.destroy(), 40_000); // the bound of the test itself
           }),
-        ),
-      );
+        );
+      }
+      const closed = Promise.all(pending);
       await sleep(1000);
       assert.equal((await request(server, "GET", "/health")).status, 200);
       const s = await connect(server.url, { token: userToken("legit-among-silent") });
