@@ -220,7 +220,7 @@ impl App {
         let admin_ui = config
             .admin_ui_dir
             .as_deref()
-            .filter(|_| realtime::admin::Admin::<A>::is_open(&config.admin));
+            .filter(|_| config.admin.is_open());
         let routes = http::router(state, config.demo_dir.as_deref(), admin_ui)
             .merge(plain::router(front.clone()))
             .layer(layer);

@@ -283,6 +283,13 @@ pub enum AdminAccess {
     },
 }
 
+impl AdminAccess {
+    /// Whether anyone may connect (the UI's files are served only then).
+    pub fn is_open(&self) -> bool {
+        !matches!(self, AdminAccess::Closed)
+    }
+}
+
 /// The default `MAX_CONNECTIONS`: at roughly 30 KiB each, about 1.5 GiB of
 /// connection state; past it a node answers 503 instead of running out of
 /// memory or file descriptors.

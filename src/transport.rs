@@ -160,10 +160,6 @@ impl TransportControl {
                 token.cancel();
             }
         }
-        // Forget stale kills now and then, so the map does not grow without bound.
-        if self.killed.len() > 1024 {
-            self.killed.retain(|_, at| at.elapsed() < KILLED_TTL);
-        }
     }
 
     /// Forgets a session that ended.
@@ -172,7 +168,8 @@ impl TransportControl {
         self.polling.remove(sid);
     }
 
-    /// Forgets upgrades whose connection is gone and kills past their time.
+    /// Forgets upgrades whose connection is gone and kills past their time
+    /// (run every few seconds by the ghost sweeper, so neither map grows).
     /// An upgrade is otherwise forgotten when its socket disconnects, and a
     /// handshake that never became a socket (no CONNECT, a refused token)
     /// has none: without this, a loop of such handshakes grows the map for

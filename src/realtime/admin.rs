@@ -15,8 +15,6 @@
 //! targets a room or everyone.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,6 +28,7 @@ use socketioxide::handler::{
 };
 use socketioxide::socket::{Sid, Socket};
 
+use super::connect::MiddlewareFuture;
 use crate::config::AdminAccess;
 use crate::events::{Emit, Target};
 use crate::hub::Hub;
@@ -72,11 +71,6 @@ impl<A: Adapter> Admin<A> {
             started: Instant::now(),
             logins: Mutex::new(HashSet::new()),
         })
-    }
-
-    /// Whether anyone may connect (the UI's files are served only then).
-    pub(crate) fn is_open(access: &AdminAccess) -> bool {
-        !matches!(access, AdminAccess::Closed)
     }
 
     async fn admit(&self, s: &Arc<Socket<A>>, auth: &Option<SioValue>) -> Result<(), &'static str> {
@@ -355,9 +349,6 @@ impl<A: Adapter> Clone for AdminConnect<A> {
         AdminConnect(self.0.clone())
     }
 }
-
-type MiddlewareFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<(), Box<dyn std::fmt::Display + Send>>> + Send + 'a>>;
 
 impl<A: Adapter> ConnectHandler<A, AdminMarker> for AdminConnect<A> {
     fn call(&self, s: Arc<Socket<A>>, auth: Option<SioValue>) {

@@ -37,7 +37,8 @@ pub struct ConnectFlow {
     pub transport: Arc<TransportControl>,
 }
 
-type MiddlewareFuture<'a> =
+/// What a connect middleware returns (socketioxide's `ConnectHandler`).
+pub(crate) type MiddlewareFuture<'a> =
     Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
 
 /// Why a connection was refused: the text is the client's `connect_error` message.

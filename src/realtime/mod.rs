@@ -163,22 +163,17 @@ struct Signal {
 }
 
 /// Sends signals one after the other, through the adapter (every node), or —
-/// when the cluster does not answer — to this node's sockets at least.
-async fn send_signals<A: Adapter>(io: SocketIo<A>, mut rx: tokio::sync::mpsc::Receiver<Signal>) {
-    let mut cluster_down_until = None;
-    while let Some(signal) = rx.recv().await {
-        broadcast(&io, signal, &mut cluster_down_until).await;
-    }
-}
-
-/// As [`send_signals`], for logged events crossing nodes without a shared log.
-async fn send_cross_node_events<A: Adapter>(
+/// when the cluster does not answer — to this node's sockets at least. Both
+/// queues (ephemeral signals, and logged events crossing nodes without a
+/// shared log) are drained by it, each by its own task.
+async fn send_in_order<A: Adapter>(
     io: SocketIo<A>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Signal>,
+    mut queue: impl futures_util::Stream<Item = Signal> + Unpin,
 ) {
+    use futures_util::StreamExt;
     let mut cluster_down_until = None;
-    while let Some(event) = rx.recv().await {
-        broadcast(&io, event, &mut cluster_down_until).await;
+    while let Some(signal) = queue.next().await {
+        broadcast(&io, signal, &mut cluster_down_until).await;
     }
 }
 
@@ -190,16 +185,12 @@ async fn broadcast<A: Adapter>(
     cluster_down_until: &mut Option<tokio::time::Instant>,
 ) {
     let Some(ns) = io.of("/") else { return };
-    let mut here = ns.clone().local().to(signal.rooms.clone());
-    if !signal.except.is_empty() {
-        here = here.except(signal.except.clone());
-    }
     let backed_off = cluster_down_until.is_some_and(|t| tokio::time::Instant::now() < t);
     if !backed_off {
-        let mut everywhere = ns.to(signal.rooms);
-        if !signal.except.is_empty() {
-            everywhere = everywhere.except(signal.except);
-        }
+        let everywhere = ns
+            .clone()
+            .to(signal.rooms.clone())
+            .except(signal.except.clone());
         let sent = tokio::time::timeout(
             CLUSTER_BROADCAST_TIMEOUT,
             everywhere.emit(&signal.event, &signal.payload),
@@ -215,6 +206,7 @@ async fn broadcast<A: Adapter>(
         }
         tracing::debug!("cluster broadcast failed; delivering on this node only");
     }
+    let here = ns.local().to(signal.rooms).except(signal.except);
     let _ = here.emit(&signal.event, &signal.payload).await;
 }
 
@@ -231,10 +223,12 @@ impl<A: Adapter> IoFabric<A> {
         transport: Arc<TransportControl>,
         cross_node_broadcast: bool,
     ) -> Self {
-        let (signals, queue) = tokio::sync::mpsc::channel(SIGNAL_QUEUE);
-        tokio::spawn(send_signals(io.clone(), queue));
-        let (cross_node_events, events) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(send_cross_node_events(io.clone(), events));
+        let (signals, mut queue) = tokio::sync::mpsc::channel(SIGNAL_QUEUE);
+        let queue = futures_util::stream::poll_fn(move |cx| queue.poll_recv(cx));
+        tokio::spawn(send_in_order(io.clone(), queue));
+        let (cross_node_events, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let events = futures_util::stream::poll_fn(move |cx| events.poll_recv(cx));
+        tokio::spawn(send_in_order(io.clone(), events));
         IoFabric {
             io,
             transport,

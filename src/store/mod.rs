@@ -57,6 +57,16 @@ impl OfflineMark {
             Some((seq, _)) => OfflineMark::Online(seq),
         }
     }
+
+    /// The row's `(since_seq, online)`, the inverse of [`OfflineMark::from_row`]
+    /// (`None` for `Never`: there is nothing to write).
+    fn to_row(self) -> Option<(i64, i64)> {
+        match self {
+            OfflineMark::Never => None,
+            OfflineMark::Offline(seq) => Some((seq, 0)),
+            OfflineMark::Online(seq) => Some((seq, 1)),
+        }
+    }
 }
 
 /// The log's identity and extent.

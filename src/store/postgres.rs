@@ -305,10 +305,8 @@ impl PgStore {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for (user_id, mark) in marks {
-            let (seq, online) = match *mark {
-                OfflineMark::Offline(seq) => (seq, 0i64),
-                OfflineMark::Online(seq) => (seq, 1),
-                OfflineMark::Never => continue,
+            let Some((seq, online)) = mark.to_row() else {
+                continue;
             };
             sqlx::query(
                 "INSERT INTO offline_users (user_id, since_seq, online, updated_at) VALUES ($1, $2, $3, $4)

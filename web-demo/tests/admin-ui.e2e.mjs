@@ -9,17 +9,16 @@
 // No timing assertions: every wait is Playwright's own, with generous limits.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import bcrypt from "bcryptjs";
 import { chromium } from "playwright-core";
 import { io } from "socket.io-client";
+import { BIN, startLivehub } from "./lib/livehub.mjs";
 
 const DEMO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const BIN = process.env.LIVEHUB_BIN || path.join(DEMO, "../target/debug/livehub");
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const WAIT = 20_000;
 const SECRET = "admin-ui-test-secret-0123456789abcdef";
@@ -31,43 +30,16 @@ let base;
 let browser;
 let user;
 
-async function startServer() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "livehub-admin-ui-"));
-  const proc = spawn(BIN, ["serve"], {
+before(async () => {
+  server = await startLivehub({
     env: {
-      PATH: process.env.PATH,
-      HOST: "127.0.0.1",
-      PORT: "0",
       JWT_SECRET: SECRET,
       API_KEYS: API_KEY,
-      DATABASE_URL: `sqlite://${dir}/livehub.db`,
       ADMIN_USERNAME: "ops",
       ADMIN_PASSWORD_HASH: bcrypt.hashSync(PASSWORD, 4),
       ADMIN_UI_DIR: path.join(DEMO, "dist/admin"),
-      LOG_LEVEL: "warn",
     },
-    stdio: ["ignore", "pipe", "pipe"],
   });
-  let out = "";
-  let err = "";
-  proc.stderr.on("data", (d) => (err += d));
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`livehub did not start:\n${err}`)), 30_000);
-    proc.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/livehub listening on (http:\/\/[0-9.:]+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    proc.on("exit", (code) => reject(new Error(`livehub exited (${code}):\n${err}`)));
-  });
-  return { proc, dir, url };
-}
-
-before(async () => {
-  server = await startServer();
   base = server.url;
   const token = execFileSync(BIN, ["token", "--sub", "ada", "--branch", "north", "--name", "Ada"], { env: { JWT_SECRET: SECRET } })
     .toString()
@@ -85,8 +57,7 @@ before(async () => {
 after(async () => {
   user?.close();
   await browser?.close();
-  server?.proc.kill("SIGTERM");
-  if (server) fs.rmSync(server.dir, { recursive: true, force: true });
+  server?.stop();
 });
 
 test("an operator logs in, sees the sockets and their rooms, joins one to a room and disconnects it", async () => {

@@ -11,12 +11,11 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { startLivehub } from "./lib/livehub.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const DEMO = path.resolve(here, "..");
@@ -40,39 +39,8 @@ let chen;
 // Helpers
 
 async function startOwnServer() {
-  const bin = process.env.LIVEHUB_BIN || path.join(ROOT, "target/debug/livehub");
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "livehub-demo-e2e-"));
-  const proc = spawn(bin, ["serve", "--dev"], {
-    env: {
-      PATH: process.env.PATH,
-      HOST: "127.0.0.1",
-      PORT: "0",
-      DEMO_DIR: path.join(DEMO, "dist"),
-      DATABASE_URL: `sqlite://${dir}/livehub.db`,
-      LOG_LEVEL: "warn",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  let err = "";
-  proc.stderr.on("data", (d) => (err += d));
-  const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`livehub did not start:\n${err}`)), 30_000);
-    proc.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/livehub listening on (http:\/\/[0-9.:]+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    proc.on("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`livehub exited (${code}) before listening:\n${err}`));
-    });
-  });
-  ownServer = { proc, dir };
-  return url;
+  ownServer = await startLivehub({ args: ["--dev"], env: { DEMO_DIR: path.join(DEMO, "dist") } });
+  return ownServer.url;
 }
 
 function tid(id) {
@@ -178,8 +146,7 @@ after(async () => {
   );
   await browser?.close().catch(() => {});
   if (ownServer) {
-    ownServer.proc.kill("SIGTERM");
-    fs.rmSync(ownServer.dir, { recursive: true, force: true });
+    ownServer.stop();
   }
 });
 
