@@ -19,7 +19,6 @@ import { startLivehub } from "./lib/livehub.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const DEMO = path.resolve(here, "..");
-const ROOT = path.resolve(DEMO, "..");
 const ARTIFACTS = path.join(DEMO, "test-artifacts");
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const WAIT = 20_000;
