@@ -272,6 +272,10 @@ impl App {
             crate::server::Limits {
                 grace: Duration::from_secs(2),
                 max_connections: self.config.max_connections as usize,
+                max_per_address: crate::server::Limits::tcp_per_address(
+                    self.config.max_connections_per_ip,
+                ),
+                trusted_proxies: self.config.trusted_proxies.clone(),
             },
         ));
         announce(&self, local);

@@ -46,6 +46,7 @@ const REJECT_REASONS: &[&str] = &[
     ErrorCode::TooLarge.as_str(),
     ErrorCode::Internal.as_str(),
     "too_many_connections",
+    "too_many_connections_per_address",
 ];
 
 const TRANSPORTS: &[&str] = &["websocket", "polling", "plain"];
@@ -56,7 +57,7 @@ pub(crate) const SERIES: &[Series] = &[
     Series {
         name: "livehub_connections",
         kind: Kind::Gauge,
-        help: "Open client connections on this node, by transport (Socket.IO websocket or polling, plain WebSocket).",
+        help: "Open client connections on this node, by transport (Socket.IO websocket or polling, plain WebSocket), as counted at most 2 s ago.",
         label: Some(("transport", TRANSPORTS)),
     },
     Series {

@@ -7,6 +7,7 @@
 //! [`crate::transport`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::session::limits::{ConnectionSlot, ConnectionsPerIp};
 use crate::transport::{ConnInfo, KillableStream};
 
 /// How long a client may take to send a request's headers.
@@ -29,12 +31,36 @@ const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 
 Content-Type: application/json\r\nContent-Length: 80\r\nConnection: close\r\n\r\n\
 {\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"too many connections, retry\"}}";
 
+/// The answer to an address over its own cap, written the same way.
+const OVER_ADDRESS_CAP: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\n\
+Content-Type: application/json\r\nContent-Length: 95\r\nConnection: close\r\n\r\n\
+{\"ok\":false,\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections from this address\"}}";
+
 /// How the accept loop bounds its connections.
 pub struct Limits {
     /// How long open connections may finish after shutdown begins.
     pub grace: Duration,
     /// Open connections at most (0 = no cap); more are answered 503 and closed.
     pub max_connections: usize,
+    /// Open TCP connections per peer address at most, authenticated or not
+    /// (0 = no cap); more are answered 429 and closed. Trusted proxies are
+    /// not capped: every client behind them shares their address.
+    pub max_per_address: u32,
+    /// Peers that are proxies (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Limits {
+    /// The TCP connections one address may hold open when `MAX_CONNECTIONS_PER_IP`
+    /// is `per_ip` (0 = no cap): a polling client holds two (its long poll
+    /// and its sends), and handshakes and API calls need a few more.
+    pub fn tcp_per_address(per_ip: u32) -> u32 {
+        if per_ip == 0 {
+            0
+        } else {
+            per_ip.saturating_mul(2).saturating_add(8)
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then gives open
@@ -48,10 +74,22 @@ pub async fn serve(
     let Limits {
         grace,
         max_connections,
+        max_per_address,
+        trusted_proxies,
     } = limits;
+    let per_address = Arc::new(ConnectionsPerIp::default());
+    // A slot for every connection from an address that is not a trusted
+    // proxy; `None` when that address is at its cap.
+    let admit = |peer: SocketAddr| -> Option<Option<ConnectionSlot>> {
+        let ip = peer.ip();
+        if max_per_address == 0 || trusted_proxies.iter().any(|net| net.contains(&ip)) {
+            return Some(None);
+        }
+        per_address.acquire(ip, max_per_address, || None).map(Some)
+    };
     let tracker = TaskTracker::new();
     let all_connections = CancellationToken::new();
-    let serve_one = |stream: TcpStream, peer: SocketAddr| {
+    let serve_one = |stream: TcpStream, peer: SocketAddr, slot: Option<ConnectionSlot>| {
         let _ = stream.set_nodelay(true);
         let kill = all_connections.child_token();
         let info = ConnInfo::new(peer, kill.clone());
@@ -73,7 +111,9 @@ pub async fn serve(
             {
                 return;
             }
-            let io = TokioIo::new(KillableStream::new(stream, &handshake));
+            // The address's slot lives as long as the stream, which an
+            // upgraded websocket keeps after this task ends.
+            let io = TokioIo::new(KillableStream::new(stream, &handshake).holding(slot));
             let mut builder = auto::Builder::new(TokioExecutor::new());
             // A client that sends its request headers a byte at a time is
             // closed instead of holding its connection forever.
@@ -100,9 +140,12 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) if max_connections > 0 && tracker.len() >= max_connections => {
-                    refuse(stream);
+                    refuse(stream, OVER_CAPACITY, "too_many_connections");
                 }
-                Ok((stream, peer)) => serve_one(stream, peer),
+                Ok((stream, peer)) => match admit(peer) {
+                    Some(slot) => serve_one(stream, peer, slot),
+                    None => refuse(stream, OVER_ADDRESS_CAP, "too_many_connections_per_address"),
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -121,7 +164,7 @@ pub async fn serve(
                 .set_nonblocking(true)
                 .and_then(|()| TcpStream::from_std(stream));
             if let Ok(stream) = accepted {
-                serve_one(stream, peer);
+                serve_one(stream, peer, None);
             }
         }
     }
@@ -132,15 +175,42 @@ pub async fn serve(
     all_connections.cancel();
 }
 
-/// Answers a connection over the cap with 503 and closes it, within a second.
-fn refuse(mut stream: TcpStream) {
+/// Answers a connection over a cap with `answer` and closes it, within a second.
+fn refuse(mut stream: TcpStream, answer: &'static [u8], reason: &'static str) {
     use tokio::io::AsyncWriteExt;
-    crate::metrics::rejected("too_many_connections");
+    crate::metrics::rejected(reason);
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let _ = stream.write_all(OVER_CAPACITY).await;
+            let _ = stream.write_all(answer).await;
             let _ = stream.shutdown().await;
         })
         .await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_answers_declare_their_body_length() {
+        for answer in [OVER_CAPACITY, OVER_ADDRESS_CAP] {
+            let text = std::str::from_utf8(answer).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let declared = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap();
+            assert_eq!(declared.parse::<usize>().unwrap(), body.len(), "{head}");
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(json["ok"], false);
+        }
+    }
+
+    #[test]
+    fn the_tcp_cap_per_address_follows_the_socket_cap() {
+        assert_eq!(Limits::tcp_per_address(0), 0, "no socket cap, no TCP cap");
+        assert_eq!(Limits::tcp_per_address(10), 28);
+        assert_eq!(Limits::tcp_per_address(u32::MAX), u32::MAX);
+    }
 }

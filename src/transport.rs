@@ -17,7 +17,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub struct ConnInfo {
     pub kill: CancellationToken,
     /// Set once the connection's stream is dropped (the TCP connection is gone).
     pub closed: Arc<AtomicBool>,
+    /// What waits in memory to be written to this connection.
+    pub outbox: Outbox,
 }
 
 impl ConnInfo {
@@ -44,12 +46,40 @@ impl ConnInfo {
             peer,
             kill,
             closed: Arc::default(),
+            outbox: Outbox::default(),
         }
     }
 
     /// Whether the TCP connection is gone.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// The bytes livehub queued for the websocket session a connection carries,
+/// and the bytes written to the connection: the difference is what waits in
+/// memory for a client that reads slowly. (socketioxide bounds its queue in
+/// packets; this bounds it in bytes, whatever the size of the events.)
+///
+/// Written bytes include frames livehub did not count as queued (pings,
+/// acks, signals). Each count first raises `queued` to `written`, so those
+/// frames never become credit for the bytes after them; at worst the
+/// difference errs low by what is in flight, and a reading client is never
+/// taken for a slow one.
+#[derive(Debug, Clone, Default)]
+pub struct Outbox {
+    queued: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+impl Outbox {
+    /// Counts `bytes` more queued: `false` when what waits unwritten is then
+    /// over `budget`.
+    pub fn queue(&self, bytes: usize, budget: usize) -> bool {
+        let written = self.written.load(Ordering::Relaxed);
+        self.queued.fetch_max(written, Ordering::Relaxed);
+        let queued = self.queued.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        queued.saturating_sub(written) <= budget as u64
     }
 }
 
@@ -228,6 +258,9 @@ pub struct KillableStream<S> {
     inner: S,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
     closed: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+    /// The address's connection slot, given back when the stream is dropped.
+    _slot: Option<crate::session::limits::ConnectionSlot>,
 }
 
 impl<S> Drop for KillableStream<S> {
@@ -244,6 +277,20 @@ impl<S> KillableStream<S> {
             inner,
             killed: Box::pin(conn.kill.clone().cancelled_owned()),
             closed: conn.closed.clone(),
+            written: conn.outbox.written.clone(),
+            _slot: None,
+        }
+    }
+
+    /// Holds `slot` until the stream is dropped.
+    pub fn holding(mut self, slot: Option<crate::session::limits::ConnectionSlot>) -> Self {
+        self._slot = slot;
+        self
+    }
+
+    fn count(&self, written: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
         }
     }
 
@@ -282,7 +329,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for KillableStream<S> {
         if let Poll::Ready(e) = self.check(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count(&written);
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -301,7 +350,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for KillableStream<S> {
         if let Poll::Ready(e) = self.check(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -334,6 +385,21 @@ mod tests {
         assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
         assert_eq!(client_ip(proxy, None, &trusted), proxy);
         assert_eq!(client_ip(proxy, Some("1.2.3.4"), &[]), proxy);
+    }
+
+    #[test]
+    fn outbox_counts_what_was_queued_and_not_yet_written() {
+        let outbox = Outbox::default();
+        assert!(outbox.queue(600, 1000));
+        assert!(!outbox.queue(600, 1000), "1,200 unwritten bytes");
+        outbox.written.fetch_add(1200, Ordering::Relaxed);
+        assert!(outbox.queue(1000, 1000), "written bytes free the budget");
+        outbox.written.fetch_add(5000, Ordering::Relaxed);
+        assert!(outbox.queue(10, 100));
+        assert!(
+            !outbox.queue(2000, 1000),
+            "bytes written that were never counted as queued are no credit"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use super::AppState;
 
 /// `GET /health`: 200 with live counts when ready, 503 while starting or draining.
 ///
-/// `connections` and `rooms` are this node's (named by `node`); `users` counts
+/// `connections` and `rooms` are this node's (named by `node`): the first
+/// exact, the second as counted at most two seconds ago; `users` counts
 /// users connected anywhere — cluster-wide when clustered. In a cluster,
 /// `cluster.ready` is false while Redis is unreachable: the node keeps serving
 /// its own sockets (so it stays `ready`), but cross-node signals and presence wait.
@@ -21,7 +22,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let mut body = json!({
         "status": if ready { "OK" } else { "UNAVAILABLE" },
         "ready": ready,
-        "connections": census.connections(),
+        "connections": state.hub.open_connections(),
         "users": state.presence.users_online().await,
         "rooms": census.rooms,
         "node": state.node_id,

@@ -255,7 +255,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "health_score": score,
         "redis_connected": redis.unwrap_or(false),
         "connection_stats": {
-            "total_connections": census.connections(),
+            "total_connections": state.hub.open_connections(),
             "unique_users": state.presence.users_online().await,
             "total_rooms": census.rooms,
         },

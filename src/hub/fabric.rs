@@ -37,6 +37,12 @@ pub enum SendOutcome {
     Slow,
 }
 
+/// Bytes a connection may have waiting to be written before it counts as too
+/// slow (closed so that it reconnects and replays). Frames are shared between
+/// connections, but a slow one keeps alive every frame it has not read: this
+/// bounds what one slow reader can hold, whatever the size of the events.
+pub(crate) const OUTGOING_BYTE_BUDGET: usize = 4 << 20;
+
 /// This node's sockets and rooms, for `/health` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Census {

@@ -34,6 +34,7 @@
 //! }
 //! ```
 
+mod census;
 pub mod delivery;
 pub mod fabric;
 pub mod log;
@@ -49,6 +50,7 @@ use serde_json::{Map, Value, json};
 use socketioxide::socket::Sid;
 use tokio::sync::oneshot;
 
+pub(crate) use census::OpenConnection;
 pub use delivery::{Fill, Membership};
 pub use fabric::{BoxFuture, Census, Fabric, Fabrics, LoggedEvent, SendOutcome};
 pub use offset::{OffsetCodec, OffsetProblem};
@@ -112,6 +114,7 @@ struct Inner {
     codec: OffsetCodec,
     pruned_through: AtomicI64,
     options: HubOptions,
+    census: Arc<census::CensusBoard>,
 }
 
 /// Runs a task livehub cannot work without. If it panics, nothing would be
@@ -185,6 +188,7 @@ impl Hub {
             None => log::Sink::Memory { last_seq },
         };
         let (log, writer) = log::spawn(sink, codec.clone(), delivery.clone());
+        let census = Arc::new(census::CensusBoard::default());
         let hub = Hub {
             inner: Arc::new(Inner {
                 log,
@@ -194,6 +198,7 @@ impl Hub {
                 codec,
                 pruned_through: AtomicI64::new(pruned),
                 options,
+                census,
             }),
         };
         let pruner = hub
@@ -415,7 +420,10 @@ impl Hub {
                 })
                 .await;
             match answer.await.unwrap_or(JoinReply::Gone) {
-                JoinReply::Joined { sent: n, .. } => return Ok(sent + n),
+                JoinReply::Joined { sent: n, .. } => {
+                    self.inner.census.changed();
+                    return Ok(sent + n);
+                }
                 JoinReply::Gone => return Err(JoinFailure::Gone),
                 JoinReply::NotCovered { through } => {
                     fill = self
@@ -552,6 +560,7 @@ impl Hub {
     /// Takes a connection on this node out of a room.
     pub(crate) fn leave(&self, sid: Sid, room: &str) {
         self.inner.fabric.leave(sid, room);
+        self.inner.census.changed();
     }
 
     /// The rooms a connection on this node is in.
@@ -590,9 +599,20 @@ impl Hub {
             })
     }
 
-    /// This node's sockets and rooms.
+    /// This node's sockets and rooms by kind (walked again only after a
+    /// change, or [`census::MAX_AGE`] after the last walk; see [`census`]).
     pub fn census(&self) -> Census {
-        self.inner.fabric.census()
+        self.inner.census.current(|| self.inner.fabric.census())
+    }
+
+    /// This node's open connections of every front, exactly.
+    pub fn open_connections(&self) -> usize {
+        self.inner.census.open()
+    }
+
+    /// Counts a connection a front accepted, until the guard is dropped.
+    pub(crate) fn connection_opened(&self) -> census::OpenConnection {
+        self.inner.census.opened()
     }
 
     async fn prune_once(&self) {

@@ -103,11 +103,7 @@ async fn upgrade(
     let peer = conn_info.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip());
     let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = client_ip(peer, forwarded, &settings.trusted_proxies);
-    let Some(slot) = front
-        .sessions
-        .connections
-        .acquire(ip, settings.max_connections_per_ip)
-    else {
+    let Some(slot) = front.sessions.admit(ip) else {
         return refusal(
             StatusCode::TOO_MANY_REQUESTS,
             Rejection::rate_limited("too many connections from this address"),

@@ -64,11 +64,7 @@ pub(crate) struct Conn {
     queued_bytes: std::sync::atomic::AtomicUsize,
 }
 
-/// Bytes a connection may have queued before it counts as too slow (closed
-/// with 1013, to reconnect and replay). Frames are shared between
-/// connections, but a slow one keeps alive every frame it has not read: this
-/// bounds what one slow reader can hold, whatever the size of the events.
-pub(crate) const BYTE_BUDGET: usize = 4 << 20;
+use crate::hub::fabric::OUTGOING_BYTE_BUDGET as BYTE_BUDGET;
 
 impl Conn {
     /// A connection whose outgoing frames go to `out`.

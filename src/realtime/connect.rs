@@ -124,10 +124,7 @@ impl ConnectFlow {
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok());
         let ip = client_ip(peer, forwarded, &ctx.settings.trusted_proxies);
-        let Some(slot) = ctx
-            .connections
-            .acquire(ip, ctx.settings.max_connections_per_ip)
-        else {
+        let Some(slot) = ctx.admit(ip) else {
             crate::metrics::rejected("too_many_connections");
             return Err(Refusal::TooManyConnections);
         };

@@ -20,9 +20,10 @@ use socketioxide::socket::Sid;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
 use crate::config::Config;
+use crate::hub::fabric::OUTGOING_BYTE_BUDGET;
 use crate::hub::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
 use crate::session::{Session, Sessions};
-use crate::transport::{ConnInfo, TransportControl};
+use crate::transport::{ConnInfo, Outbox, TransportControl};
 
 /// Outgoing packets one socket may have queued before it counts as too slow.
 ///
@@ -211,6 +212,25 @@ async fn broadcast<A: Adapter>(
 }
 
 impl<A: Adapter> IoFabric<A> {
+    /// The byte count of the connection carrying a websocket socket (kept in
+    /// the socket's extensions after the first look). Polling sockets have
+    /// none: what they hold is bounded in packets, and a client that stops
+    /// polling misses its heartbeat.
+    fn outbox(&self, socket: &socketioxide::extract::SocketRef<A>) -> Option<Outbox> {
+        if let Some(outbox) = socket.extensions.get::<Outbox>() {
+            return Some(outbox);
+        }
+        if socket.transport_type() != TransportType::Websocket {
+            return None;
+        }
+        let handshake = socket.req_parts().extensions.get::<ConnInfo>();
+        let conn = self
+            .transport
+            .websocket_conn(&socket.id.to_string(), handshake)?;
+        socket.extensions.insert(conn.outbox.clone());
+        Some(conn.outbox)
+    }
+
     /// A local socket. (`SocketIo::get_socket` panics once shutdown has closed
     /// the namespace; deliveries may still be flushing then.)
     fn socket(&self, sid: Sid) -> Option<socketioxide::extract::SocketRef<A>> {
@@ -273,7 +293,16 @@ impl<A: Adapter> Fabric for IoFabric<A> {
             op = op.except(event.except.clone());
         }
         let mut reached = 0;
+        // The packet as socketioxide frames it, near enough: `42["event",payload]`.
+        let bytes = event.event.len() + event.payload.get().len() + 8;
         for socket in op.sockets() {
+            if let Some(outbox) = self.outbox(&socket)
+                && !outbox.queue(bytes, OUTGOING_BYTE_BUDGET)
+            {
+                crate::metrics::lagging_disconnect("socketio");
+                self.force_reconnect(socket.id);
+                continue;
+            }
             match outcome(socket.emit(&event.event, &*event.payload)) {
                 SendOutcome::Sent => reached += 1,
                 SendOutcome::Slow => {

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use parking_lot::Mutex;
+
+use crate::hub::OpenConnection;
 
 /// A socket's budget of client events: `RATE_LIMIT_PER_MINUTE`, refilled
 /// continuously, with the whole minute's budget available as a burst.
@@ -90,6 +93,8 @@ pub struct ConnectionSlot {
     counts: Arc<CountsByKey<IpAddr>>,
     ip: IpAddr,
     released: AtomicBool,
+    /// The node's count of open connections, given back with the slot.
+    open: Mutex<Option<OpenConnection>>,
 }
 
 impl ConnectionSlot {
@@ -97,6 +102,7 @@ impl ConnectionSlot {
     pub fn release(&self) {
         if !self.released.swap(true, Ordering::AcqRel) {
             self.counts.decrement(&self.ip);
+            self.open.lock().take();
         }
     }
 }
@@ -108,13 +114,20 @@ impl Drop for ConnectionSlot {
 }
 
 impl ConnectionsPerIp {
-    /// Counts a new connection from `ip`, unless `cap` (non-zero) is reached.
-    pub fn acquire(&self, ip: IpAddr, cap: u32) -> Option<ConnectionSlot> {
+    /// Counts a new connection from `ip`, unless `cap` (non-zero) is reached;
+    /// once admitted, it is also counted by `count` (the node's open connections).
+    pub fn acquire(
+        &self,
+        ip: IpAddr,
+        cap: u32,
+        count: impl FnOnce() -> Option<OpenConnection>,
+    ) -> Option<ConnectionSlot> {
         self.counts.increment(ip, cap as usize)?;
         Some(ConnectionSlot {
             counts: self.counts.clone(),
             ip,
             released: AtomicBool::new(false),
+            open: Mutex::new(count()),
         })
     }
 
@@ -154,26 +167,28 @@ mod tests {
         let c = ConnectionsPerIp::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = c.acquire(a, 2).unwrap();
-        let a2 = c.acquire(a, 2).unwrap();
-        assert!(c.acquire(a, 2).is_none());
-        let b1 = c.acquire(b, 2).unwrap();
+        let a1 = c.acquire(a, 2, || None).unwrap();
+        let a2 = c.acquire(a, 2, || None).unwrap();
+        assert!(c.acquire(a, 2, || None).is_none());
+        let b1 = c.acquire(b, 2, || None).unwrap();
         a1.release();
         a1.release();
-        let a3 = c.acquire(a, 2).expect("a released slot is free again");
+        let a3 = c
+            .acquire(a, 2, || None)
+            .expect("a released slot is free again");
         assert!(
-            c.acquire(a, 2).is_none(),
+            c.acquire(a, 2, || None).is_none(),
             "a second release gives nothing back"
         );
         drop(a1);
         assert!(
-            c.acquire(a, 2).is_none(),
+            c.acquire(a, 2, || None).is_none(),
             "dropping a released slot gives nothing back"
         );
         drop(a2);
         a3.release();
         drop(b1);
         assert_eq!(c.addresses(), 0, "dropped slots are given back");
-        assert!(c.acquire(a, 0).is_some(), "0 means no cap");
+        assert!(c.acquire(a, 0, || None).is_some(), "0 means no cap");
     }
 }

@@ -116,6 +116,15 @@ pub(crate) struct Parts {
 }
 
 impl Sessions {
+    /// Admits a connection from `ip` under `MAX_CONNECTIONS_PER_IP`, counted
+    /// as open on this node until its slot is released or dropped.
+    pub(crate) fn admit(&self, ip: std::net::IpAddr) -> Option<limits::ConnectionSlot> {
+        self.connections
+            .acquire(ip, self.settings.max_connections_per_ip, || {
+                Some(self.hub.connection_opened())
+            })
+    }
+
     /// Shared handler state.
     pub(crate) fn new(parts: Parts) -> Sessions {
         Sessions {

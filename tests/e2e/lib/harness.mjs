@@ -120,7 +120,7 @@ export function userToken(sub, extra = {}) {
  * Opens a socket and waits until it is connected. `version` 4 (default) or 2.
  * Rejects with the connect_error (4.x) / error (2.x) message.
  */
-export function connect(url, { token: tok, version = 4, transports, auth, query, reconnection = false, timeout = 10000, extraHeaders } = {}) {
+export function connect(url, { token: tok, version = 4, transports, auth, query, reconnection = false, timeout = 10000, extraHeaders, localAddress } = {}) {
   const socket =
     version === 2
       ? ioV2(url, { query: { ...(tok ? { token: tok } : {}), ...query }, transports, reconnection, forceNew: true, extraHeaders })
@@ -131,6 +131,7 @@ export function connect(url, { token: tok, version = 4, transports, auth, query,
           reconnection,
           forceNew: true,
           extraHeaders,
+          ...(localAddress ? { localAddress } : {}),
         });
   socket.__version = version;
   return new Promise((resolve, reject) => {

@@ -6,7 +6,41 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import net from "node:net";
-import { connect, http as request, sleep, startServer, until, userToken } from "../lib/harness.mjs";
+import http from "node:http";
+import { io } from "socket.io-client";
+import { collect, connect, http as request, sleep, startServer, until, userToken } from "../lib/harness.mjs";
+
+/** A TCP connection from `from` that says nothing, once it is open. */
+function silentFrom(port, from) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ port, host: "127.0.0.1", localAddress: from }, () => resolve(sock));
+    sock.on("error", reject);
+  });
+}
+
+/** Whatever the server writes to a new connection from `from` that sends a request, until it closes. */
+function answerTo(port, from) {
+  return new Promise((resolve) => {
+    let text = "";
+    const sock = net.connect({ port, host: "127.0.0.1", localAddress: from }, () => sock.write("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    sock.on("data", (d) => (text += d));
+    sock.on("close", () => resolve(text));
+    sock.on("error", () => {});
+  });
+}
+
+/** `GET /health` over a connection from `from`. */
+function healthFrom(server, from) {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: "127.0.0.1", port: server.port, path: "/health", localAddress: from, agent: false }, (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve({ status: res.statusCode, body: JSON.parse(body) }));
+      })
+      .on("error", reject);
+  });
+}
 
 describe("clients that trickle their request headers", () => {
   let server;
@@ -82,7 +116,9 @@ describe("MAX_CONNECTIONS", () => {
 describe("handshakes that never become sockets", () => {
   it("leave no state behind: after a thousand polling-then-upgrade cycles without CONNECT (v4 and v3), tracked sessions return to zero", async () => {
     const { default: WebSocket } = await import("ws");
-    const server = await startServer({ MAX_CONNECTIONS_PER_IP: "5" });
+    // 20 workers hold about 40 connections at once; the address's cap
+    // (2 × 30 + 8) stays above that, so every handshake goes through.
+    const server = await startServer({ MAX_CONNECTIONS_PER_IP: "30" });
     const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${server.proc.pid}/status`, "utf8"))[1]);
     const scrape = async () => Number(/^livehub_transport_sessions (\d+)/m.exec((await request(server, "GET", "/metrics")).text)?.[1]);
     /** Opens a polling session, upgrades it to websocket, and leaves without CONNECT. */
@@ -226,6 +262,91 @@ describe("a refused 2.x (EIO3) session", () => {
       assert.equal(refusedWith, 400, "then the session was ended (its requests refused)");
       assert.ok(Date.now() - started < 15_000, `within seconds (${Date.now() - started} ms)`);
     } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("one address holding many connections, authenticated or not", () => {
+  it("is refused (429) past 2 × MAX_CONNECTIONS_PER_IP + 8 open connections, while another address is served", async () => {
+    // MAX_CONNECTIONS_PER_IP=2: two sockets, and twelve TCP connections open at once.
+    const server = await startServer({ MAX_CONNECTIONS_PER_IP: "2" });
+    const silent = [];
+    try {
+      for (let i = 0; i < 12; i++) silent.push(await silentFrom(server.port, "127.0.0.3"));
+      const refused = await answerTo(server.port, "127.0.0.3");
+      assert.match(refused, /^HTTP\/1\.1 429 /, refused.slice(0, 80));
+      assert.match(refused, /"code":"rate_limited","message":"too many connections from this address"/);
+
+      // Another address connects, joins its rooms, gets an emit and /health.
+      const legit = await connect(server.url, { token: userToken("legit", { branchId: "b9" }), transports: ["websocket"], localAddress: "127.0.0.4" });
+      const got = collect(legit, "dashboard:refresh");
+      const res = await request(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "b9" } } });
+      assert.equal(res.status, 202);
+      await until(() => got.length === 1, { what: "the emit" });
+      const health = await healthFrom(server, "127.0.0.4");
+      assert.equal(health.status, 200);
+      assert.equal(health.body.connections, 1, "the silent connections never became sockets");
+      legit.close();
+
+      // Once the silent ones close, the address is served again.
+      for (const sock of silent) sock.destroy();
+      await until(async () => /^HTTP\/1\.1 200 /.test(await answerTo(server.port, "127.0.0.3")), { what: "the address to be served again" });
+      const metrics = (await request(server, "GET", "/metrics")).text;
+      assert.match(metrics, /livehub_rejected_total\{reason="too_many_connections_per_address"\} [1-9]/);
+    } finally {
+      for (const sock of silent) sock.destroy();
+      await server.stop();
+    }
+  });
+});
+
+describe("a Socket.IO websocket client that stops reading, in a room of large events", () => {
+  it("is cut off once it holds too many bytes (4 MiB), then reconnects and replays each event once", async () => {
+    const server = await startServer({ RATE_LIMIT_PER_MINUTE: "0" });
+    const state = { last: null, offsets: [], disconnects: 0 };
+    const stalled = io(server.url, {
+      auth: (cb) => cb({ token: userToken("stalled", { branchId: "big" }), ...(state.last ? { offset: state.last } : {}) }),
+      transports: ["websocket"],
+      forceNew: true,
+      reconnectionDelay: 100,
+      reconnectionDelayMax: 500,
+    });
+    try {
+      stalled.on("dashboard:refresh", (p) => {
+        state.offsets.push(p.offset);
+        state.last = p.offset;
+      });
+      stalled.on("disconnect", () => state.disconnects++);
+      await new Promise((resolve) => stalled.once("connect", resolve));
+      const reader = await connect(server.url, { token: userToken("reader", { branchId: "big" }), transports: ["websocket"] });
+      const read = collect(reader, "dashboard:refresh");
+      // 200 events of 100 KB: 20 MB, far fewer packets than socketioxide's
+      // 2,048-packet buffer, far more bytes than the budget.
+      const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${server.proc.pid}/status`, "utf8"))[1]);
+      const rssBefore = rss();
+      stalled.io.engine.transport.ws._socket.pause();
+      const pad = "x".repeat(100_000);
+      const offsets = [];
+      for (let i = 0; i < 200; i++) {
+        const res = await request(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "big", i, pad } } });
+        assert.equal(res.status, 202);
+        offsets.push(res.body.offset);
+      }
+      await until(() => read.length === 200, { what: "the reader got all 200", timeout: 20_000 });
+      assert.equal(state.disconnects, 0, "the stalled client has not noticed anything yet");
+      console.log(`# Socket.IO slow reader: 20 MB emitted, server VmRSS ${(rssBefore / 1024).toFixed(1)} → ${(rss() / 1024).toFixed(1)} MB while it stalled`);
+      stalled.io.engine.transport.ws._socket.resume();
+      await until(() => offsets.every((o) => state.offsets.includes(o)), { what: "the stalled client to catch up", timeout: 30_000 });
+      assert.ok(state.disconnects >= 1, "its transport was closed (it reconnected by itself)");
+      assert.equal(new Set(state.offsets).size, state.offsets.length, "no event twice");
+      const order = state.offsets.map((o) => offsets.indexOf(o));
+      assert.ok(order.every((n, k) => k === 0 || n > order[k - 1]), "in order");
+      const metrics = (await request(server, "GET", "/metrics")).text;
+      assert.match(metrics, /livehub_lagging_disconnects_total\{front="socketio"\} [1-9]/);
+      reader.close();
+    } finally {
+      stalled.close();
       await server.stop();
     }
   });
