@@ -102,7 +102,8 @@ impl App {
                 .await
             }
             Some(url) => {
-                let cluster = cluster::connect(&url, &config.cluster_name, &config.node_id)
+                let ca = config.redis_ca_pem.as_deref();
+                let cluster = cluster::connect(&url, ca, &config.cluster_name, &config.node_id)
                     .await
                     .context("cannot reach Redis at REDIS_URL")?;
                 let builder = builder.with_adapter::<ClusterAdapter<_>>(cluster.adapter);

@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Redis for running several nodes as one cluster.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// A PEM CA certificate to trust for `rediss://` instead of the system's roots.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<String>,
     /// Comma-separated allowed origins (`*` = any origin, without credentials).
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,
@@ -217,6 +220,8 @@ pub struct Config {
     pub database_url: DatabaseUrl,
     /// Cluster Redis.
     pub redis_url: Option<String>,
+    /// A CA certificate (PEM) trusted for `rediss://` (`REDIS_CA_FILE`).
+    pub redis_ca_pem: Option<Vec<u8>>,
     /// Cross-origin policy.
     pub cors_origins: CorsOrigins,
     /// Largest accepted message.
@@ -534,6 +539,7 @@ impl Config {
                 }
             })
             .transpose()?;
+        let redis_ca_pem = redis_ca(a.redis_ca_file.as_deref(), redis_url.as_deref())?;
 
         let cors_origins = match list(&a.cors_origins).as_slice() {
             [] => CorsOrigins::None,
@@ -815,6 +821,7 @@ impl Config {
             api_keys: list(&a.api_keys),
             database_url,
             redis_url,
+            redis_ca_pem,
             cors_origins,
             max_payload_bytes,
             max_connections,
@@ -885,6 +892,23 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The CA certificate of `REDIS_CA_FILE`: only with a `rediss://` URL, and
+/// only a PEM certificate (a typo'd path fails here, not at the first connect).
+fn redis_ca(file: Option<&str>, url: Option<&str>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = file.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let problem = |why: String| err("REDIS_CA_FILE", "redis-ca-file", why);
+    if !url.is_some_and(|u| u.starts_with("rediss://")) {
+        return Err(problem("needs REDIS_URL=rediss://… (TLS)".into()));
+    }
+    let pem = std::fs::read(path).map_err(|e| problem(format!("{path}: {e}")))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(problem(format!("{path} is not a PEM certificate")));
+    }
+    Ok(Some(pem))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -932,6 +956,27 @@ mod tests {
                 "DATABASE_URL",
             ),
             (|a| a.redis_url = Some("http://x".into()), "REDIS_URL"),
+            (
+                |a| {
+                    a.redis_url = Some("redis://127.0.0.1:6379".into());
+                    a.redis_ca_file = Some("/etc/hostname".into());
+                },
+                "REDIS_CA_FILE",
+            ),
+            (
+                |a| {
+                    a.redis_url = Some("rediss://127.0.0.1:6379".into());
+                    a.redis_ca_file = Some("/etc/hostname".into());
+                },
+                "REDIS_CA_FILE",
+            ),
+            (
+                |a| {
+                    a.redis_url = Some("rediss://127.0.0.1:6379".into());
+                    a.redis_ca_file = Some("/nonexistent.pem".into());
+                },
+                "REDIS_CA_FILE",
+            ),
             (
                 |a| a.max_payload_bytes = Some("big".into()),
                 "MAX_PAYLOAD_BYTES",

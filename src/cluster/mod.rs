@@ -35,11 +35,39 @@ pub struct Cluster {
     pub driver: ResilientDriver,
 }
 
-/// Connects to Redis for node `node` of cluster `name`. Fails when Redis
-/// cannot be reached at start-up; afterwards the connection heals by itself.
-pub async fn connect(url: &str, name: &str, node: &str) -> anyhow::Result<Cluster> {
-    let client = redis::Client::open(with_resp3(url))?;
-    let driver = ResilientDriver::connect(&client).await?;
+/// How long start-up waits for Redis.
+const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects to Redis for node `node` of cluster `name`, over TLS for a
+/// `rediss://` URL (trusting `ca`, a PEM certificate, instead of the system's
+/// roots when given). Fails when Redis cannot be reached at start-up;
+/// afterwards the connection heals by itself.
+pub async fn connect(
+    url: &str,
+    ca: Option<&[u8]>,
+    name: &str,
+    node: &str,
+) -> anyhow::Result<Cluster> {
+    let url = with_resp3(url);
+    let client = match ca {
+        None => redis::Client::open(url)?,
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        )?,
+    };
+    // The manager retries on its own; at start-up, say what is wrong instead.
+    let driver = tokio::time::timeout(STARTUP_TIMEOUT, ResilientDriver::connect(&client))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no answer within {} s (a rediss:// URL to a server without TLS, or the reverse, looks like this)",
+                STARTUP_TIMEOUT.as_secs()
+            )
+        })??;
     let presence = RedisPresence::new(driver.connection(), name, node);
     let adapter = RedisAdapterCtr::new_with_driver(
         driver.clone(),
@@ -54,14 +82,22 @@ pub async fn connect(url: &str, name: &str, node: &str) -> anyhow::Result<Cluste
     })
 }
 
-/// Pub/sub push messages need RESP3; ask for it unless the URL already says.
+/// Pub/sub push messages need RESP3; ask for it unless the URL already says
+/// (before a `#insecure` fragment, where the query would be lost).
 fn with_resp3(url: &str) -> String {
-    if url.contains("protocol=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&protocol=resp3")
+    let (base, fragment) = url
+        .split_once('#')
+        .map_or((url, None), |(b, f)| (b, Some(f)));
+    let joined = if base.contains("protocol=") {
+        base.to_string()
+    } else if base.contains('?') {
+        format!("{base}&protocol=resp3")
     } else {
-        format!("{url}?protocol=resp3")
+        format!("{base}?protocol=resp3")
+    };
+    match fragment {
+        Some(f) => format!("{joined}#{f}"),
+        None => joined,
     }
 }
 
@@ -82,5 +118,27 @@ impl ClusterHealth {
             redis_up: presence.is_healthy(),
             nodes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_resp3;
+
+    #[test]
+    fn resp3_is_asked_for_in_the_query_not_the_fragment() {
+        assert_eq!(with_resp3("redis://h:1"), "redis://h:1?protocol=resp3");
+        assert_eq!(
+            with_resp3("redis://h/2?x=1"),
+            "redis://h/2?x=1&protocol=resp3"
+        );
+        assert_eq!(
+            with_resp3("redis://h?protocol=resp2"),
+            "redis://h?protocol=resp2"
+        );
+        assert_eq!(
+            with_resp3("rediss://u:p@h:1/#insecure"),
+            "rediss://u:p@h:1/?protocol=resp3#insecure"
+        );
     }
 }

@@ -133,8 +133,9 @@ function freePort() {
  * A private PostgreSQL server (its own data directory and port, fsync off),
  * for tests that stop and restart the database. Needs root (the server runs
  * as the `postgres` user) and Debian's PostgreSQL binaries; `{ skip }` otherwise.
+ * `tls: { cert, key }` (PEM files) turns TLS on and refuses TCP clients without it.
  */
-export async function privatePostgres() {
+export async function privatePostgres({ tls } = {}) {
   const fs = await import("node:fs");
   const os = await import("node:os");
   const path = await import("node:path");
@@ -148,7 +149,16 @@ export async function privatePostgres() {
   const as = (cmd, args) => execFileSync("runuser", ["-u", "postgres", "--", `${bin}/${cmd}`, ...args], { stdio: "pipe" });
   as("initdb", ["-D", dir, "-A", "trust", "-U", "postgres", "--no-sync"]);
   const port = await freePort();
-  const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+  let opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+  if (tls) {
+    for (const [name, file] of [["server.crt", tls.cert], ["server.key", tls.key]]) {
+      fs.copyFileSync(file, `${dir}/${name}`);
+      execFileSync("chown", ["postgres", `${dir}/${name}`]);
+      fs.chmodSync(`${dir}/${name}`, 0o600);
+    }
+    fs.writeFileSync(`${dir}/pg_hba.conf`, "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n");
+    opts += " -c ssl=on";
+  }
   const start = () => as("pg_ctl", ["-D", dir, "-o", opts, "-l", `${dir}/log`, "-w", "start"]);
   const stop = () => as("pg_ctl", ["-D", dir, "-m", "fast", "-w", "stop"]);
   start();
