@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ApiKeys, Verifier};
 use crate::chat::Chat;
+use crate::cluster::forward::Forwarder;
 use crate::cluster::relay::{Relay, RelayTarget};
 use crate::cluster::{self, ClusterAdapter};
 use crate::config::{Config, LogFormat, redact_url};
@@ -43,6 +44,8 @@ struct Shared {
     presence: Presence,
     /// Redis pub/sub, for the plain front's relay.
     driver: Option<crate::cluster::driver::ResilientDriver>,
+    /// Sends polling requests to their session's node.
+    forwarder: Option<Arc<Forwarder>>,
 }
 
 type Closer = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -58,6 +61,7 @@ pub struct App {
     /// The effective configuration (dev secrets filled in).
     pub config: Config,
     dev: Option<DevInfo>,
+    forwarder: Option<Arc<Forwarder>>,
 }
 
 impl App {
@@ -86,6 +90,7 @@ impl App {
                 let shared = Shared {
                     presence: Presence::memory(),
                     driver: None,
+                    forwarder: None,
                 };
                 Self::assemble(
                     builder,
@@ -106,10 +111,19 @@ impl App {
                 let cluster = cluster::connect(&url, ca, &config.cluster_name, &config.node_id)
                     .await
                     .context("cannot reach Redis at REDIS_URL")?;
+                let forwarder = Forwarder::new(
+                    cluster.driver.connection(),
+                    &config.cluster_name,
+                    config.advertise_url.clone(),
+                    config.trusted_proxies.clone(),
+                )
+                .await
+                .context("cannot set up request forwarding through Redis")?;
                 let builder = builder.with_adapter::<ClusterAdapter<_>>(cluster.adapter);
                 let shared = Shared {
                     presence: Presence::Redis(cluster.presence),
                     driver: Some(cluster.driver),
+                    forwarder: Some(forwarder),
                 };
                 Self::assemble(
                     builder,
@@ -139,7 +153,11 @@ impl App {
         F: Fn(A::InitRes) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
-        let Shared { presence, driver } = shared;
+        let Shared {
+            presence,
+            driver,
+            forwarder,
+        } = shared;
         let (layer, io) = builder.build_layer();
         let transport = Arc::new(TransportControl::default());
         // Without a shared log (SQLite), logged events cross nodes through the adapter.
@@ -225,7 +243,13 @@ impl App {
         let routes = http::router(state, config.demo_dir.as_deref(), admin_ui)
             .merge(plain::router(front.clone()))
             .layer(layer);
-        let router = http::outer_layers(routes, &config.cors_origins, transport, ready.clone());
+        let router = http::outer_layers(
+            routes,
+            &config.cors_origins,
+            transport,
+            ready.clone(),
+            forwarder.clone(),
+        );
         let close_sockets: Closer = Box::new(move || {
             let io = io.clone();
             let sessions = sessions.clone();
@@ -246,6 +270,7 @@ impl App {
             store,
             config,
             dev,
+            forwarder,
         })
     }
 
@@ -263,6 +288,15 @@ impl App {
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
+        if let Some(f) = &self.forwarder {
+            f.listening_on(local);
+            if !f.is_reachable() {
+                tracing::warn!(
+                    "listening on every interface without ADVERTISE_URL: other nodes cannot forward \
+                     polling requests here, so polling clients need sticky sessions"
+                );
+            }
+        }
         // Ready before the address is announced: whoever reads it may connect at once.
         self.ready.store(true, Ordering::Release);
         let stop_accepting = CancellationToken::new();

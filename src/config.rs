@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// A PEM CA certificate to trust for `rediss://` instead of the system's roots.
     #[arg(long, env = "REDIS_CA_FILE")]
     pub redis_ca_file: Option<String>,
+    /// This node's URL as the other nodes reach it (`http://10.0.0.5:3000`).
+    #[arg(long, env = "ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Comma-separated allowed origins (`*` = any origin, without credentials).
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,
@@ -222,6 +225,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// A CA certificate (PEM) trusted for `rediss://` (`REDIS_CA_FILE`).
     pub redis_ca_pem: Option<Vec<u8>>,
+    /// This node's URL for the other nodes (`ADVERTISE_URL`); without it, the
+    /// listening address when that is a specific one.
+    pub advertise_url: Option<String>,
     /// Cross-origin policy.
     pub cors_origins: CorsOrigins,
     /// Largest accepted message.
@@ -540,6 +546,18 @@ impl Config {
             })
             .transpose()?;
         let redis_ca_pem = redis_ca(a.redis_ca_file.as_deref(), redis_url.as_deref())?;
+        let advertise_url = given(&a.advertise_url)
+            .map(|u| match u.strip_prefix("http://") {
+                Some(rest) if !rest.is_empty() && !rest.contains(['/', '?', '#']) => {
+                    Ok(u.to_string())
+                }
+                _ => Err(err(
+                    "ADVERTISE_URL",
+                    "advertise-url",
+                    "expected http://host:port, as the other nodes reach this one",
+                )),
+            })
+            .transpose()?;
 
         let cors_origins = match list(&a.cors_origins).as_slice() {
             [] => CorsOrigins::None,
@@ -822,6 +840,7 @@ impl Config {
             database_url,
             redis_url,
             redis_ca_pem,
+            advertise_url,
             cors_origins,
             max_payload_bytes,
             max_connections,
@@ -956,6 +975,14 @@ mod tests {
                 "DATABASE_URL",
             ),
             (|a| a.redis_url = Some("http://x".into()), "REDIS_URL"),
+            (
+                |a| a.advertise_url = Some("https://x:1".into()),
+                "ADVERTISE_URL",
+            ),
+            (
+                |a| a.advertise_url = Some("http://x:1/path".into()),
+                "ADVERTISE_URL",
+            ),
             (
                 |a| {
                     a.redis_url = Some("redis://127.0.0.1:6379".into());

@@ -127,6 +127,12 @@ pub(crate) const SERIES: &[Series] = &[
         label: Some(("front", FRONTS)),
     },
     Series {
+        name: "livehub_forwarded_requests_total",
+        kind: Kind::Counter,
+        help: "Engine.IO requests forwarded to the node that owns their session (cluster without sticky sessions), by transport.",
+        label: Some(("transport", &["polling", "websocket"])),
+    },
+    Series {
         name: "livehub_signals_dropped_total",
         kind: Kind::Counter,
         help: "Presence, typing and other ephemeral signals dropped because the queue to the cluster (Redis) was full.",
@@ -269,6 +275,12 @@ pub fn event_delivered(event: &str, sockets: usize) {
 pub fn rejected(reason: &'static str) {
     debug_assert!(REJECT_REASONS.contains(&reason), "unlisted reason {reason}");
     counter!("livehub_rejected_total", "reason" => reason).increment(1);
+}
+
+/// An Engine.IO request went to its session's owner; `transport` is
+/// `polling` or `websocket` (a tunnelled upgrade).
+pub fn forwarded(transport: &'static str) {
+    counter!("livehub_forwarded_requests_total", "transport" => transport).increment(1);
 }
 
 /// A connection was closed for not reading fast enough; `front` is

@@ -11,10 +11,14 @@
 //!   survives Redis restarts.
 //! * **Plain WebSocket operations** (the same signals and disconnects, for
 //!   plain connections) ride [`relay`], on the same driver.
+//! * **Long-polling requests** that land on a node other than their session's
+//!   owner are forwarded to it over HTTP ([`forward`]), so polling needs no
+//!   sticky sessions.
 //! * **Presence** lives in Redis with per-entry expiry ([`crate::presence::redis`]),
 //!   so counting viewers never asks other nodes.
 
 pub mod driver;
+pub(crate) mod forward;
 pub(crate) mod relay;
 
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};

@@ -24,6 +24,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::{ApiKeys, Verifier};
+use crate::cluster::forward::{Forwarder, Route};
 use crate::config::CorsOrigins;
 use crate::hub::Hub;
 use crate::transport::{ConnInfo, TransportControl, engine_session};
@@ -135,16 +136,18 @@ async fn openapi() -> impl IntoResponse {
 
 /// Wraps the whole service (Socket.IO included): the Engine.IO gate, CORS and
 /// security headers.
-pub fn outer_layers(
+pub(crate) fn outer_layers(
     app: Router,
     cors: &CorsOrigins,
     transport: Arc<TransportControl>,
     ready: Arc<AtomicBool>,
+    forwarder: Option<Arc<Forwarder>>,
 ) -> Router {
     let gate = middleware::from_fn(move |req: Request, next: Next| {
         let transport = transport.clone();
         let ready = ready.clone();
-        async move { engine_gate(transport, ready, req, next).await }
+        let forwarder = forwarder.clone().filter(|f| f.is_reachable());
+        async move { engine_gate(transport, ready, forwarder, req, next).await }
     });
     let mut app = app
         .layer(gate)
@@ -188,20 +191,22 @@ fn cors_layer(cors: &CorsOrigins) -> Option<CorsLayer> {
     }
 }
 
-/// In front of Engine.IO: refuses new sessions while draining, refuses the
-/// requests of sessions whose transport livehub killed, and records which
-/// connection carries which session.
+/// In front of Engine.IO: refuses new sessions while draining, sends the
+/// requests of sessions another node owns to that node (a cluster without
+/// sticky sessions), refuses the requests of sessions whose transport livehub
+/// killed, and records which connection carries which session.
 async fn engine_gate(
     transport: Arc<TransportControl>,
     ready: Arc<AtomicBool>,
+    forwarder: Option<Arc<Forwarder>>,
     req: Request,
     next: Next,
 ) -> Response {
     if !req.uri().path().starts_with("/socket.io") {
         return next.run(req).await;
     }
-    let query = req.uri().query().unwrap_or("");
-    match engine_session(query) {
+    let query = req.uri().query().unwrap_or("").to_string();
+    match engine_session(&query) {
         None => {
             let mut req = req;
             detach_from_read_buffer(&mut req);
@@ -213,35 +218,74 @@ async fn engine_gate(
                 )
                     .into_response();
             }
-            next.run(req).await
+            let polling = !query.contains("transport=websocket");
+            let response = next.run(req).await;
+            match forwarder {
+                Some(f) if polling && response.status() == StatusCode::OK => {
+                    record_owner(&f, response).await
+                }
+                _ => response,
+            }
         }
         Some((sid, websocket)) => {
-            let conn = req.extensions().get::<ConnInfo>().cloned();
-            let guard = match &conn {
-                Some(conn) => match transport.track(sid, websocket, conn) {
-                    Ok(guard) => Some(guard),
-                    Err(_killed) => {
-                        return (
-                            StatusCode::BAD_REQUEST,
-                            axum::Json(json!({ "code": 1, "message": "Session ID unknown" })),
-                        )
-                            .into_response();
-                    }
-                },
-                None => None,
-            };
             let sid = sid.to_string();
-            let response = next.run(req).await;
-            if websocket
-                && response.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(conn) = &conn
-            {
-                transport.upgraded(&sid, conn);
-            }
-            drop(guard);
-            response
+            let req = match forwarder {
+                None => req,
+                Some(f) => match f.route(&sid, req).await {
+                    Route::Here(req) => req,
+                    Route::Owner(owner, req) => return f.forward(&owner, req).await,
+                },
+            };
+            engine_request(transport, &sid, websocket, req, next).await
         }
     }
+}
+
+/// This node opened a polling session: it records itself as the owner, so
+/// that the session's next requests reach it wherever they land.
+async fn record_owner(forwarder: &Forwarder, response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    // An open packet is a few hundred bytes.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if let Some(sid) = crate::cluster::forward::opened_sid(&bytes) {
+        forwarder.opened(&sid).await;
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// A request of an existing session, handled on this node.
+async fn engine_request(
+    transport: Arc<TransportControl>,
+    sid: &str,
+    websocket: bool,
+    req: Request,
+    next: Next,
+) -> Response {
+    let conn = req.extensions().get::<ConnInfo>().cloned();
+    let guard = match &conn {
+        Some(conn) => match transport.track(sid, websocket, conn) {
+            Ok(guard) => Some(guard),
+            Err(_killed) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({ "code": 1, "message": "Session ID unknown" })),
+                )
+                    .into_response();
+            }
+        },
+        None => None,
+    };
+    let response = next.run(req).await;
+    if websocket
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(conn) = &conn
+    {
+        transport.upgraded(sid, conn);
+    }
+    drop(guard);
+    response
 }
 
 /// Gives a handshake request's URI and headers their own small allocations.

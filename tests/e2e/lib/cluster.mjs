@@ -3,6 +3,7 @@
 // test needs to restart it, and a TCP proxy standing in for a load balancer.
 import { execFileSync, spawn } from "node:child_process";
 import crypto from "node:crypto";
+import http from "node:http";
 import net from "node:net";
 import { startServer } from "./harness.mjs";
 
@@ -187,5 +188,80 @@ export async function privatePostgres({ tls } = {}) {
     stop,
     freeze: () => signalAll("STOP"),
     thaw: () => signalAll("CONT"),
+  };
+}
+
+/**
+ * An HTTP load balancer without affinity: every request, and every websocket
+ * upgrade, goes to the next of `ports` in turn (a node that refuses the
+ * connection is skipped). `counts` says how many requests each port got;
+ * `close()` stops it.
+ */
+export async function roundRobinProxy(ports) {
+  let turn = 0;
+  const counts = Object.fromEntries(ports.map((p) => [p, 0]));
+  const agent = new http.Agent({ keepAlive: true });
+  const nextPort = () => ports[turn++ % ports.length];
+  const sockets = new Set();
+  const server = http.createServer((req, res) => {
+    const body = [];
+    req.on("data", (c) => body.push(c));
+    req.on("end", () => {
+      const send = (attempt) => {
+        const port = nextPort();
+        const up = http.request({ host: "127.0.0.1", port, method: req.method, path: req.url, headers: req.headers, agent }, (answer) => {
+          counts[port]++;
+          res.writeHead(answer.statusCode, answer.headers);
+          answer.pipe(res);
+        });
+        up.on("error", (e) => {
+          if (e.code === "ECONNREFUSED" && attempt < ports.length) send(attempt + 1);
+          else res.destroy();
+        });
+        up.end(Buffer.concat(body));
+      };
+      send(1);
+    });
+  });
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  server.on("upgrade", (req, client, head) => {
+    const connect = (attempt) => {
+      const port = nextPort();
+      const up = net.connect(port, "127.0.0.1", () => {
+        counts[port]++;
+        const lines = [`${req.method} ${req.url} HTTP/1.1`];
+        for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+        up.write(lines.join("\r\n") + "\r\n\r\n");
+        if (head.length) up.write(head);
+        client.pipe(up).pipe(client);
+      });
+      sockets.add(up);
+      up.on("close", () => {
+        sockets.delete(up);
+        client.destroy();
+      });
+      up.on("error", (e) => {
+        if (e.code === "ECONNREFUSED" && attempt < ports.length) connect(attempt + 1);
+        else client.destroy();
+      });
+      client.on("error", () => up.destroy());
+      client.on("close", () => up.destroy());
+    };
+    connect(1);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = server.address().port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    counts,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      agent.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
   };
 }
