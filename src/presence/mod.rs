@@ -44,6 +44,48 @@ pub struct Change {
     pub viewers: usize,
 }
 
+/// Where a user's connect or disconnect falls among the cluster's transitions
+/// of that user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Order {
+    /// Its number: the user's transitions are counted in Redis, in the order
+    /// Redis applied them.
+    pub number: i64,
+    /// How long after the transition before it (ms).
+    pub after_ms: i64,
+}
+
+/// What a user's connect or disconnect did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserChange {
+    /// The user's first socket anywhere (connect), or their last (disconnect).
+    pub changed: bool,
+    /// Where it falls in the cluster's order (`None` on a single node, or
+    /// when nothing changed).
+    pub order: Option<Order>,
+}
+
+/// Two transitions of one user closer than this (a reload onto another node)
+/// may be announced out of order: each node's signal crosses Redis on its own
+/// connection. The later one is announced again after this long, unless yet
+/// another transition superseded it, so that the branch settles on the truth.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl UserChange {
+    /// A change at `order`.
+    pub fn ordered(changed: bool, order: Option<Order>) -> UserChange {
+        UserChange { changed, order }
+    }
+
+    /// The transition number to announce again after [`SETTLE`]: when it
+    /// came within [`SETTLE`] of the transition before it.
+    pub fn reannounce(&self) -> Option<i64> {
+        self.order
+            .filter(|o| self.changed && o.after_ms < SETTLE.as_millis() as i64)
+            .map(|o| o.number)
+    }
+}
+
 /// The presence store.
 #[derive(Clone)]
 pub enum Presence {
@@ -100,13 +142,13 @@ impl Presence {
         dispatch!(self.count(room))
     }
 
-    /// Socket `sid` of `user` connected; `true` when it is the user's first anywhere.
+    /// Socket `sid` of `user` connected; `changed` when it is the user's first anywhere.
     /// `who` is what the cluster needs to announce the user's departure if
     /// this node dies: their branch, their name, and the log position the
     /// user has been delivered up to.
-    pub async fn connect_user(&self, user: &str, sid: &str, who: &Departing<'_>) -> bool {
+    pub async fn connect_user(&self, user: &str, sid: &str, who: &Departing<'_>) -> UserChange {
         match self {
-            Presence::Memory(p) => p.connect_user(user, sid).await,
+            Presence::Memory(p) => UserChange::ordered(p.connect_user(user, sid).await, None),
             Presence::Redis(p) => {
                 p.describe_user(user, who.branch, who.name);
                 p.connect_user(user, sid, who.position).await
@@ -114,9 +156,21 @@ impl Presence {
         }
     }
 
-    /// Socket `sid` of `user` disconnected; `true` when it was the user's last anywhere.
-    pub async fn disconnect_user(&self, user: &str, sid: &str) -> bool {
-        dispatch!(self.disconnect_user(user, sid))
+    /// Socket `sid` of `user` disconnected; `changed` when it was the user's last anywhere.
+    pub async fn disconnect_user(&self, user: &str, sid: &str) -> UserChange {
+        match self {
+            Presence::Memory(p) => UserChange::ordered(p.disconnect_user(user, sid).await, None),
+            Presence::Redis(p) => p.disconnect_user(user, sid).await,
+        }
+    }
+
+    /// The number of `user`'s latest connect or disconnect in the cluster
+    /// (`None` on a single node, or when Redis does not answer).
+    pub async fn transition_number(&self, user: &str) -> Option<i64> {
+        match self {
+            Presence::Memory(_) => None,
+            Presence::Redis(p) => p.transition_number(user).await,
+        }
     }
 
     /// Users with at least one socket (cluster-wide with Redis).

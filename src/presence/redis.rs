@@ -36,7 +36,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use super::memory::MemoryPresence;
-use super::{Change, Viewer};
+use super::{Change, Order, UserChange, Viewer};
 use crate::cluster::driver::REDIS_TIMEOUT;
 
 /// How long an entry lives without a heartbeat.
@@ -141,6 +141,11 @@ impl Keys {
         ]
     }
 
+    /// A user's transitions: their count and when the last was made.
+    fn user_transitions(&self, user: &str) -> String {
+        format!("{}:on:{{{user}}}:t", self.prefix)
+    }
+
     fn rooms_index(&self) -> String {
         format!("{}:pv:rooms", self.prefix)
     }
@@ -154,8 +159,23 @@ impl Keys {
     }
 }
 
-/// KEYS: sockets zset, users zset, info hash. ARGV: user, member, now, exp, info.
-/// Adds the socket; returns {1 if the user was not present, distinct users now}.
+/// Numbers a user's transitions cluster-wide (KEYS[4], a hash; rooms pass no
+/// fourth key): {1, count, this transition's number, when the one before was
+/// made (ms)}.
+const VERSIONED: &str = r"
+local function versioned(count)
+  if not KEYS[4] then return {1, count, 0, 0} end
+  local before = tonumber(redis.call('HGET', KEYS[4], 't') or '0')
+  local v = redis.call('HINCRBY', KEYS[4], 'v', 1)
+  redis.call('HSET', KEYS[4], 't', ARGV[3])
+  redis.call('PEXPIRE', KEYS[4], 86400000)
+  return {1, count, v, before}
+end
+";
+
+/// KEYS: sockets zset, users zset, info hash[, transitions hash]. ARGV: user,
+/// member, now, exp, info. Adds the socket; returns {1 if the user was not
+/// present, distinct users now, transition number, time of the one before}.
 const JOIN: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 local had = redis.call('ZCARD', KEYS[1])
@@ -164,11 +184,13 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[4] + 60000)
 redis.call('ZADD', KEYS[2], 'GT', ARGV[4], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
 local count = redis.call('ZCOUNT', KEYS[2], ARGV[3], '+inf')
-if had == 0 then return {1, count} else return {0, count} end
+if had ~= 0 then return {0, count, 0, 0} end
+return versioned(count)
 ";
 
-/// KEYS: sockets zset, users zset, info hash. ARGV: user, member, now.
-/// Removes the socket; returns {1 if this removed the user, distinct users now}.
+/// KEYS: sockets zset, users zset, info hash[, transitions hash]. ARGV: user,
+/// member, now. Removes the socket; returns {1 if this removed the user,
+/// distinct users now, transition number, time of the one before}.
 const LEAVE: &str = r"
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
@@ -180,7 +202,9 @@ if redis.call('ZCARD', KEYS[1]) == 0 then
     redis.call('HDEL', KEYS[3], ARGV[1])
   end
 end
-return {changed, redis.call('ZCOUNT', KEYS[2], ARGV[3], '+inf')}
+local count = redis.call('ZCOUNT', KEYS[2], ARGV[3], '+inf')
+if changed == 0 then return {0, count, 0, 0} end
+return versioned(count)
 ";
 
 /// KEYS: users zset, info hash. ARGV: now, sockets-key prefix, sockets-key suffix.
@@ -233,8 +257,8 @@ impl RedisPresence {
                 healthy: AtomicBool::new(true),
                 nodes: AtomicUsize::new(1),
                 scripts: Scripts {
-                    join: Script::new(JOIN),
-                    leave: Script::new(LEAVE),
+                    join: Script::new(&format!("{VERSIONED}{JOIN}")),
+                    leave: Script::new(&format!("{VERSIONED}{LEAVE}")),
                     reap: Script::new(REAP),
                 },
             }),
@@ -310,6 +334,22 @@ impl RedisPresence {
         sid: &str,
         joining: Option<String>,
     ) -> Option<(bool, usize)> {
+        self.numbered_transition(keys, None, user, sid, joining)
+            .await
+            .map(|(changed, count, _)| (changed, count))
+    }
+
+    /// [`Self::transition`], numbering the user's transitions in `numbered`
+    /// (a user's connects and disconnects, not their room views): also the
+    /// order it returns.
+    async fn numbered_transition(
+        &self,
+        keys: [String; 3],
+        numbered: Option<String>,
+        user: &str,
+        sid: &str,
+        joining: Option<String>,
+    ) -> Option<(bool, usize, Option<Order>)> {
         let now = now_ms();
         let mut conn = self.inner.conn.clone();
         let script = if joining.is_some() {
@@ -319,12 +359,28 @@ impl RedisPresence {
         };
         let mut call = script.prepare_invoke();
         call.key(&keys[0]).key(&keys[1]).key(&keys[2]);
+        if let Some(key) = &numbered {
+            call.key(key);
+        }
         call.arg(user).arg(self.member(sid)).arg(now);
         if let Some(info) = joining {
             call.arg(now + ENTRY_TTL.as_millis() as i64).arg(info);
         }
-        let result = self.record(bounded(call.invoke_async::<(i64, i64)>(&mut conn)).await);
-        result.map(|(changed, count)| (changed == 1, count as usize))
+        let reply = bounded(call.invoke_async::<(i64, i64, i64, i64)>(&mut conn)).await;
+        let (changed, count, number, before) = self.record(reply)?;
+        let order = (number > 0).then_some(Order {
+            number,
+            after_ms: now.saturating_sub(before),
+        });
+        Some((changed == 1, count as usize, order))
+    }
+
+    /// The number of `user`'s latest transition, cluster-wide.
+    pub(super) async fn transition_number(&self, user: &str) -> Option<i64> {
+        let mut conn = self.inner.conn.clone();
+        let mut get = redis::cmd("HGET");
+        get.arg(self.inner.keys.user_transitions(user)).arg("v");
+        bounded(get.query_async::<Option<i64>>(&mut conn)).await?
     }
 
     pub(super) async fn join(&self, room: &str, user: &str, name: &str, sid: &str) -> Change {
@@ -425,26 +481,36 @@ impl RedisPresence {
         }
     }
 
-    pub(super) async fn connect_user(&self, user: &str, sid: &str, position: i64) -> bool {
+    pub(super) async fn connect_user(&self, user: &str, sid: &str, position: i64) -> UserChange {
         let local_first = self.inner.local.connect_user(user, sid).await;
         let keys = self.inner.keys.user(user);
         // The position the user is owed from should this node die before its
         // next heartbeat (not 0: that would replay their whole retained history).
         let info = self.user_info(user, position);
-        self.transition(keys, user, sid, Some(info))
+        let numbered = Some(self.inner.keys.user_transitions(user));
+        match self
+            .numbered_transition(keys, numbered, user, sid, Some(info))
             .await
-            .map_or(local_first, |(first, _)| first)
+        {
+            Some((first, _, order)) => UserChange::ordered(first, order),
+            None => UserChange::ordered(local_first, None),
+        }
     }
 
-    pub(super) async fn disconnect_user(&self, user: &str, sid: &str) -> bool {
+    pub(super) async fn disconnect_user(&self, user: &str, sid: &str) -> UserChange {
         let local_last = self.inner.local.disconnect_user(user, sid).await;
         if local_last {
             self.inner.user_info.remove(user);
         }
         let keys = self.inner.keys.user(user);
-        self.transition(keys, user, sid, None)
+        let numbered = Some(self.inner.keys.user_transitions(user));
+        match self
+            .numbered_transition(keys, numbered, user, sid, None)
             .await
-            .map_or(local_last, |(last, _)| last)
+        {
+            Some((last, _, order)) => UserChange::ordered(last, order),
+            None => UserChange::ordered(local_last, None),
+        }
     }
 
     pub(super) async fn users_online(&self) -> usize {

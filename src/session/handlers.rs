@@ -19,8 +19,8 @@ use crate::commands::Command;
 use crate::error::Rejection;
 use crate::events;
 use crate::hub::{Fill, JoinFailure, OffsetProblem};
-use crate::presence::Departing;
 use crate::presence::announce::Departure;
+use crate::presence::{self, Departing};
 use crate::rooms::{self, EVERYONE};
 use crate::store::OfflineMark;
 
@@ -246,15 +246,19 @@ async fn arrive(ctx: &Sessions, session: &Session, claims: &Claims) -> Option<Ar
             },
         )
         .await;
-    if first && in_branch <= ctx.settings.presence_broadcast_limit {
+    if first.changed && in_branch <= ctx.settings.presence_broadcast_limit {
         announce_status(ctx, claims, "online");
+        reannounce_later(ctx, claims, "online", first.reannounce());
     }
     let mark = if session.auth_offset.is_none() {
         ctx.offline_mark(&claims.sub).await
     } else {
         None
     };
-    Some(Arrival { first, mark })
+    Some(Arrival {
+        first: first.changed,
+        mark,
+    })
 }
 
 /// Whether a connection without an offset is owed the user's offline queue,
@@ -463,11 +467,11 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
     let claims = session.claims();
     let _user = ctx.user_locks.lock(&claims.sub).await;
     let in_branch = ctx.branch_sockets.departed(state.counted_branch.as_deref());
-    if ctx
+    let last = ctx
         .presence
         .disconnect_user(&claims.sub, &session.sid.to_string())
-        .await
-    {
+        .await;
+    if last.changed {
         // What was delivered up to now reached the socket; anything later waits
         // for the user's next connection — and so does an offline queue whose
         // replay had not finished. The status goes out before the mark is
@@ -478,6 +482,7 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
             .map_or(ctx.hub.position(), |owed| owed.min(ctx.hub.position()));
         if in_branch < ctx.settings.presence_broadcast_limit {
             announce_status(ctx, &claims, "offline");
+            reannounce_later(ctx, &claims, "offline", last.reannounce());
         }
         ctx.mark_offline(&claims.sub, position);
     }
@@ -485,8 +490,12 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
 
 /// Tells the user's branch room their status.
 fn announce_status(ctx: &Sessions, claims: &Claims, status: &str) {
+    signal_status(&ctx.hub, claims, status);
+}
+
+fn signal_status(hub: &crate::hub::Hub, claims: &Claims, status: &str) {
     if let Some(branch) = &claims.branch_id {
-        ctx.hub.signal(
+        hub.signal(
             &[format!("branch:{branch}")],
             &[],
             "presence",
@@ -498,6 +507,20 @@ fn announce_status(ctx: &Sessions, claims: &Claims, status: &str) {
             }),
         );
     }
+}
+
+/// Announces `status` again after [`presence::SETTLE`] when `number` is
+/// still the user's latest transition: it came right after another node's,
+/// whose signal may have reached the branch after this one.
+fn reannounce_later(ctx: &Sessions, claims: &Claims, status: &'static str, number: Option<i64>) {
+    let Some(number) = number else { return };
+    let (hub, presence, claims) = (ctx.hub.clone(), ctx.presence.clone(), claims.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(presence::SETTLE).await;
+        if presence.transition_number(&claims.sub).await == Some(number) {
+            signal_status(&hub, &claims, status);
+        }
+    });
 }
 
 /// Tells the socket its offset cannot be replayed from and it must refetch.

@@ -58,10 +58,16 @@ export const clusterName = () => `t${crypto.randomBytes(4).toString("hex")}`;
 
 /**
  * A TCP proxy on a free port forwarding to `target` (a port). `retarget(port)`
- * sends new connections elsewhere; `dropAll()` cuts the open ones.
+ * sends new connections elsewhere; `dropAll()` cuts the open ones; `delayMs`
+ * delays every chunk each way (a slow link).
  */
-export async function tcpProxy(target) {
+export async function tcpProxy(target, { delayMs = 0 } = {}) {
   const state = { target, sockets: new Set() };
+  // Each chunk waits `delayMs` each way (in order): a slow network link.
+  const forward = (from, to) => {
+    if (!delayMs) return from.pipe(to);
+    from.on("data", (chunk) => setTimeout(() => to.writable && to.write(chunk), delayMs));
+  };
   const server = net.createServer((client) => {
     const upstream = net.connect(state.target, "127.0.0.1");
     state.sockets.add(client);
@@ -74,8 +80,8 @@ export async function tcpProxy(target) {
     };
     client.on("error", close).on("close", close);
     upstream.on("error", close).on("close", close);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    forward(client, upstream);
+    forward(upstream, client);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const port = server.address().port;
@@ -195,9 +201,10 @@ export async function privatePostgres({ tls } = {}) {
  * An HTTP load balancer without affinity: every request, and every websocket
  * upgrade, goes to the next of `ports` in turn (a node that refuses the
  * connection is skipped). `counts` says how many requests each port got;
- * `close()` stops it.
+ * `replace(old, new)` swaps a node's port (a restarted node); `close()` stops it.
  */
-export async function roundRobinProxy(ports) {
+export async function roundRobinProxy(initial) {
+  const ports = [...initial];
   let turn = 0;
   const counts = Object.fromEntries(ports.map((p) => [p, 0]));
   const agent = new http.Agent({ keepAlive: true });
@@ -258,6 +265,10 @@ export async function roundRobinProxy(ports) {
     url: `http://127.0.0.1:${port}`,
     port,
     counts,
+    replace: (old, port) => {
+      ports[ports.indexOf(old)] = port;
+      counts[port] ??= 0;
+    },
     close: () => {
       for (const s of sockets) s.destroy();
       agent.destroy();
