@@ -181,18 +181,15 @@ impl Forwarder {
         }
     }
 
-    /// Refreshes the owner record of a session handled here, now and then.
+    /// Refreshes the owner record of a session opened here, now and then (a
+    /// forwarded request for a session this node does not have claims nothing).
     async fn touch(&self, sid: &str) {
         let due = match self.local.get_mut(sid) {
             Some(mut written) if written.elapsed() >= REFRESH_EVERY => {
                 *written = Instant::now();
                 true
             }
-            Some(_) => false,
-            None => {
-                self.local.insert(sid.to_string(), Instant::now());
-                true
-            }
+            _ => false,
         };
         if due {
             self.record_owner(sid).await;

@@ -862,8 +862,11 @@ describe("connection churn", () => {
         });
       }
       let last;
-      // Engine.IO never closes these sessions itself; livehub sweeps them every
-      // 5 s and ends a socket whose connection was gone on two sweeps.
+      // They became sockets (up to the cap), each holding a slot…
+      await until(async () => (await healthOf(server)).connections > 0, { what: "the handshakes to become sockets" });
+      await sleep(500);
+      // …which Engine.IO never closes itself; livehub sweeps them every 5 s and
+      // ends a socket whose connection was gone on two sweeps.
       await until(async () => (last = await healthOf(server)).connections === 0 && last.users === 0, {
         timeout: 25000,
         what: "the abandoned handshakes to be forgotten",
