@@ -280,6 +280,46 @@ async fn sqlite_log_survives_reopening_with_its_epoch() {
     assert_eq!((meta.epoch, meta.last_seq), (epoch, 1));
 }
 
+/// A burst grows SQLite's WAL file; once the background checkpoint has copied
+/// it into the database, the file is cut back instead of keeping its size.
+#[tokio::test]
+async fn sqlite_wal_file_is_cut_back_after_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let url =
+        livehub::config::DatabaseUrl::Sqlite(format!("sqlite://{}/log.db", dir.path().display()));
+    let store = Store::connect(&url).await.unwrap();
+    let wal = dir.path().join("log.db-wal");
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let pad = "x".repeat(2000);
+    let batch: Vec<NewEvent> = (0..50).map(|_| event("burst", &["order:1"])).collect();
+    // 12 MB of events in 120 commits, faster than the once-a-second checkpoint.
+    for _ in 0..120 {
+        store
+            .append(&batch, 0, &|_, seq| {
+                format!(r#"{{"seq":{seq},"pad":"{pad}"}}"#)
+            })
+            .await
+            .unwrap();
+    }
+    let peak = wal_size();
+    assert!(peak > 8 << 20, "the burst grew the WAL to {peak} bytes");
+    let limit = livehub::store::WAL_SIZE_LIMIT;
+    let mut now = peak;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // A writer restarts a checkpointed WAL from its start: that is when the file is cut.
+        append(&store, &[event("after", &["order:2"])]).await;
+        now = wal_size();
+        if now <= limit {
+            break;
+        }
+    }
+    assert!(
+        now <= limit,
+        "the WAL went from {peak} to {now} bytes, over the {limit}-byte limit"
+    );
+}
+
 /// Two appenders on one PostgreSQL log (two nodes): offsets stay unique and
 /// gapless, and a reader never sees a later offset before an earlier one.
 #[tokio::test]

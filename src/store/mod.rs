@@ -14,6 +14,7 @@
 pub mod chat;
 mod postgres;
 mod sqlite;
+pub use sqlite::WAL_SIZE_LIMIT;
 
 pub use chat::{NewMessage, SearchQuery, StoredMessage};
 

@@ -61,6 +61,9 @@ fn durability(url: &str) -> (String, SqliteSynchronous) {
     (url, synchronous)
 }
 
+/// What the WAL file is cut back to once checkpointed (bytes).
+pub const WAL_SIZE_LIMIT: u64 = 4 << 20;
+
 impl SqliteStore {
     pub(super) async fn open(url: &str) -> StoreResult<SqliteStore> {
         let (url, synchronous) = durability(url);
@@ -74,6 +77,11 @@ impl SqliteStore {
             // for every emit waiting on that batch. The store checkpoints in
             // the background instead (`checkpoint_forever`).
             .pragma("wal_autocheckpoint", "0")
+            // The WAL file keeps its largest size unless told otherwise: a
+            // burst (or a long replay pinning a snapshot) would leave tens of
+            // megabytes beside a small database for good. Cut it back to this
+            // when it restarts after a checkpoint.
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
             .foreign_keys(true);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if !in_memory {
