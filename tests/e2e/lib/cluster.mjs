@@ -126,7 +126,8 @@ export function hasRedisServer() {
   }
 }
 
-function freePort() {
+/** A port nothing listens on, for a server to take. */
+export function freePort() {
   return new Promise((resolve) => {
     const s = net.createServer();
     s.listen(0, "127.0.0.1", () => {

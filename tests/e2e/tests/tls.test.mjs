@@ -7,10 +7,9 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { collect, connect, http, startServer, tempDir, until, userToken } from "../lib/harness.mjs";
-import { clusterName, hasRedisServer, privatePostgres, startNode } from "../lib/cluster.mjs";
+import { clusterName, freePort, hasRedisServer, privatePostgres, startNode } from "../lib/cluster.mjs";
 
 /** A private CA and a server certificate for 127.0.0.1 signed by it. */
 function makeCertificates() {
@@ -23,16 +22,6 @@ function makeCertificates() {
   fs.writeFileSync(f("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
   ssl("x509", "-req", "-in", f("server.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"), "-CAcreateserial", "-out", f("server.pem"), "-days", "1", "-extfile", f("san.ext"));
   return { ca: f("ca.pem"), cert: f("server.pem"), key: f("server.key") };
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** redis-server speaking only TLS, with the default user off and one ACL user. */
