@@ -15,10 +15,11 @@
 //! # Emitting from Rust
 //!
 //! A controller in a Rust backend holds a [`Hub`] (from [`crate::app::App::hub`])
-//! and calls it after each change:
+//! and calls it after each change: [`Hub::emit`] for any event, or the
+//! catalog's events by name through [`CatalogEmits`]:
 //!
 //! ```no_run
-//! use livehub::hub::Hub;
+//! use livehub::hub::{CatalogEmits, Hub};
 //! use livehub::events::Severity;
 //! use serde_json::json;
 //!
@@ -34,6 +35,7 @@
 //! }
 //! ```
 
+mod catalog;
 mod census;
 pub mod delivery;
 pub mod fabric;
@@ -46,17 +48,18 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use socketioxide::socket::Sid;
 use tokio::sync::oneshot;
 
+pub use catalog::CatalogEmits;
 pub(crate) use census::OpenConnection;
 pub use delivery::{Fill, Membership};
 pub use fabric::{BoxFuture, Census, Fabric, Fabrics, LoggedEvent, SendOutcome};
 pub use offset::{OffsetCodec, OffsetProblem};
 
 use crate::error::Rejection;
-use crate::events::{self, Emit, Prepared, Severity, Target};
+use crate::events::{self, Emit, Prepared};
 use crate::store::{Store, StoreError};
 use delivery::{DeliveryHandle, JoinOp, JoinReply};
 use log::LogHandle;
@@ -265,69 +268,6 @@ impl Hub {
             .await
             .pop()
             .unwrap_or_else(|| Err(Rejection::internal("the event log dropped the event")))
-    }
-
-    /// `shipment:updated` to `shipment:{id}`.
-    pub async fn shipment_updated(
-        &self,
-        shipment_id: &str,
-        data: Value,
-    ) -> Result<Receipt, Rejection> {
-        self.emit(catalog_emit(
-            "shipment:updated",
-            data,
-            &[("shipmentId", shipment_id)],
-        )?)
-        .await
-    }
-
-    /// `order:status_changed` to `order:{id}` (and `branch:{branch}` when given).
-    pub async fn order_status_changed(
-        &self,
-        order_id: &str,
-        branch_id: Option<&str>,
-        data: Value,
-    ) -> Result<Receipt, Rejection> {
-        let mut fields = vec![("orderId", order_id)];
-        if let Some(b) = branch_id {
-            fields.push(("branchId", b));
-        }
-        self.emit(catalog_emit("order:status_changed", data, &fields)?)
-            .await
-    }
-
-    /// `upload_progress` (0–100) to one user.
-    pub async fn upload_progress(
-        &self,
-        user_id: &str,
-        upload_id: &str,
-        progress: f64,
-        data: Value,
-    ) -> Result<Receipt, Rejection> {
-        let mut emit = catalog_emit("upload_progress", data, &[("uploadId", upload_id)])?;
-        emit.data.insert("progress".into(), json!(progress));
-        emit.target = Target::user(user_id);
-        self.emit(emit).await
-    }
-
-    /// A `notification` to one user.
-    pub async fn notify_user(
-        &self,
-        user_id: &str,
-        title: &str,
-        message: &str,
-        severity: Severity,
-    ) -> Result<Receipt, Rejection> {
-        let emit = Emit {
-            event: "notification".into(),
-            data: json!({ "title": title, "message": message, "severity": severity.as_str() })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            target: Target::user(user_id),
-            idempotency_key: None,
-        };
-        self.emit(emit).await
     }
 
     /// Waits until every emit queued so far is committed and delivered.
@@ -638,21 +578,4 @@ async fn prune_forever(hub: std::sync::Weak<Inner>) {
         let pause = (retention / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
         tokio::time::sleep(pause).await;
     }
-}
-
-fn catalog_emit(event: &str, data: Value, fields: &[(&str, &str)]) -> Result<Emit, Rejection> {
-    let mut data = match data {
-        Value::Object(map) => map,
-        Value::Null => Map::new(),
-        _ => return Err(Rejection::bad_request("event data must be a JSON object")),
-    };
-    for (k, v) in fields {
-        data.insert((*k).into(), Value::String((*v).into()));
-    }
-    Ok(Emit {
-        event: event.into(),
-        data,
-        target: Target::default(),
-        idempotency_key: None,
-    })
 }
