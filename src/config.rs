@@ -443,379 +443,85 @@ fn list(v: &Option<String>) -> Vec<String> {
 impl Config {
     /// Validates raw settings. The first bad one stops start-up.
     pub fn from_args(a: &ServeArgs) -> Result<Config, ConfigError> {
-        let host = match given(&a.host) {
-            None | Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Some(h) => h
-                .parse()
-                .map_err(|_| err("HOST", "host", format!("expected an IP address, got {h:?}")))?,
-        };
-        let port = number(&a.port, "PORT", "port", 3000u16, "a port number 0-65535")?;
-
-        let public_key_pem = match given(&a.jwt_public_key_file) {
-            None => None,
-            Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| {
-                    err(
-                        "JWT_PUBLIC_KEY_FILE",
-                        "jwt-public-key-file",
-                        format!("{path}: {e}"),
-                    )
-                })?;
-                if crate::auth::decoding_key_from_pem(&bytes).is_none() {
-                    return Err(err(
-                        "JWT_PUBLIC_KEY_FILE",
-                        "jwt-public-key-file",
-                        format!("{path} is not an RSA or EC public key in PEM form"),
-                    ));
-                }
-                Some((PathBuf::from(path), bytes))
-            }
-        };
-        let jwks_url = given(&a.jwks_url)
-            .map(|u| {
-                if u.starts_with("https://") || (u.starts_with("http://") && is_loopback_url(u)) {
-                    Ok(u.to_string())
-                } else {
-                    Err(err(
-                        "JWKS_URL",
-                        "jwks-url",
-                        format!("expected an https URL (plain http only on loopback), got {u:?}"),
-                    ))
-                }
-            })
-            .transpose()?;
-        if let Some(secret) = given(&a.jwt_secret)
-            && secret.len() < 16
-        {
-            return Err(err(
-                "JWT_SECRET",
-                "jwt-secret",
-                "must be at least 16 characters (32 or more random bytes recommended)",
-            ));
-        }
-        let jwt = JwtConfig {
-            secret: given(&a.jwt_secret).map(String::from),
-            public_key_pem,
-            jwks_url,
-            issuer: given(&a.jwt_issuer).map(String::from),
-            audience: given(&a.jwt_audience).map(String::from),
-        };
-
-        let database_url = match given(&a.database_url) {
-            None => DatabaseUrl::Sqlite(DEFAULT_DATABASE_URL.into()),
-            Some(u) if u.starts_with("sqlite:") => {
-                let setting = u
-                    .split(['?', '&'])
-                    .find_map(|p| p.strip_prefix("synchronous="));
-                if setting
-                    .is_some_and(|v| !["full", "normal"].contains(&v.to_ascii_lowercase().as_str()))
-                {
-                    return Err(err(
-                        "DATABASE_URL",
-                        "database-url",
-                        "`synchronous=` must be full (the default: a 202 is on disk) or normal",
-                    ));
-                }
-                DatabaseUrl::Sqlite(u.into())
-            }
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                DatabaseUrl::Postgres(u.into())
-            }
-            Some(u) => {
-                return Err(err(
-                    "DATABASE_URL",
-                    "database-url",
-                    format!(
-                        "expected sqlite://… or postgres://…, got {:?}",
-                        redact_url(u)
-                    ),
-                ));
-            }
-        };
-        let redis_url = given(&a.redis_url)
-            .map(|u| {
-                if u.starts_with("redis://") || u.starts_with("rediss://") {
-                    Ok(u.to_string())
-                } else {
-                    Err(err(
-                        "REDIS_URL",
-                        "redis-url",
-                        "expected redis://… or rediss://…",
-                    ))
-                }
-            })
-            .transpose()?;
-        let redis_ca_pem = redis_ca(a.redis_ca_file.as_deref(), redis_url.as_deref())?;
-        let advertise_url = given(&a.advertise_url)
-            .map(|u| match u.strip_prefix("http://") {
-                Some(rest) if !rest.is_empty() && !rest.contains(['/', '?', '#']) => {
-                    Ok(u.to_string())
-                }
-                _ => Err(err(
-                    "ADVERTISE_URL",
-                    "advertise-url",
-                    "expected http://host:port, as the other nodes reach this one",
-                )),
-            })
-            .transpose()?;
-
-        let cors_origins = match list(&a.cors_origins).as_slice() {
-            [] => CorsOrigins::None,
-            [star] if star == "*" => CorsOrigins::Any,
-            origins => {
-                for o in origins {
-                    let valid = (o.starts_with("http://") || o.starts_with("https://"))
-                        && !o.ends_with('/')
-                        && http::HeaderValue::from_str(o).is_ok();
-                    if !valid {
-                        return Err(err(
-                            "CORS_ORIGINS",
-                            "cors-origins",
-                            format!(
-                                "{o:?} is not an origin like https://app.example.com (`*` must stand alone)"
-                            ),
-                        ));
-                    }
-                }
-                CorsOrigins::List(origins.to_vec())
-            }
-        };
-
-        let max_payload_bytes = number(
-            &a.max_payload_bytes,
-            "MAX_PAYLOAD_BYTES",
-            "max-payload-bytes",
-            131_072usize,
-            "a byte count",
-        )?;
-        if !(1024..=64 << 20).contains(&max_payload_bytes) {
-            return Err(err(
-                "MAX_PAYLOAD_BYTES",
-                "max-payload-bytes",
-                "must be between 1024 and 67108864",
-            ));
-        }
-        let max_connections = number(
-            &a.max_connections,
-            "MAX_CONNECTIONS",
-            "max-connections",
-            DEFAULT_MAX_CONNECTIONS,
-            "a whole number (0 = no cap)",
-        )?;
-        let max_connections_per_ip = number(
-            &a.max_connections_per_ip,
-            "MAX_CONNECTIONS_PER_IP",
-            "max-connections-per-ip",
-            0u32,
-            "a whole number (0 = no cap)",
-        )?;
-        let rate_limit_per_minute = number(
-            &a.rate_limit_per_minute,
-            "RATE_LIMIT_PER_MINUTE",
-            "rate-limit-per-minute",
-            120u32,
-            "a whole number (0 = no limit)",
-        )?;
-        let event_retention = duration(
-            &a.event_retention,
-            ("EVENT_RETENTION", "event-retention"),
-            Duration::from_secs(24 * 3600),
-            Duration::from_secs(1),
-        )?;
-        let ws_ping_interval = duration(
-            &a.ws_ping_interval,
-            ("WS_PING_INTERVAL", "ws-ping-interval"),
-            Duration::from_secs(25),
-            Duration::from_millis(100),
-        )?;
-        let ws_idle_timeout = duration(
-            &a.ws_idle_timeout,
-            ("WS_IDLE_TIMEOUT", "ws-idle-timeout"),
-            Duration::from_secs(60),
-            ws_ping_interval,
-        )?;
-        let log_format = match given(&a.log_format) {
-            None | Some("pretty") => LogFormat::Pretty,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(err(
-                    "LOG_FORMAT",
-                    "log-format",
-                    format!("expected pretty or json, got {other:?}"),
-                ));
-            }
-        };
-        let log_color = match given(&a.log_color) {
-            None | Some("auto") => {
-                use std::io::IsTerminal;
-                std::io::stderr().is_terminal() && given(&a.no_color).is_none()
-            }
-            Some("always") => true,
-            Some("never") => false,
-            Some(other) => {
-                return Err(err(
-                    "LOG_COLOR",
-                    "log-color",
-                    format!("expected auto, always or never, got {other:?}"),
-                ));
-            }
-        };
-        let log_level = given(&a.log_level).unwrap_or("info").to_string();
-        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(err(
-                "LOG_LEVEL",
-                "log-level",
-                format!("{log_level:?} is not a log filter like info or livehub=debug"),
-            ));
-        }
-        let encryption_key = given(&a.encryption_key)
-            .map(|hex_key| {
-                let mut key = [0u8; 32];
-                hex::decode_to_slice(hex_key, &mut key)
-                    .map(|_| key)
-                    .map_err(|_| {
-                        err(
-                            "ENCRYPTION_KEY",
-                            "encryption-key",
-                            "expected 64 hex characters",
-                        )
-                    })
-            })
-            .transpose()?;
-        let presence_broadcast_limit = number(
-            &a.presence_broadcast_limit,
-            "PRESENCE_BROADCAST_LIMIT",
-            "presence-broadcast-limit",
-            200usize,
-            "a whole number",
-        )?;
-        let trusted_proxies = list(&a.trusted_proxies)
-            .iter()
-            .map(|p| {
-                p.parse::<IpNet>()
-                    .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        err(
-                            "TRUSTED_PROXIES",
-                            "trusted-proxies",
-                            format!("{p:?} is not an IP address or CIDR"),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let max_rooms_per_socket = number(
-            &a.max_rooms_per_socket,
-            "MAX_ROOMS_PER_SOCKET",
-            "max-rooms-per-socket",
-            100usize,
-            "a whole number",
-        )?;
-        if max_rooms_per_socket < 8 {
-            return Err(err(
-                "MAX_ROOMS_PER_SOCKET",
-                "max-rooms-per-socket",
-                "must be at least 8 (the automatic rooms need room)",
-            ));
-        }
-        let replay_limit = number(
-            &a.replay_limit,
-            "REPLAY_LIMIT",
-            "replay-limit",
-            50_000usize,
-            "a whole number",
-        )?;
-        if replay_limit == 0 {
-            return Err(err("REPLAY_LIMIT", "replay-limit", "must be at least 1"));
-        }
-        let node_id = match given(&a.node_id) {
-            Some(id) if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()) => {
-                id.to_string()
-            }
-            Some(_) => {
-                return Err(err(
-                    "NODE_ID",
-                    "node-id",
-                    "must be 1-64 printable ASCII characters",
-                ));
-            }
-            None => default_node_id(),
-        };
-        let event_log = match given(&a.event_log) {
-            None | Some("on") => true,
-            Some("off") => false,
-            Some(other) => {
-                return Err(err(
-                    "EVENT_LOG",
-                    "event-log",
-                    format!("expected on or off, got {other:?}"),
-                ));
-            }
-        };
-        let allow_sqlite_cluster = boolean(
-            &a.allow_sqlite_cluster,
-            "ALLOW_SQLITE_CLUSTER",
-            "allow-sqlite-cluster",
-        )?;
-        let cluster_name = match given(&a.cluster_name) {
-            None => "livehub".to_string(),
-            Some(n)
-                if n.len() <= 64
-                    && n.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-            {
-                n.to_string()
-            }
-            Some(n) => {
-                return Err(err(
-                    "CLUSTER_NAME",
-                    "cluster-name",
-                    format!("{n:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."),
-                ));
-            }
-        };
         let dev = boolean(&a.dev, "LIVEHUB_DEV", "dev")?;
-        let demo_dir = match given(&a.demo_dir) {
-            Some(d) => {
-                let path = PathBuf::from(d);
-                if !path.join("index.html").is_file() {
-                    return Err(err(
-                        "DEMO_DIR",
-                        "demo-dir",
-                        format!(
-                            "{d} has no index.html (build it with `npm run build` in web-demo/)"
-                        ),
-                    ));
-                }
-                Some(path)
-            }
-            None if dev => {
-                Some(PathBuf::from("web-demo/dist")).filter(|p| p.join("index.html").is_file())
-            }
-            None => None,
-        };
+        let (log_format, log_color, log_level) = logging(a)?;
+        let redis_url = redis_url(a)?;
+        let (ws_ping_interval, ws_idle_timeout) = websocket_timers(a)?;
+        Config {
+            host: host(a)?,
+            port: number(&a.port, "PORT", "port", 3000u16, "a port number 0-65535")?,
+            jwt: jwt_config(a)?,
+            api_keys: list(&a.api_keys),
+            database_url: database_url(a)?,
+            redis_ca_pem: redis_ca(a.redis_ca_file.as_deref(), redis_url.as_deref())?,
+            redis_url,
+            advertise_url: advertise_url(a)?,
+            cors_origins: cors_origins(a)?,
+            max_payload_bytes: max_payload_bytes(a)?,
+            max_connections: number(
+                &a.max_connections,
+                "MAX_CONNECTIONS",
+                "max-connections",
+                DEFAULT_MAX_CONNECTIONS,
+                "a whole number (0 = no cap)",
+            )?,
+            max_connections_per_ip: number(
+                &a.max_connections_per_ip,
+                "MAX_CONNECTIONS_PER_IP",
+                "max-connections-per-ip",
+                0u32,
+                "a whole number (0 = no cap)",
+            )?,
+            rate_limit_per_minute: number(
+                &a.rate_limit_per_minute,
+                "RATE_LIMIT_PER_MINUTE",
+                "rate-limit-per-minute",
+                120u32,
+                "a whole number (0 = no limit)",
+            )?,
+            event_retention: duration(
+                &a.event_retention,
+                ("EVENT_RETENTION", "event-retention"),
+                Duration::from_secs(24 * 3600),
+                Duration::from_secs(1),
+            )?,
+            ws_ping_interval,
+            ws_idle_timeout,
+            log_format,
+            log_color,
+            log_level,
+            encryption_key: encryption_key(a)?,
+            presence_broadcast_limit: number(
+                &a.presence_broadcast_limit,
+                "PRESENCE_BROADCAST_LIMIT",
+                "presence-broadcast-limit",
+                200usize,
+                "a whole number",
+            )?,
+            trusted_proxies: trusted_proxies(a)?,
+            max_rooms_per_socket: max_rooms_per_socket(a)?,
+            replay_limit: replay_limit(a)?,
+            node_id: node_id(a)?,
+            event_log: event_log(a)?,
+            allow_sqlite_cluster: boolean(
+                &a.allow_sqlite_cluster,
+                "ALLOW_SQLITE_CLUSTER",
+                "allow-sqlite-cluster",
+            )?,
+            cluster_name: cluster_name(a)?,
+            demo_dir: demo_dir(a, dev)?,
+            admin: admin_access(&a.admin_username, &a.admin_password_hash, dev)?,
+            admin_ui_dir: admin_ui_dir(a)?,
+            dev,
+        }
+        .checked()
+    }
 
-        let admin = admin_access(&a.admin_username, &a.admin_password_hash, dev)?;
-        let admin_ui_dir = match given(&a.admin_ui_dir) {
-            Some(d) => {
-                let path = PathBuf::from(d);
-                if !path.join("index.html").is_file() {
-                    return Err(err(
-                        "ADMIN_UI_DIR",
-                        "admin-ui-dir",
-                        format!(
-                            "{d} has no index.html (build web-demo/: `npm ci && npm run build`)"
-                        ),
-                    ));
-                }
-                Some(path)
-            }
-            None => Some(PathBuf::from("web-demo/dist/admin"))
-                .filter(|p| p.join("index.html").is_file()),
-        };
-
-        if redis_url.is_some()
-            && matches!(database_url, DatabaseUrl::Sqlite(_))
-            && !allow_sqlite_cluster
+    /// Refuses settings that are each valid but cannot work together.
+    fn checked(self) -> Result<Config, ConfigError> {
+        if self.redis_url.is_some()
+            && matches!(self.database_url, DatabaseUrl::Sqlite(_))
+            && !self.allow_sqlite_cluster
         {
             return Err(err(
                 "REDIS_URL",
@@ -824,48 +530,14 @@ impl Config {
                  (or ALLOW_SQLITE_CLUSTER=true to give each node its own log, without cross-node replay)",
             ));
         }
-        if !jwt.is_configured() && !dev {
+        if !self.jwt.is_configured() && !self.dev {
             return Err(err(
                 "JWT_SECRET",
                 "jwt-secret",
                 "no way to verify user tokens: set JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWKS_URL (or run with --dev)",
             ));
         }
-
-        Ok(Config {
-            host,
-            port,
-            jwt,
-            api_keys: list(&a.api_keys),
-            database_url,
-            redis_url,
-            redis_ca_pem,
-            advertise_url,
-            cors_origins,
-            max_payload_bytes,
-            max_connections,
-            max_connections_per_ip,
-            rate_limit_per_minute,
-            event_retention,
-            ws_ping_interval,
-            ws_idle_timeout,
-            log_format,
-            log_color,
-            log_level,
-            encryption_key,
-            presence_broadcast_limit,
-            trusted_proxies,
-            max_rooms_per_socket,
-            replay_limit,
-            node_id,
-            event_log,
-            allow_sqlite_cluster,
-            cluster_name,
-            demo_dir,
-            admin,
-            admin_ui_dir,
-            dev,
-        })
+        Ok(self)
     }
 
     /// A configuration for tests and embedding: HS256 `secret`, one API key,
@@ -909,6 +581,397 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// `HOST`: an IP address (`localhost` is 127.0.0.1).
+fn host(a: &ServeArgs) -> Result<IpAddr, ConfigError> {
+    Ok(match given(&a.host) {
+        None | Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(h) => h
+            .parse()
+            .map_err(|_| err("HOST", "host", format!("expected an IP address, got {h:?}")))?,
+    })
+}
+
+/// How user tokens are verified.
+fn jwt_config(a: &ServeArgs) -> Result<JwtConfig, ConfigError> {
+    let public_key_pem = match given(&a.jwt_public_key_file) {
+        None => None,
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                err(
+                    "JWT_PUBLIC_KEY_FILE",
+                    "jwt-public-key-file",
+                    format!("{path}: {e}"),
+                )
+            })?;
+            if crate::auth::decoding_key_from_pem(&bytes).is_none() {
+                return Err(err(
+                    "JWT_PUBLIC_KEY_FILE",
+                    "jwt-public-key-file",
+                    format!("{path} is not an RSA or EC public key in PEM form"),
+                ));
+            }
+            Some((PathBuf::from(path), bytes))
+        }
+    };
+    let jwks_url = given(&a.jwks_url)
+        .map(|u| {
+            if u.starts_with("https://") || (u.starts_with("http://") && is_loopback_url(u)) {
+                Ok(u.to_string())
+            } else {
+                Err(err(
+                    "JWKS_URL",
+                    "jwks-url",
+                    format!("expected an https URL (plain http only on loopback), got {u:?}"),
+                ))
+            }
+        })
+        .transpose()?;
+    if let Some(secret) = given(&a.jwt_secret)
+        && secret.len() < 16
+    {
+        return Err(err(
+            "JWT_SECRET",
+            "jwt-secret",
+            "must be at least 16 characters (32 or more random bytes recommended)",
+        ));
+    }
+    Ok(JwtConfig {
+        secret: given(&a.jwt_secret).map(String::from),
+        public_key_pem,
+        jwks_url,
+        issuer: given(&a.jwt_issuer).map(String::from),
+        audience: given(&a.jwt_audience).map(String::from),
+    })
+}
+
+/// `DATABASE_URL`: SQLite (the default) or PostgreSQL.
+fn database_url(a: &ServeArgs) -> Result<DatabaseUrl, ConfigError> {
+    Ok(match given(&a.database_url) {
+        None => DatabaseUrl::Sqlite(DEFAULT_DATABASE_URL.into()),
+        Some(u) if u.starts_with("sqlite:") => {
+            let setting = u
+                .split(['?', '&'])
+                .find_map(|p| p.strip_prefix("synchronous="));
+            if setting
+                .is_some_and(|v| !["full", "normal"].contains(&v.to_ascii_lowercase().as_str()))
+            {
+                return Err(err(
+                    "DATABASE_URL",
+                    "database-url",
+                    "`synchronous=` must be full (the default: a 202 is on disk) or normal",
+                ));
+            }
+            DatabaseUrl::Sqlite(u.into())
+        }
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            DatabaseUrl::Postgres(u.into())
+        }
+        Some(u) => {
+            return Err(err(
+                "DATABASE_URL",
+                "database-url",
+                format!(
+                    "expected sqlite://… or postgres://…, got {:?}",
+                    redact_url(u)
+                ),
+            ));
+        }
+    })
+}
+
+/// `REDIS_URL`: `redis://` or `rediss://` (TLS).
+fn redis_url(a: &ServeArgs) -> Result<Option<String>, ConfigError> {
+    given(&a.redis_url)
+        .map(|u| {
+            if u.starts_with("redis://") || u.starts_with("rediss://") {
+                Ok(u.to_string())
+            } else {
+                Err(err(
+                    "REDIS_URL",
+                    "redis-url",
+                    "expected redis://… or rediss://…",
+                ))
+            }
+        })
+        .transpose()
+}
+
+/// `ADVERTISE_URL`: how the other nodes reach this one.
+fn advertise_url(a: &ServeArgs) -> Result<Option<String>, ConfigError> {
+    given(&a.advertise_url)
+        .map(|u| match u.strip_prefix("http://") {
+            Some(rest) if !rest.is_empty() && !rest.contains(['/', '?', '#']) => Ok(u.to_string()),
+            _ => Err(err(
+                "ADVERTISE_URL",
+                "advertise-url",
+                "expected http://host:port, as the other nodes reach this one",
+            )),
+        })
+        .transpose()
+}
+
+/// `CORS_ORIGINS`: none, any (`*`), or a list of origins.
+fn cors_origins(a: &ServeArgs) -> Result<CorsOrigins, ConfigError> {
+    Ok(match list(&a.cors_origins).as_slice() {
+        [] => CorsOrigins::None,
+        [star] if star == "*" => CorsOrigins::Any,
+        origins => {
+            for o in origins {
+                let valid = (o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.ends_with('/')
+                    && http::HeaderValue::from_str(o).is_ok();
+                if !valid {
+                    return Err(err(
+                        "CORS_ORIGINS",
+                        "cors-origins",
+                        format!(
+                            "{o:?} is not an origin like https://app.example.com (`*` must stand alone)"
+                        ),
+                    ));
+                }
+            }
+            CorsOrigins::List(origins.to_vec())
+        }
+    })
+}
+
+/// `MAX_PAYLOAD_BYTES`: 1 KiB to 64 MiB.
+fn max_payload_bytes(a: &ServeArgs) -> Result<usize, ConfigError> {
+    let max_payload_bytes = number(
+        &a.max_payload_bytes,
+        "MAX_PAYLOAD_BYTES",
+        "max-payload-bytes",
+        131_072usize,
+        "a byte count",
+    )?;
+    if !(1024..=64 << 20).contains(&max_payload_bytes) {
+        return Err(err(
+            "MAX_PAYLOAD_BYTES",
+            "max-payload-bytes",
+            "must be between 1024 and 67108864",
+        ));
+    }
+    Ok(max_payload_bytes)
+}
+
+/// The plain WebSocket front's ping interval and idle timeout (at least one interval).
+fn websocket_timers(a: &ServeArgs) -> Result<(Duration, Duration), ConfigError> {
+    let ws_ping_interval = duration(
+        &a.ws_ping_interval,
+        ("WS_PING_INTERVAL", "ws-ping-interval"),
+        Duration::from_secs(25),
+        Duration::from_millis(100),
+    )?;
+    let ws_idle_timeout = duration(
+        &a.ws_idle_timeout,
+        ("WS_IDLE_TIMEOUT", "ws-idle-timeout"),
+        Duration::from_secs(60),
+        ws_ping_interval,
+    )?;
+    Ok((ws_ping_interval, ws_idle_timeout))
+}
+
+/// `LOG_FORMAT`, `LOG_COLOR` (and `NO_COLOR`), `LOG_LEVEL`.
+fn logging(a: &ServeArgs) -> Result<(LogFormat, bool, String), ConfigError> {
+    let log_format = match given(&a.log_format) {
+        None | Some("pretty") => LogFormat::Pretty,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(err(
+                "LOG_FORMAT",
+                "log-format",
+                format!("expected pretty or json, got {other:?}"),
+            ));
+        }
+    };
+    let log_color = match given(&a.log_color) {
+        None | Some("auto") => {
+            use std::io::IsTerminal;
+            std::io::stderr().is_terminal() && given(&a.no_color).is_none()
+        }
+        Some("always") => true,
+        Some("never") => false,
+        Some(other) => {
+            return Err(err(
+                "LOG_COLOR",
+                "log-color",
+                format!("expected auto, always or never, got {other:?}"),
+            ));
+        }
+    };
+    let log_level = given(&a.log_level).unwrap_or("info").to_string();
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        return Err(err(
+            "LOG_LEVEL",
+            "log-level",
+            format!("{log_level:?} is not a log filter like info or livehub=debug"),
+        ));
+    }
+    Ok((log_format, log_color, log_level))
+}
+
+/// `ENCRYPTION_KEY`: 32 bytes in hex.
+fn encryption_key(a: &ServeArgs) -> Result<Option<[u8; 32]>, ConfigError> {
+    given(&a.encryption_key)
+        .map(|hex_key| {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(hex_key, &mut key)
+                .map(|_| key)
+                .map_err(|_| {
+                    err(
+                        "ENCRYPTION_KEY",
+                        "encryption-key",
+                        "expected 64 hex characters",
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// `TRUSTED_PROXIES`: addresses and CIDRs.
+fn trusted_proxies(a: &ServeArgs) -> Result<Vec<IpNet>, ConfigError> {
+    list(&a.trusted_proxies)
+        .iter()
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    err(
+                        "TRUSTED_PROXIES",
+                        "trusted-proxies",
+                        format!("{p:?} is not an IP address or CIDR"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+}
+
+/// `MAX_ROOMS_PER_SOCKET`: at least 8.
+fn max_rooms_per_socket(a: &ServeArgs) -> Result<usize, ConfigError> {
+    let max_rooms_per_socket = number(
+        &a.max_rooms_per_socket,
+        "MAX_ROOMS_PER_SOCKET",
+        "max-rooms-per-socket",
+        100usize,
+        "a whole number",
+    )?;
+    if max_rooms_per_socket < 8 {
+        return Err(err(
+            "MAX_ROOMS_PER_SOCKET",
+            "max-rooms-per-socket",
+            "must be at least 8 (the automatic rooms need room)",
+        ));
+    }
+    Ok(max_rooms_per_socket)
+}
+
+/// `REPLAY_LIMIT`: at least 1.
+fn replay_limit(a: &ServeArgs) -> Result<usize, ConfigError> {
+    let replay_limit = number(
+        &a.replay_limit,
+        "REPLAY_LIMIT",
+        "replay-limit",
+        50_000usize,
+        "a whole number",
+    )?;
+    if replay_limit == 0 {
+        return Err(err("REPLAY_LIMIT", "replay-limit", "must be at least 1"));
+    }
+    Ok(replay_limit)
+}
+
+/// `NODE_ID`: printable ASCII, or made up.
+fn node_id(a: &ServeArgs) -> Result<String, ConfigError> {
+    Ok(match given(&a.node_id) {
+        Some(id) if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
+        Some(_) => {
+            return Err(err(
+                "NODE_ID",
+                "node-id",
+                "must be 1-64 printable ASCII characters",
+            ));
+        }
+        None => default_node_id(),
+    })
+}
+
+/// `EVENT_LOG`: on or off.
+fn event_log(a: &ServeArgs) -> Result<bool, ConfigError> {
+    Ok(match given(&a.event_log) {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(err(
+                "EVENT_LOG",
+                "event-log",
+                format!("expected on or off, got {other:?}"),
+            ));
+        }
+    })
+}
+
+/// `CLUSTER_NAME`: the prefix of the cluster's Redis keys and channels.
+fn cluster_name(a: &ServeArgs) -> Result<String, ConfigError> {
+    Ok(match given(&a.cluster_name) {
+        None => "livehub".to_string(),
+        Some(n)
+            if n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            n.to_string()
+        }
+        Some(n) => {
+            return Err(err(
+                "CLUSTER_NAME",
+                "cluster-name",
+                format!("{n:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."),
+            ));
+        }
+    })
+}
+
+/// `DEMO_DIR`, or in dev mode the built demo when there is one.
+fn demo_dir(a: &ServeArgs, dev: bool) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(match given(&a.demo_dir) {
+        Some(d) => {
+            let path = PathBuf::from(d);
+            if !path.join("index.html").is_file() {
+                return Err(err(
+                    "DEMO_DIR",
+                    "demo-dir",
+                    format!("{d} has no index.html (build it with `npm run build` in web-demo/)"),
+                ));
+            }
+            Some(path)
+        }
+        None if dev => {
+            Some(PathBuf::from("web-demo/dist")).filter(|p| p.join("index.html").is_file())
+        }
+        None => None,
+    })
+}
+
+/// `ADMIN_UI_DIR`, or the built Admin UI when there is one.
+fn admin_ui_dir(a: &ServeArgs) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(match given(&a.admin_ui_dir) {
+        Some(d) => {
+            let path = PathBuf::from(d);
+            if !path.join("index.html").is_file() {
+                return Err(err(
+                    "ADMIN_UI_DIR",
+                    "admin-ui-dir",
+                    format!("{d} has no index.html (build web-demo/: `npm ci && npm run build`)"),
+                ));
+            }
+            Some(path)
+        }
+        None => {
+            Some(PathBuf::from("web-demo/dist/admin")).filter(|p| p.join("index.html").is_file())
+        }
+    })
 }
 
 /// The CA certificate of `REDIS_CA_FILE`: only with a `rediss://` URL, and
