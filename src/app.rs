@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{ApiKeys, Verifier};
 use crate::chat::Chat;
 use crate::cluster::forward::Forwarder;
+use crate::cluster::membership::Membership;
 use crate::cluster::relay::{Relay, RelayTarget};
 use crate::cluster::{self, ClusterAdapter};
 use crate::config::{Config, LogFormat, redact_url};
@@ -46,6 +47,8 @@ struct Shared {
     driver: Option<crate::cluster::driver::ResilientDriver>,
     /// Sends polling requests to their session's node.
     forwarder: Option<Arc<Forwarder>>,
+    /// Which nodes are alive.
+    membership: Option<Arc<Membership>>,
 }
 
 type Closer = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -91,6 +94,7 @@ impl App {
                     presence: Presence::memory(),
                     driver: None,
                     forwarder: None,
+                    membership: None,
                 };
                 Self::assemble(
                     builder,
@@ -124,6 +128,7 @@ impl App {
                     presence: Presence::Redis(cluster.presence),
                     driver: Some(cluster.driver),
                     forwarder: Some(forwarder),
+                    membership: Some(cluster.membership),
                 };
                 Self::assemble(
                     builder,
@@ -157,6 +162,7 @@ impl App {
             presence,
             driver,
             forwarder,
+            membership,
         } = shared;
         let (layer, io) = builder.build_layer();
         let transport = Arc::new(TransportControl::default());
@@ -220,7 +226,12 @@ impl App {
             max_payload_bytes: config.max_payload_bytes,
             dev: dev.clone(),
             user_limits: http::UserLimits::per_minute(config.rate_limit_per_minute),
+            membership: membership.clone(),
         };
+        if let Some(membership) = &membership {
+            let hub = hub.clone();
+            membership.start(move || hub.open_connections());
+        }
         let front = Arc::new(Front {
             sessions: sessions.clone(),
             registry: plain_conns,

@@ -19,6 +19,7 @@
 
 pub mod driver;
 pub(crate) mod forward;
+pub(crate) mod membership;
 pub(crate) mod relay;
 
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
@@ -37,6 +38,8 @@ pub struct Cluster {
     pub presence: RedisPresence,
     /// The pub/sub driver, for the plain front's relay.
     pub driver: ResilientDriver,
+    /// Which nodes are alive.
+    pub(crate) membership: std::sync::Arc<membership::Membership>,
 }
 
 /// How long start-up waits for Redis.
@@ -73,6 +76,7 @@ pub async fn connect(
             )
         })??;
     let presence = RedisPresence::new(driver.connection(), name, node);
+    let membership = membership::Membership::new(driver.connection(), name, node);
     let adapter = RedisAdapterCtr::new_with_driver(
         driver.clone(),
         RedisAdapterConfig::default()
@@ -83,6 +87,7 @@ pub async fn connect(
         adapter,
         presence,
         driver,
+        membership,
     })
 }
 
@@ -115,12 +120,15 @@ pub struct ClusterHealth {
 }
 
 impl ClusterHealth {
-    /// Asks the presence store (one bounded Redis call).
-    pub async fn of(presence: &RedisPresence) -> ClusterHealth {
-        let nodes = presence.nodes().await;
+    /// Asks Redis for the live nodes (one bounded call); Redis is up when
+    /// presence's last call was answered.
+    pub(crate) async fn of(
+        membership: &membership::Membership,
+        presence: &RedisPresence,
+    ) -> ClusterHealth {
         ClusterHealth {
             redis_up: presence.is_healthy(),
-            nodes,
+            nodes: membership.nodes().await,
         }
     }
 }

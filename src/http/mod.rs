@@ -57,6 +57,8 @@ pub struct AppState {
     pub dev: Option<dev::DevInfo>,
     /// Requests per user per minute on the user routes (`None`: no limit).
     pub user_limits: Option<Arc<UserLimits>>,
+    /// Which nodes of the cluster are alive (clustered only).
+    pub(crate) membership: Option<Arc<crate::cluster::membership::Membership>>,
 }
 
 /// A request budget per user on the routes users call with their token

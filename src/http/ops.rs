@@ -30,8 +30,10 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "eventLog": if state.hub.is_durable() { "on" } else { "off" },
         "offset": state.hub.latest_offset(),
     });
-    if let crate::presence::Presence::Redis(shared) = &state.presence {
-        let cluster = crate::cluster::ClusterHealth::of(shared).await;
+    if let (crate::presence::Presence::Redis(shared), Some(membership)) =
+        (&state.presence, &state.membership)
+    {
+        let cluster = crate::cluster::ClusterHealth::of(membership, shared).await;
         body["cluster"] = json!({
             "ready": cluster.redis_up,
             "redis": if cluster.redis_up { "up" } else { "down" },

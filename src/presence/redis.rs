@@ -19,7 +19,6 @@
 //! | `<cluster>:on:u` | zset | users connected anywhere → expiry |
 //! | `<cluster>:on:{<user>}:s` | zset | the user's sockets → expiry |
 //! | `<cluster>:on:info` | hash | user → `branch␟name␟seq` (for the offline queue and status) |
-//! | `<cluster>:nodes` | zset | nodes → expiry; `<cluster>:nodes:conns` hash node → connections |
 //!
 //! `<cluster>` is `CLUSTER_NAME` (default `livehub`).
 //!
@@ -28,7 +27,7 @@
 //! returns writes every local entry back.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
@@ -79,8 +78,6 @@ pub enum Lapsed {
 pub trait NodeState: Send + Sync + 'static {
     /// The log position delivered on this node.
     fn position(&self) -> i64;
-    /// Connections on this node.
-    fn connections(&self) -> usize;
 }
 
 /// Presence in Redis.
@@ -97,7 +94,6 @@ struct Inner {
     /// Local users' branch and name, for the info hash.
     user_info: dashmap::DashMap<String, (Option<String>, String)>,
     healthy: AtomicBool,
-    nodes: AtomicUsize,
     scripts: Scripts,
 }
 
@@ -148,14 +144,6 @@ impl Keys {
 
     fn rooms_index(&self) -> String {
         format!("{}:pv:rooms", self.prefix)
-    }
-
-    fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
-    }
-
-    fn node_connections(&self) -> String {
-        format!("{}:nodes:conns", self.prefix)
     }
 }
 
@@ -255,7 +243,6 @@ impl RedisPresence {
                 local: MemoryPresence::default(),
                 user_info: dashmap::DashMap::new(),
                 healthy: AtomicBool::new(true),
-                nodes: AtomicUsize::new(1),
                 scripts: Scripts {
                     join: Script::new(&format!("{VERSIONED}{JOIN}")),
                     leave: Script::new(&format!("{VERSIONED}{LEAVE}")),
@@ -268,27 +255,6 @@ impl RedisPresence {
     /// Whether Redis answered the last call.
     pub fn is_healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::Relaxed)
-    }
-
-    /// Live nodes: asked from Redis now, or the last heartbeat's count when it
-    /// does not answer.
-    pub async fn nodes(&self) -> usize {
-        let mut conn = self.inner.conn.clone();
-        let live: Option<usize> = bounded(
-            redis::cmd("ZCOUNT")
-                .arg(self.inner.keys.nodes())
-                .arg(now_ms())
-                .arg("+inf")
-                .query_async(&mut conn),
-        )
-        .await;
-        match self.record(live) {
-            Some(n) => {
-                self.inner.nodes.store(n, Ordering::Relaxed);
-                n
-            }
-            None => self.inner.nodes.load(Ordering::Relaxed),
-        }
     }
 
     fn record<T>(&self, result: Option<T>) -> Option<T> {
@@ -576,25 +542,13 @@ impl RedisPresence {
                 self.user_info(&user, seq),
             );
         }
-        let keys = &self.inner.keys;
-        pipe.zadd(keys.nodes(), &self.inner.node, exp).ignore();
-        pipe.hset(
-            keys.node_connections(),
-            &self.inner.node,
-            state.connections(),
-        )
-        .ignore();
         pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(keys.rooms_index())
+            .arg(self.inner.keys.rooms_index())
             .arg("-inf")
             .arg(now - 2 * ENTRY_TTL.as_millis() as i64)
             .ignore();
-        pipe.cmd("ZCOUNT").arg(keys.nodes()).arg(now).arg("+inf");
         let mut conn = self.inner.conn.clone();
-        let nodes: Option<(usize,)> = self.record(bounded(pipe.query_async(&mut conn)).await);
-        if let Some((nodes,)) = nodes {
-            self.inner.nodes.store(nodes, Ordering::Relaxed);
-        }
+        self.record(bounded(pipe.query_async::<()>(&mut conn)).await);
     }
 
     /// Queues the refresh of one socket's entry: what the join script does,

@@ -188,10 +188,6 @@ impl crate::presence::redis::NodeState for NodeView {
     fn position(&self) -> i64 {
         self.0.position()
     }
-    fn connections(&self) -> usize {
-        let c = self.0.census();
-        c.connections()
-    }
 }
 
 /// Starts the Redis presence heartbeat and turns lapsed entries (a node that
