@@ -71,36 +71,107 @@ pub async fn serve(
     shutdown: CancellationToken,
     limits: Limits,
 ) {
-    let Limits {
-        grace,
-        max_connections,
-        max_per_address,
-        trusted_proxies,
-    } = limits;
-    let per_address = Arc::new(ConnectionsPerIp::default());
-    // A slot for every connection from an address that is not a trusted
-    // proxy; `None` when that address is at its cap.
-    let admit = |peer: SocketAddr| -> Option<Option<ConnectionSlot>> {
+    let grace = limits.grace;
+    let acceptor = Acceptor {
+        app,
+        limits,
+        per_address: Arc::new(ConnectionsPerIp::default()),
+        tracker: TaskTracker::new(),
+        all_connections: CancellationToken::new(),
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => acceptor.accept(stream, peer),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    // Connections the kernel completed but nobody accepted yet would be reset
+    // when the listener closes. Take every one that is waiting, straight from
+    // the socket (the reactor may not have seen them yet), so each gets an
+    // answer (`/health` is 503 by now), and only then close the listener.
+    if let Ok(listener) = listener.into_std() {
+        while let Ok((stream, peer)) = listener.accept() {
+            let accepted = stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(stream));
+            if let Ok(stream) = accepted {
+                acceptor.serve(stream, peer, None);
+            }
+        }
+    }
+    acceptor.tracker.close();
+    if tokio::time::timeout(grace, acceptor.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!("closing connections still open after the grace period");
+    }
+    acceptor.all_connections.cancel();
+}
+
+/// What the accept loop serves connections with.
+struct Acceptor {
+    app: Router,
+    limits: Limits,
+    /// Open TCP connections per peer address.
+    per_address: Arc<ConnectionsPerIp>,
+    /// Every connection's task.
+    tracker: TaskTracker,
+    /// The parent of every connection's kill token.
+    all_connections: CancellationToken,
+}
+
+impl Acceptor {
+    /// Serves a new connection, or refuses it when a cap is reached.
+    fn accept(&self, stream: TcpStream, peer: SocketAddr) {
+        let max = self.limits.max_connections;
+        if max > 0 && self.tracker.len() >= max {
+            return refuse(stream, OVER_CAPACITY, "too_many_connections");
+        }
+        match self.admit(peer) {
+            Some(slot) => self.serve(stream, peer, slot),
+            None => refuse(stream, OVER_ADDRESS_CAP, "too_many_connections_per_address"),
+        }
+    }
+
+    /// A slot for a connection from an address that is not a trusted proxy
+    /// (`Some(None)`: not counted); `None` when that address is at its cap.
+    fn admit(&self, peer: SocketAddr) -> Option<Option<ConnectionSlot>> {
         let ip = peer.ip();
-        if max_per_address == 0 || trusted_proxies.iter().any(|net| net.contains(&ip)) {
+        let cap = self.limits.max_per_address;
+        if cap == 0
+            || self
+                .limits
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(&ip))
+        {
             return Some(None);
         }
-        per_address.acquire(ip, max_per_address, || None).map(Some)
-    };
-    let tracker = TaskTracker::new();
-    let all_connections = CancellationToken::new();
-    let serve_one = |stream: TcpStream, peer: SocketAddr, slot: Option<ConnectionSlot>| {
+        self.per_address.acquire(ip, cap, || None).map(Some)
+    }
+
+    /// Runs HTTP on one connection, with its kill token and timeouts.
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, slot: Option<ConnectionSlot>) {
         let _ = stream.set_nodelay(true);
-        let kill = all_connections.child_token();
+        let kill = self.all_connections.child_token();
         let info = ConnInfo::new(peer, kill.clone());
         let handshake = info.clone();
-        let service = app
+        let service = self
+            .app
             .clone()
             .map_request(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(info.clone());
                 req
             });
-        tracker.spawn(async move {
+        self.tracker.spawn(async move {
             // hyper's header timer starts at a request's first byte: a client
             // that connects and sends nothing would hold its connection forever.
             // (`peek`, not `readable`: readiness may be reported before any byte is there.)
@@ -134,45 +205,7 @@ pub async fn serve(
                 _ = kill.cancelled() => {}
             }
         });
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) if max_connections > 0 && tracker.len() >= max_connections => {
-                    refuse(stream, OVER_CAPACITY, "too_many_connections");
-                }
-                Ok((stream, peer)) => match admit(peer) {
-                    Some(slot) => serve_one(stream, peer, slot),
-                    None => refuse(stream, OVER_ADDRESS_CAP, "too_many_connections_per_address"),
-                },
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
     }
-    // Connections the kernel completed but nobody accepted yet would be reset
-    // when the listener closes. Take every one that is waiting, straight from
-    // the socket (the reactor may not have seen them yet), so each gets an
-    // answer (`/health` is 503 by now), and only then close the listener.
-    if let Ok(listener) = listener.into_std() {
-        while let Ok((stream, peer)) = listener.accept() {
-            let accepted = stream
-                .set_nonblocking(true)
-                .and_then(|()| TcpStream::from_std(stream));
-            if let Ok(stream) = accepted {
-                serve_one(stream, peer, None);
-            }
-        }
-    }
-    tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::debug!("closing connections still open after the grace period");
-    }
-    all_connections.cancel();
 }
 
 /// Answers a connection over a cap with `answer` and closes it, within a second.
