@@ -166,24 +166,7 @@ impl App {
         } = shared;
         let (layer, io) = builder.build_layer();
         let transport = Arc::new(TransportControl::default());
-        // Without a shared log (SQLite), logged events cross nodes through the adapter.
-        let cross_node_broadcast = config.redis_url.is_some() && !store.is_shared();
-        let io_fabric = Arc::new(IoFabric::new(
-            io.clone(),
-            transport.clone(),
-            cross_node_broadcast,
-        ));
-        let plain_conns = Arc::new(plain::Registry::default());
-        if let Some(driver) = driver {
-            let target: Arc<dyn RelayTarget> = plain_conns.clone();
-            plain_conns.set_relay(Relay::start(
-                driver,
-                &config.cluster_name,
-                &config.node_id,
-                target,
-            ));
-        }
-        let fabric: Arc<dyn Fabric> = Arc::new(Fabrics(vec![io_fabric, plain_conns.clone()]));
+        let (fabric, plain_conns) = fabrics(&io, &transport, &config, &store, driver);
         let log_store = config.event_log.then(|| store.clone());
         let (hub, tasks) = Hub::start(
             log_store.clone(),
@@ -261,17 +244,7 @@ impl App {
             ready.clone(),
             forwarder.clone(),
         );
-        let close_sockets: Closer = Box::new(move || {
-            let io = io.clone();
-            let sessions = sessions.clone();
-            let front = front.clone();
-            Box::pin(async move {
-                futures_util::join!(realtime::drain(&io, &sessions), plain::drain(&front));
-                // The departures just recorded must reach the database before it closes.
-                sessions.flush_marks().await;
-                io.close().await
-            })
-        });
+        let close_sockets = closer(io, sessions, front);
         Ok(App {
             hub,
             router,
@@ -395,6 +368,56 @@ fn prepare_dev(config: &mut Config) -> Option<DevInfo> {
         secret: config.jwt.secret.clone().unwrap_or_default(),
         api_key: config.api_keys[0].clone(),
         generated,
+    })
+}
+
+/// This node's fabrics: its Socket.IO sockets and its plain connections,
+/// the latter relayed across nodes on `driver` when clustered.
+fn fabrics<A: Adapter>(
+    io: &socketioxide::SocketIo<A>,
+    transport: &Arc<TransportControl>,
+    config: &Config,
+    store: &Store,
+    driver: Option<crate::cluster::driver::ResilientDriver>,
+) -> (Arc<dyn Fabric>, Arc<plain::Registry>) {
+    // Without a shared log (SQLite), logged events cross nodes through the adapter.
+    let cross_node_broadcast = config.redis_url.is_some() && !store.is_shared();
+    let io_fabric = Arc::new(IoFabric::new(
+        io.clone(),
+        transport.clone(),
+        cross_node_broadcast,
+    ));
+    let plain_conns = Arc::new(plain::Registry::default());
+    if let Some(driver) = driver {
+        let target: Arc<dyn RelayTarget> = plain_conns.clone();
+        plain_conns.set_relay(Relay::start(
+            driver,
+            &config.cluster_name,
+            &config.node_id,
+            target,
+        ));
+    }
+    let fabric: Arc<dyn Fabric> = Arc::new(Fabrics(vec![io_fabric, plain_conns.clone()]));
+    (fabric, plain_conns)
+}
+
+/// What shutdown runs before closing the transports: every socket's
+/// disconnect cleanup on both fronts, and the offline marks flushed.
+fn closer<A: Adapter>(
+    io: socketioxide::SocketIo<A>,
+    sessions: Arc<Sessions>,
+    front: Arc<Front>,
+) -> Closer {
+    Box::new(move || {
+        let io = io.clone();
+        let sessions = sessions.clone();
+        let front = front.clone();
+        Box::pin(async move {
+            futures_util::join!(realtime::drain(&io, &sessions), plain::drain(&front));
+            // The departures just recorded must reach the database before it closes.
+            sessions.flush_marks().await;
+            io.close().await
+        })
     })
 }
 
