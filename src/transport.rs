@@ -67,19 +67,28 @@ impl ConnInfo {
 /// difference errs low by what is in flight, and a reading client is never
 /// taken for a slow one.
 #[derive(Debug, Clone, Default)]
-pub struct Outbox {
-    queued: Arc<AtomicU64>,
-    written: Arc<AtomicU64>,
+pub struct Outbox(Arc<OutboxCounts>);
+
+/// One allocation per connection for both counts.
+#[derive(Debug, Default)]
+pub struct OutboxCounts {
+    queued: AtomicU64,
+    written: AtomicU64,
 }
 
 impl Outbox {
     /// Counts `bytes` more queued: `false` when what waits unwritten is then
     /// over `budget`.
     pub fn queue(&self, bytes: usize, budget: usize) -> bool {
-        let written = self.written.load(Ordering::Relaxed);
-        self.queued.fetch_max(written, Ordering::Relaxed);
-        let queued = self.queued.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        let written = self.0.written.load(Ordering::Relaxed);
+        self.0.queued.fetch_max(written, Ordering::Relaxed);
+        let queued = self.0.queued.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
         queued.saturating_sub(written) <= budget as u64
+    }
+
+    /// Counts `bytes` written to the connection.
+    fn wrote(&self, bytes: usize) {
+        self.0.written.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -258,7 +267,7 @@ pub struct KillableStream<S> {
     inner: S,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
     closed: Arc<AtomicBool>,
-    written: Arc<AtomicU64>,
+    outbox: Outbox,
     /// The address's connection slot, given back when the stream is dropped.
     _slot: Option<crate::session::limits::ConnectionSlot>,
 }
@@ -277,7 +286,7 @@ impl<S> KillableStream<S> {
             inner,
             killed: Box::pin(conn.kill.clone().cancelled_owned()),
             closed: conn.closed.clone(),
-            written: conn.outbox.written.clone(),
+            outbox: conn.outbox.clone(),
             _slot: None,
         }
     }
@@ -290,7 +299,7 @@ impl<S> KillableStream<S> {
 
     fn count(&self, written: &Poll<std::io::Result<usize>>) {
         if let Poll::Ready(Ok(n)) = written {
-            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+            self.outbox.wrote(*n);
         }
     }
 
@@ -392,9 +401,9 @@ mod tests {
         let outbox = Outbox::default();
         assert!(outbox.queue(600, 1000));
         assert!(!outbox.queue(600, 1000), "1,200 unwritten bytes");
-        outbox.written.fetch_add(1200, Ordering::Relaxed);
+        outbox.wrote(1200);
         assert!(outbox.queue(1000, 1000), "written bytes free the budget");
-        outbox.written.fetch_add(5000, Ordering::Relaxed);
+        outbox.wrote(5000);
         assert!(outbox.queue(10, 100));
         assert!(
             !outbox.queue(2000, 1000),
