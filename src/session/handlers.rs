@@ -335,27 +335,9 @@ async fn join(
             ctx.settings.max_rooms_per_socket
         )));
     }
-    let mut reset_reason = None;
-    let fill = match &since {
-        None => None,
-        Some(offset) => match ctx.hub.resolve_offset(offset).await {
-            Ok(seq) => match ctx
-                .hub
-                .too_far_behind(std::slice::from_ref(&room), seq)
-                .await
-            {
-                Ok(false) => Some(Fill::new(vec![(room.clone(), seq)], ctx.hub.position())),
-                Ok(true) => {
-                    reset_reason = Some(OffsetProblem::TooFarBehind);
-                    None
-                }
-                Err(_) => return Err(Rejection::internal("the event log is unavailable")),
-            },
-            Err(problem) => {
-                reset_reason = Some(problem);
-                None
-            }
-        },
+    let (fill, reset_reason) = match &since {
+        None => (None, None),
+        Some(offset) => fill_since(ctx, &room, offset).await?,
     };
     if let (Some(problem), Some(offset)) = (reset_reason, &since) {
         reset(ctx, session, problem, offset, Some(&room));
@@ -377,26 +359,7 @@ async fn join(
         }
     };
     crate::metrics::replayed(replayed);
-    let sid = session.sid.to_string();
-    let mut state = session.presence.lock().await;
-    if state.gone {
-        return Err(Rejection::internal("the socket disconnected"));
-    }
-    let change = ctx
-        .presence
-        .join(&room, &claims.sub, claims.display_name(), &sid)
-        .await;
-    state.viewing.push(room.clone());
-    drop(state);
-    if change.user_changed {
-        ctx.announcer.arrived(
-            &room,
-            &claims.sub,
-            claims.display_name(),
-            &sid,
-            change.viewers,
-        );
-    }
+    start_viewing(ctx, session, &claims, &room).await?;
     // A large room lists its first viewers only: listing every one on every
     // join would make filling a room quadratic (see presence::announce).
     let (viewers, count) = ctx
@@ -413,6 +376,59 @@ async fn join(
         ack.insert("reset".into(), Value::String(problem.as_str().into()));
     }
     Ok(ack)
+}
+
+/// What a join with `since` must replay: the fill from that offset, or the
+/// reason it cannot be replayed (the client is told to refetch).
+async fn fill_since(
+    ctx: &Sessions,
+    room: &str,
+    offset: &str,
+) -> Result<(Option<Fill>, Option<OffsetProblem>), Rejection> {
+    let seq = match ctx.hub.resolve_offset(offset).await {
+        Ok(seq) => seq,
+        Err(problem) => return Ok((None, Some(problem))),
+    };
+    let rooms = [room.to_string()];
+    match ctx.hub.too_far_behind(&rooms, seq).await {
+        Ok(false) => {
+            let fill = Fill::new(vec![(room.to_string(), seq)], ctx.hub.position());
+            Ok((Some(fill), None))
+        }
+        Ok(true) => Ok((None, Some(OffsetProblem::TooFarBehind))),
+        Err(_) => Err(Rejection::internal("the event log is unavailable")),
+    }
+}
+
+/// The socket now views `room`: presence records it, and the room hears of
+/// the user when they were not there yet.
+async fn start_viewing(
+    ctx: &Sessions,
+    session: &Session,
+    claims: &Claims,
+    room: &str,
+) -> Result<(), Rejection> {
+    let sid = session.sid.to_string();
+    let mut state = session.presence.lock().await;
+    if state.gone {
+        return Err(Rejection::internal("the socket disconnected"));
+    }
+    let change = ctx
+        .presence
+        .join(room, &claims.sub, claims.display_name(), &sid)
+        .await;
+    state.viewing.push(room.to_string());
+    drop(state);
+    if change.user_changed {
+        ctx.announcer.arrived(
+            room,
+            &claims.sub,
+            claims.display_name(),
+            &sid,
+            change.viewers,
+        );
+    }
+    Ok(())
 }
 
 async fn leave(ctx: &Arc<Sessions>, session: &Arc<Session>, room: String) -> Ack {
