@@ -304,7 +304,7 @@ impl App {
         tracing::info!("draining: refusing new connections, closing sockets");
         self.ready.store(false, Ordering::Release);
         // Engine.IO close packets, not Socket.IO disconnects: clients reconnect by themselves.
-        if tokio::time::timeout(Duration::from_secs(4), (self.close_sockets)())
+        if tokio::time::timeout(Duration::from_secs(5), (self.close_sockets)())
             .await
             .is_err()
         {

@@ -42,6 +42,8 @@ pub(crate) struct Hello {
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+/// How long closing waits to write the close frame, and then for the answer.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(1);
 type Stream = futures_util::stream::SplitStream<WebSocket>;
 
 /// Serves one upgraded connection until it closes.
@@ -233,12 +235,15 @@ impl Link {
                 }
             }
         }
-        self.finish(sink, rx).await;
+        self.finish(sink, stream, rx).await;
     }
 
     /// Sends what is still queued (an `auth:expired` before its close, say),
-    /// then the close frame, within a second.
-    async fn finish(&self, mut sink: Sink, mut rx: mpsc::Receiver<Outgoing>) {
+    /// then the close frame, and waits for the client's close in answer,
+    /// within a second each. Dropping the connection before the client has
+    /// read our close (while its own frames sit unread here) resets it, and
+    /// the client sees 1006 instead of the code.
+    async fn finish(&self, mut sink: Sink, mut stream: Stream, mut rx: mpsc::Receiver<Outgoing>) {
         let Some((code, reason)) = self.conn.close_reason() else {
             return;
         };
@@ -252,7 +257,20 @@ impl Link {
             })))
             .await
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+        if !matches!(
+            tokio::time::timeout(CLOSE_PATIENCE, flush).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        let answered = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_PATIENCE, answered).await;
     }
 
     fn on_read_error(&self, e: &axum::Error) {

@@ -163,10 +163,11 @@ pub(crate) async fn drain(front: &Front) {
             conn.close(registry::close::RESTART, "server restarting");
         })
         .await;
-    // Each connection's task writes its close frame and then leaves the
-    // registry; exiting before that would cut them with no frame (1006)
-    // instead of 1012, and clients would not know to reconnect at once.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    // Each connection's task writes its close frame, waits for the client's
+    // close in answer, and then leaves the registry; exiting before that would
+    // cut them (1006) instead of 1012, and clients would not know to
+    // reconnect at once. A client on a busy machine may take a while to answer.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
     while front.registry.len() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
