@@ -239,11 +239,4 @@ mod tests {
             assert_eq!(json["ok"], false);
         }
     }
-
-    #[test]
-    fn the_tcp_cap_per_address_follows_the_socket_cap() {
-        assert_eq!(Limits::tcp_per_address(0), 0, "no socket cap, no TCP cap");
-        assert_eq!(Limits::tcp_per_address(10), 28);
-        assert_eq!(Limits::tcp_per_address(u32::MAX), u32::MAX);
-    }
 }

@@ -220,6 +220,17 @@ impl TransportControl {
     }
 }
 
+/// What Engine.IO answers a request for a session it does not know (or one
+/// livehub closed): socket.io-client then opens a new session.
+pub(crate) fn unknown_session() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        http::StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({ "code": 1, "message": "Session ID unknown" })),
+    )
+        .into_response()
+}
+
 /// The Engine.IO session id and transport of a `/socket.io/` request query.
 pub fn engine_session(query: &str) -> Option<(&str, bool)> {
     let mut sid = None;

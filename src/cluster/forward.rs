@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use dashmap::DashMap;
 use hmac::{Hmac, Mac};
 use hyper_util::client::legacy::Client;
@@ -37,7 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use redis::aio::ConnectionManager;
 use sha2::Sha256;
 
-use crate::transport::ConnInfo;
+use crate::transport::{ConnInfo, unknown_session};
 
 /// The header a forwarded request carries: `{unix seconds};{client ip};{hex mac}`.
 const FORWARDED: &str = "x-livehub-forwarded";
@@ -310,15 +310,6 @@ async fn tunnel(from_client: hyper::upgrade::OnUpgrade, to_owner: hyper::upgrade
     let mut client = TokioIo::new(client);
     let mut owner = TokioIo::new(owner);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut owner).await;
-}
-
-/// What Engine.IO answers for a session it does not know: the client opens a new one.
-fn unknown_session() -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(serde_json::json!({ "code": 1, "message": "Session ID unknown" })),
-    )
-        .into_response()
 }
 
 fn unix_now() -> u64 {

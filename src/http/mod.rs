@@ -269,13 +269,7 @@ async fn engine_request(
     let guard = match &conn {
         Some(conn) => match transport.track(sid, websocket, conn) {
             Ok(guard) => Some(guard),
-            Err(_killed) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    axum::Json(json!({ "code": 1, "message": "Session ID unknown" })),
-                )
-                    .into_response();
-            }
+            Err(_killed) => return crate::transport::unknown_session(),
         },
         None => None,
     };

@@ -296,14 +296,15 @@ impl<A: Adapter> Fabric for IoFabric<A> {
         // The packet as socketioxide frames it, near enough: `42["event",payload]`.
         let bytes = event.event.len() + event.payload.get().len() + 8;
         for socket in op.sockets() {
-            if let Some(outbox) = self.outbox(&socket)
-                && !outbox.queue(bytes, OUTGOING_BYTE_BUDGET)
-            {
-                crate::metrics::lagging_disconnect("socketio");
-                self.force_reconnect(socket.id);
-                continue;
-            }
-            match outcome(socket.emit(&event.event, &*event.payload)) {
+            let over_budget = self
+                .outbox(&socket)
+                .is_some_and(|outbox| !outbox.queue(bytes, OUTGOING_BYTE_BUDGET));
+            let sent = if over_budget {
+                SendOutcome::Slow
+            } else {
+                outcome(socket.emit(&event.event, &*event.payload))
+            };
+            match sent {
                 SendOutcome::Sent => reached += 1,
                 SendOutcome::Slow => {
                     crate::metrics::lagging_disconnect("socketio");

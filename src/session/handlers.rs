@@ -99,7 +99,7 @@ pub(crate) async fn apply(ctx: &Arc<Sessions>, session: &Arc<Session>, command: 
             Ok(fields(json!({ "exp": exp })))
         }
         Command::SetPresence { status } => {
-            announce_status(ctx, &session.claims(), &status);
+            signal_status(&ctx.hub, &session.claims(), &status);
             Ok(fields(json!({ "status": status })))
         }
         Command::ChatSend(message) => {
@@ -247,7 +247,7 @@ async fn arrive(ctx: &Sessions, session: &Session, claims: &Claims) -> Option<Ar
         )
         .await;
     if first.changed && in_branch <= ctx.settings.presence_broadcast_limit {
-        announce_status(ctx, claims, "online");
+        signal_status(&ctx.hub, claims, "online");
         reannounce_later(ctx, claims, "online", first.reannounce());
     }
     let mark = if session.auth_offset.is_none() {
@@ -497,7 +497,7 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
             .owed_from
             .map_or(ctx.hub.position(), |owed| owed.min(ctx.hub.position()));
         if in_branch < ctx.settings.presence_broadcast_limit {
-            announce_status(ctx, &claims, "offline");
+            signal_status(&ctx.hub, &claims, "offline");
             reannounce_later(ctx, &claims, "offline", last.reannounce());
         }
         ctx.mark_offline(&claims.sub, position);
@@ -505,10 +505,6 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
 }
 
 /// Tells the user's branch room their status.
-fn announce_status(ctx: &Sessions, claims: &Claims, status: &str) {
-    signal_status(&ctx.hub, claims, status);
-}
-
 fn signal_status(hub: &crate::hub::Hub, claims: &Claims, status: &str) {
     if let Some(branch) = &claims.branch_id {
         hub.signal(

@@ -29,6 +29,18 @@ function answerTo(port, from) {
   });
 }
 
+/** `count` events of 100 KB to branch `big`, one after the other; their offsets. */
+async function emitLarge(server, count) {
+  const pad = "x".repeat(100_000);
+  const offsets = [];
+  for (let i = 0; i < count; i++) {
+    const res = await request(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "big", i, pad } } });
+    assert.equal(res.status, 202);
+    offsets.push(res.body.offset);
+  }
+  return offsets;
+}
+
 /** `GET /health` over a connection from `from`. */
 function healthFrom(server, from) {
   return new Promise((resolve, reject) => {
@@ -214,13 +226,7 @@ describe("a plain connection that stops reading, in a room of large events", () 
       // The stalled client's process stops reading its socket: the kernel's
       // buffers fill, then livehub's queue for it.
       stalled.ws._socket.pause();
-      const pad = "x".repeat(100_000);
-      const offsets = [];
-      for (let i = 0; i < 150; i++) {
-        const res = await request(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "big", i, pad } } });
-        assert.equal(res.status, 202);
-        offsets.push(res.body.offset);
-      }
+      const offsets = await emitLarge(server, 150);
       await until(() => offsets.every((o) => reader.frames.some((f) => f.offset === o)), { what: "the reader got all 150", timeout: 20_000 });
       stalled.ws._socket.resume();
       const closed = await stalled.done;
@@ -326,13 +332,7 @@ describe("a Socket.IO websocket client that stops reading, in a room of large ev
       const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${server.proc.pid}/status`, "utf8"))[1]);
       const rssBefore = rss();
       stalled.io.engine.transport.ws._socket.pause();
-      const pad = "x".repeat(100_000);
-      const offsets = [];
-      for (let i = 0; i < 200; i++) {
-        const res = await request(server, "POST", "/api/v1/emit", { body: { event: "dashboard:refresh", data: { branchId: "big", i, pad } } });
-        assert.equal(res.status, 202);
-        offsets.push(res.body.offset);
-      }
+      const offsets = await emitLarge(server, 200);
       await until(() => read.length === 200, { what: "the reader got all 200", timeout: 20_000 });
       assert.equal(state.disconnects, 0, "the stalled client has not noticed anything yet");
       console.log(`# Socket.IO slow reader: 20 MB emitted, server VmRSS ${(rssBefore / 1024).toFixed(1)} → ${(rss() / 1024).toFixed(1)} MB while it stalled`);
