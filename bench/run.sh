@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# livehub benchmarks, side by side with a Node socket.io server, in one command.
+# livehub benchmarks, side by side with a Node socket.io server and the bare
+# socketioxide floor (bench/floor), in one command.
 #
 #   bench/run.sh            full run (3 rounds, ~40-50 min on 2 cores) → docs/performance.md
 #   bench/run.sh --quick    smoke run (1 round, small counts, a few minutes)
@@ -9,6 +10,8 @@
 #   --rounds N        rounds (each case is measured N times per server, alternating)
 #   --only a,b        only these cases: fanout-search fanout-fixed idle connect-storm
 #                     emit-api replay-user replay-room
+#   --servers a,b     only these servers: livehub-sqlite livehub-normal livehub-plain
+#                     livehub-pg livehub-nolog floor node
 #   --out FILE        where the Markdown report goes
 #   --skip-build      use the binaries and node_modules already built
 #   --no-pg           skip PostgreSQL even if it is reachable
@@ -30,12 +33,13 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 say() { echo "==> $*" >&2; }
 
 # ------------------------------------------------------------------ options
-QUICK=0 ROUNDS="" ONLY="" OUT="" SKIP_BUILD=0 USE_PG=1
+QUICK=0 ROUNDS="" ONLY="" SERVERS="" OUT="" SKIP_BUILD=0 USE_PG=1
 while (($#)); do
   case "$1" in
     --quick) QUICK=1 ;;
     --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
     --only) ONLY=${2:?--only needs case names}; shift ;;
+    --servers) SERVERS=${2:?--servers needs server names}; shift ;;
     --out) OUT=${2:?--out needs a file}; shift ;;
     --skip-build) SKIP_BUILD=1 ;;
     --no-pg) USE_PG=0 ;;
@@ -85,19 +89,24 @@ or run with fewer connections: BENCH_IDLE_CONNECTIONS=$(( $(ulimit -n) - 1024 ))
 fi
 
 # ------------------------------------------------------------------ build
-LIVEHUB=$REPO/target/release/livehub
+# BENCH_LIVEHUB: another livehub binary (a `--profile profiling` build, say).
+LIVEHUB=${BENCH_LIVEHUB:-$REPO/target/release/livehub}
 LOADGEN=$BENCH_DIR/loadgen/target/release/loadgen
+FLOOR=$BENCH_DIR/floor/target/release/floor
 NODE_PEER=$BENCH_DIR/node-peer
 if ((!SKIP_BUILD)); then
   say "building livehub (release)"
   (cd "$REPO" && cargo build --release)
   say "building the load generator (release)"
   (cd "$BENCH_DIR/loadgen" && cargo build --release --locked)
+  say "building the floor server (release)"
+  (cd "$BENCH_DIR/floor" && cargo build --release --locked)
   say "installing the Node peer"
   (cd "$NODE_PEER" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 [[ -x "$LIVEHUB" ]] || die "$LIVEHUB is missing (run without --skip-build)"
 [[ -x "$LOADGEN" ]] || die "$LOADGEN is missing (run without --skip-build)"
+[[ -x "$FLOOR" ]] || die "$FLOOR is missing (run without --skip-build)"
 [[ -d "$NODE_PEER/node_modules/socket.io" ]] || die "the Node peer is not installed (run without --skip-build)"
 command -v node >/dev/null || die "node is not installed"
 
@@ -147,6 +156,7 @@ start_server() {
     livehub-pg)     pg_reset || return 1
                     cmd=("${livehub[@]}" DATABASE_URL="$PG_URL" "$LIVEHUB" serve) ;;
     node)           cmd=("${base[@]}" NODE_ENV=production node "$NODE_PEER/server.js") ;;
+    floor)          cmd=("${base[@]}" "$FLOOR") ;;
     *) die "unknown server $kind" ;;
   esac
   # `env` execs the server, so $! is the server's own pid (the idle case reads its RSS).
@@ -178,21 +188,23 @@ trap 'exit 130' INT TERM
 # ------------------------------------------------------------------ cases
 # name | label | servers | loadgen arguments (@PID@ = the server's pid)
 CASES=(
-  "fanout-search|Fan-out search, $BENCH_SEARCH_SOCKETS sockets in one room|livehub-sqlite livehub-nolog node|fanout-search --sockets $BENCH_SEARCH_SOCKETS --trial $BENCH_SEARCH_TRIAL_S --max-trials $BENCH_SEARCH_MAX_TRIALS --start-rate $BENCH_SEARCH_START_RATE --tolerance $BENCH_SEARCH_TOLERANCE"
-  "fanout-fixed|Fan-out, $BENCH_FIXED_SOCKETS sockets at $BENCH_FIXED_RATE emits/s|livehub-sqlite livehub-plain node|fanout --sockets $BENCH_FIXED_SOCKETS --rate $BENCH_FIXED_RATE --duration $BENCH_FIXED_S --warmup $BENCH_WARMUP_S"
-  "idle|Idle memory, $BENCH_IDLE_CONNECTIONS websockets|livehub-sqlite livehub-plain node|idle --connections $BENCH_IDLE_CONNECTIONS --server-pid @PID@"
-  "connect-storm|Connect storm (JWT handshakes), $BENCH_STORM_WORKERS workers|livehub-sqlite node|connect-storm --workers $BENCH_STORM_WORKERS --duration $BENCH_STORM_S --warmup $BENCH_WARMUP_S"
-  "emit-api|Emit API alone, $BENCH_EMIT_CLIENTS keep-alive clients|livehub-sqlite livehub-normal livehub-pg livehub-nolog node|emit-api --clients $BENCH_EMIT_CLIENTS --duration $BENCH_EMIT_S --warmup $BENCH_WARMUP_S"
+  "fanout-search|Fan-out search, $BENCH_SEARCH_SOCKETS sockets in one room|livehub-sqlite livehub-nolog floor node|fanout-search --sockets $BENCH_SEARCH_SOCKETS --trial $BENCH_SEARCH_TRIAL_S --max-trials $BENCH_SEARCH_MAX_TRIALS --start-rate $BENCH_SEARCH_START_RATE --tolerance $BENCH_SEARCH_TOLERANCE"
+  "fanout-fixed|Fan-out, $BENCH_FIXED_SOCKETS sockets at $BENCH_FIXED_RATE emits/s|livehub-sqlite livehub-plain floor node|fanout --sockets $BENCH_FIXED_SOCKETS --rate $BENCH_FIXED_RATE --duration $BENCH_FIXED_S --warmup $BENCH_WARMUP_S"
+  "idle|Idle memory, $BENCH_IDLE_CONNECTIONS websockets|livehub-sqlite livehub-plain floor node|idle --connections $BENCH_IDLE_CONNECTIONS --server-pid @PID@"
+  "connect-storm|Connect storm (JWT handshakes), $BENCH_STORM_WORKERS workers|livehub-sqlite floor node|connect-storm --workers $BENCH_STORM_WORKERS --duration $BENCH_STORM_S --warmup $BENCH_WARMUP_S"
+  "emit-api|Emit API alone, $BENCH_EMIT_CLIENTS keep-alive clients|livehub-sqlite livehub-normal livehub-pg livehub-nolog floor node|emit-api --clients $BENCH_EMIT_CLIENTS --duration $BENCH_EMIT_S --warmup $BENCH_WARMUP_S"
   "replay-user|Replay of $BENCH_REPLAY_EVENTS missed events (user room, auth.offset)|livehub-sqlite livehub-pg|replay --via user --events $BENCH_REPLAY_EVENTS"
   "replay-room|Replay of $BENCH_REPLAY_EVENTS missed events (shipment room, join with since)|livehub-sqlite|replay --via room --events $BENCH_REPLAY_EVENTS"
 )
 
 wanted() { [[ -z "$ONLY" || ",$ONLY," == *",$1,"* ]]; }
+wanted_server() { [[ -z "$SERVERS" || ",$SERVERS," == *",$1,"* ]]; }
 
 FAILURES=0
 measure() {
   local case=$1 label=$2 server=$3 round=$4 args=$5
   if [[ "$server" == livehub-pg && -z "$PG_URL" ]]; then return 0; fi
+  wanted_server "$server" || return 0
   say "round $round/$ROUNDS · $case · $server"
   if ! start_server "$server"; then
     echo "run.sh: $server did not start; $case skipped" >&2

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use ipnet::IpNet;
+use socketioxide::socket::Sid;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -86,9 +87,14 @@ impl Outbox {
         queued.saturating_sub(written) <= budget as u64
     }
 
-    /// Counts `bytes` written to the connection.
+    /// Counts `bytes` written to the connection. Only the connection's own
+    /// stream writes this count, so a plain store does (no locked add on
+    /// every write).
     fn wrote(&self, bytes: usize) {
-        self.0.written.fetch_add(bytes as u64, Ordering::Relaxed);
+        let written = self.0.written.load(Ordering::Relaxed);
+        self.0
+            .written
+            .store(written + bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -98,8 +104,9 @@ const KILLED_TTL: Duration = Duration::from_secs(120);
 /// Which TCP connection carries which Engine.IO session.
 #[derive(Default)]
 pub struct TransportControl {
-    /// Sessions upgraded to websocket: the upgrade request's connection.
-    upgraded: DashMap<String, ConnInfo>,
+    /// Sessions upgraded to websocket: the upgrade request's connection. Keyed
+    /// by [`Sid`], not its text: every delivery to a websocket looks here.
+    upgraded: DashMap<Sid, ConnInfo>,
     /// Polling requests in flight, by session.
     polling: DashMap<String, Vec<(u64, CancellationToken)>>,
     /// Sessions whose transport was killed, and when.
@@ -173,23 +180,40 @@ impl TransportControl {
 
     /// Engine.IO accepted a websocket upgrade of session `sid` on connection `conn`.
     pub fn upgraded(&self, sid: &str, conn: &ConnInfo) {
-        self.upgraded.insert(sid.to_string(), conn.clone());
+        // Engine.IO accepted the upgrade, so the id is one of its own.
+        if let Ok(sid) = sid.parse::<Sid>() {
+            self.upgraded.insert(sid, conn.clone());
+        }
     }
 
     /// The connection carrying a websocket session: the upgrade's, or for a
     /// websocket opened directly, its handshake's (`handshake`).
-    pub fn websocket_conn(&self, sid: &str, handshake: Option<&ConnInfo>) -> Option<ConnInfo> {
+    pub fn websocket_conn(&self, sid: Sid, handshake: Option<&ConnInfo>) -> Option<ConnInfo> {
         self.upgraded
-            .get(sid)
+            .get(&sid)
             .map(|c| c.clone())
             .or_else(|| handshake.cloned())
+    }
+
+    /// The outbox of the connection carrying a websocket session (see
+    /// [`TransportControl::websocket_conn`]), for the delivery path: one map
+    /// lookup and one reference count, once per socket per event.
+    pub fn websocket_outbox(&self, sid: Sid, handshake: Option<&ConnInfo>) -> Option<Outbox> {
+        match self.upgraded.get(&sid) {
+            Some(conn) => Some(conn.outbox.clone()),
+            None => handshake.map(|c| c.outbox.clone()),
+        }
     }
 
     /// Closes the transport of session `sid`. `handshake` is the connection of
     /// the session's first request (the websocket itself when opened directly).
     pub fn kill(&self, sid: &str, handshake: Option<&ConnInfo>, is_websocket: bool) {
         self.killed.insert(sid.to_string(), Instant::now());
-        if let Some((_, conn)) = self.upgraded.remove(sid) {
+        let upgrade = sid
+            .parse::<Sid>()
+            .ok()
+            .and_then(|s| self.upgraded.remove(&s));
+        if let Some((_, conn)) = upgrade {
             conn.kill.cancel();
         } else if is_websocket && let Some(conn) = handshake {
             conn.kill.cancel();
@@ -202,9 +226,9 @@ impl TransportControl {
     }
 
     /// Forgets a session that ended.
-    pub fn forget(&self, sid: &str) {
-        self.upgraded.remove(sid);
-        self.polling.remove(sid);
+    pub fn forget(&self, sid: Sid) {
+        self.upgraded.remove(&sid);
+        self.polling.remove(&sid.to_string());
     }
 
     /// Forgets upgrades whose connection is gone and kills past their time
@@ -276,7 +300,13 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
 /// cancelled, even after an HTTP upgrade has handed it to a websocket task.
 pub struct KillableStream<S> {
     inner: S,
+    /// The kill token, waited on by reads.
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The same, waited on by writes that must wait: a future wakes only its
+    /// last poller, and a websocket's reader and writer are different tasks.
+    /// Made the first time a write waits, so most connections never pay it.
+    killed_while_writing: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    kill: CancellationToken,
     closed: Arc<AtomicBool>,
     outbox: Outbox,
     /// The address's connection slot, given back when the stream is dropped.
@@ -296,6 +326,8 @@ impl<S> KillableStream<S> {
         KillableStream {
             inner,
             killed: Box::pin(conn.kill.clone().cancelled_owned()),
+            killed_while_writing: None,
+            kill: conn.kill.clone(),
             closed: conn.closed.clone(),
             outbox: conn.outbox.clone(),
             _slot: None,
@@ -308,21 +340,44 @@ impl<S> KillableStream<S> {
         self
     }
 
-    fn count(&self, written: &Poll<std::io::Result<usize>>) {
-        if let Poll::Ready(Ok(n)) = written {
-            self.outbox.wrote(*n);
+    /// Counts what a write wrote. The kill token is looked at only when the
+    /// write must wait: a fan-out writes to thousands of connections, and
+    /// polling the token on every write was a measurable share of it. A
+    /// killed connection still stops at once: reads look at the token every
+    /// time, and a websocket always has a read pending (its failure ends the
+    /// session, writer included); a writer that waits on a client that does
+    /// not read is woken by the kill too.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => self.outbox.wrote(n),
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => {
+                let kill = &self.kill;
+                let killed = self
+                    .killed_while_writing
+                    .get_or_insert_with(|| Box::pin(kill.clone().cancelled_owned()));
+                if killed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(killed_error()));
+                }
+            }
         }
+        written
     }
 
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
-        match self.killed.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "transport closed by livehub",
-            )),
-            Poll::Pending => Poll::Pending,
-        }
+        self.killed.as_mut().poll(cx).map(|()| killed_error())
     }
+}
+
+fn killed_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "transport closed by livehub",
+    )
 }
 
 use std::future::Future;
@@ -346,12 +401,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for KillableStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if let Poll::Ready(e) = self.check(cx) {
-            return Poll::Ready(Err(e));
-        }
         let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.count(&written);
-        written
+        self.after_write(cx, written)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -367,12 +418,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for KillableStream<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        if let Poll::Ready(e) = self.check(cx) {
-            return Poll::Ready(Err(e));
-        }
         let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.count(&written);
-        written
+        self.after_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -405,6 +452,37 @@ mod tests {
         assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
         assert_eq!(client_ip(proxy, None, &trusted), proxy);
         assert_eq!(client_ip(proxy, Some("1.2.3.4"), &[]), proxy);
+    }
+
+    fn killable(
+        inner: tokio::io::DuplexStream,
+    ) -> (KillableStream<tokio::io::DuplexStream>, ConnInfo) {
+        let conn = ConnInfo::new(([127, 0, 0, 1], 9).into(), CancellationToken::new());
+        (KillableStream::new(inner, &conn), conn)
+    }
+
+    #[tokio::test]
+    async fn a_kill_ends_a_pending_read_and_a_write_that_waits() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, _client) = tokio::io::duplex(64);
+        let (mut stream, conn) = killable(ours);
+        stream.write_all(b"hello").await.unwrap();
+        assert_eq!(conn.outbox.0.written.load(Ordering::Relaxed), 5);
+
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let read = tokio::spawn(async move { reader.read(&mut [0; 8]).await });
+        // The client reads nothing: the 64-byte pipe fills and the write waits.
+        let write = tokio::spawn(async move { writer.write_all(&[0; 1024]).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!read.is_finished() && !write.is_finished());
+        conn.kill.cancel();
+        let read = tokio::time::timeout(Duration::from_secs(1), read).await;
+        let write = tokio::time::timeout(Duration::from_secs(1), write).await;
+        let aborted = Some(std::io::ErrorKind::ConnectionAborted);
+        let read = read.expect("the read ends").unwrap();
+        assert_eq!(read.err().map(|e| e.kind()), aborted);
+        let write = write.expect("the write ends").unwrap();
+        assert_eq!(write.err().map(|e| e.kind()), aborted);
     }
 
     #[test]

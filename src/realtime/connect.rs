@@ -172,7 +172,7 @@ async fn on_disconnect<A: Adapter>(
     if let Some(slot) = &session.connection {
         slot.release();
     }
-    transport.forget(&socket.id.to_string());
+    transport.forget(socket.id);
     ctx.expiry.forget(socket.id);
     handlers::on_disconnect(&ctx, &session).await;
 }
