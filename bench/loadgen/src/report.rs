@@ -422,9 +422,15 @@ fn targets(md: &mut String, cases: &BTreeMap<String, Case>) {
     let kib = "/server_kib_per_connection";
     target_row(
         md,
-        &format!("{}: RSS per Socket.IO websocket at or below Node's", label("idle")),
+        &format!(
+            "{}: RSS per Socket.IO websocket at or below Node's",
+            label("idle")
+        ),
         (|| {
-            let (lh, node) = (med("idle", "livehub-sqlite", kib)?, med("idle", "node", kib)?);
+            let (lh, node) = (
+                med("idle", "livehub-sqlite", kib)?,
+                med("idle", "node", kib)?,
+            );
             Some((format!("{lh:.2} vs {node:.2} KiB"), lh <= node))
         })(),
     );
