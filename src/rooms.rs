@@ -251,9 +251,12 @@ pub fn automatic_rooms(claims: &Claims) -> Vec<String> {
     rooms
 }
 
+/// What every user room starts with.
+pub(crate) const USER_PREFIX: &str = "user:";
+
 /// `user:{id}`.
 pub fn user_room(user_id: &str) -> String {
-    format!("user:{user_id}")
+    format!("{USER_PREFIX}{user_id}")
 }
 
 /// The internal room of all of a user's sockets, joined when a socket is

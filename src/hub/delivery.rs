@@ -237,6 +237,7 @@ pub(crate) fn spawn(
     fabric: Arc<dyn Fabric>,
     start: i64,
     store: Option<Store>,
+    quiet: Arc<super::quiet::QuietUsers>,
 ) -> (DeliveryHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let position = Arc::new(AtomicI64::new(start));
@@ -245,6 +246,7 @@ pub(crate) fn spawn(
         ring: VecDeque::with_capacity(RING_CAPACITY),
         position: position.clone(),
         store,
+        quiet,
     };
     let task = super::spawn_critical("deliverer", deliverer.run(rx));
     (DeliveryHandle { tx, position }, task)
@@ -256,6 +258,8 @@ struct Deliverer {
     position: Arc<AtomicI64>,
     /// The shared log, to read what other nodes committed.
     store: Option<Store>,
+    /// Users' last events, recorded before the position passes them.
+    quiet: Arc<super::quiet::QuietUsers>,
 }
 
 /// Events read per query while catching up with other nodes' commits.
@@ -346,6 +350,7 @@ impl Deliverer {
     fn deliver(&mut self, event: Arc<LoggedEvent>) {
         let reached = self.fabric.deliver(&event);
         metrics::event_delivered(&event.event, reached);
+        self.quiet.record(&event.rooms, event.seq);
         self.position.store(event.seq, Ordering::Release);
         if self.ring.len() == RING_CAPACITY {
             self.ring.pop_front();
@@ -477,7 +482,7 @@ mod tests {
             capacity: usize::MAX,
             ..Default::default()
         });
-        let (handle, _task) = spawn(fabric.clone(), 0, None);
+        let (handle, _task) = spawn(fabric.clone(), 0, None, Default::default());
         // Seqs 3 and 4 never arrive (skipped): the ring holds 1, 2, 5, 6, 7.
         handle
             .deliver([1, 2, 5, 6, 7].into_iter().map(event).collect())
@@ -505,7 +510,7 @@ mod tests {
             capacity: 3,
             ..Default::default()
         });
-        let (handle, _task) = spawn(fabric.clone(), 0, None);
+        let (handle, _task) = spawn(fabric.clone(), 0, None, Default::default());
         handle.deliver((1..=10).map(event).collect()).await;
         assert_eq!(
             join_after(&handle, 0).await,

@@ -41,6 +41,7 @@ pub mod delivery;
 pub mod fabric;
 pub mod log;
 pub mod offset;
+mod quiet;
 mod tail;
 
 use std::sync::Arc;
@@ -118,6 +119,7 @@ struct Inner {
     pruned_through: AtomicI64,
     options: HubOptions,
     census: Arc<census::CensusBoard>,
+    quiet: Arc<quiet::QuietUsers>,
 }
 
 /// Runs a task livehub cannot work without. If it panics, nothing would be
@@ -183,8 +185,17 @@ impl Hub {
             None => (format!("mem{:05x}", rand::random::<u32>() & 0xfffff), 0, 0),
         };
         let codec = OffsetCodec::new(epoch);
+        let quiet = Arc::new(quiet::QuietUsers::default());
+        if let Some(s) = &store {
+            match s.user_room_highs().await {
+                Ok(highs) => quiet.fill(highs),
+                // Every connect then reads the database, as without the table.
+                Err(e) => tracing::warn!(error = %e, "cannot read users' last events"),
+            }
+        }
         let shared = store.clone().filter(Store::is_shared);
-        let (delivery, deliverer) = delivery::spawn(fabric.clone(), last_seq, shared.clone());
+        let (delivery, deliverer) =
+            delivery::spawn(fabric.clone(), last_seq, shared.clone(), quiet.clone());
         let tail = shared.map(|store| tail::spawn(store, node.to_string(), delivery.clone()));
         let sink = match &store {
             Some(s) => log::Sink::Store(s.clone()),
@@ -202,6 +213,7 @@ impl Hub {
                 pruned_through: AtomicI64::new(pruned),
                 options,
                 census,
+                quiet,
             }),
         };
         let pruner = hub
@@ -289,6 +301,15 @@ impl Hub {
     /// The `seq` after which the log still holds every event (older ones were pruned).
     pub fn retained_from(&self) -> i64 {
         self.inner.pruned_through.load(Ordering::Relaxed)
+    }
+
+    /// Whether the log may hold an event to `user`'s room after `seq`: when
+    /// not, their offline queue from `seq` is provably empty, and a connect
+    /// need not read the database for it (see [`quiet`]).
+    pub(crate) fn user_may_have_events_after(&self, user: &str, seq: i64) -> bool {
+        self.inner
+            .quiet
+            .may_have_after(&crate::rooms::user_room(user), seq)
     }
 
     /// The offset clients should treat as "now".

@@ -171,6 +171,7 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
             Err(problem) => reset(ctx, session, problem, offset, None),
         }
     } else if let Some(since) = queue_start(ctx, mark, first)
+        && ctx.hub.user_may_have_events_after(&claims.sub, since)
         && let Some(since) = offline_queue(ctx, session, &claims, since).await
     {
         owed = true;
@@ -250,7 +251,13 @@ async fn arrive(ctx: &Sessions, session: &Session, claims: &Claims) -> Option<Ar
         signal_status(&ctx.hub, claims, "online");
         reannounce_later(ctx, claims, "online", first.reannounce());
     }
-    let mark = if session.auth_offset.is_none() {
+    // A user with no event in the retained log has no queue, whatever their
+    // mark: no need to read it.
+    let mark = if session.auth_offset.is_none()
+        && ctx
+            .hub
+            .user_may_have_events_after(&claims.sub, ctx.hub.retained_from())
+    {
         ctx.offline_mark(&claims.sub).await
     } else {
         None

@@ -321,6 +321,11 @@ impl Store {
         dispatch!(self.offline_mark(user_id))
     }
 
+    /// The highest `seq` of an event to each user room in the log.
+    pub async fn user_room_highs(&self) -> StoreResult<Vec<(String, i64)>> {
+        dispatch!(self.user_room_highs())
+    }
+
     /// Stores a chat message. A repeated `(room, sender, client_id)` stores
     /// nothing and returns the first message with `false`.
     pub async fn insert_message(&self, message: &NewMessage) -> StoreResult<(StoredMessage, bool)> {

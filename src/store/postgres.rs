@@ -331,6 +331,15 @@ impl PgStore {
                 .await?;
         Ok(OfflineMark::from_row(row))
     }
+
+    pub(super) async fn user_room_highs(&self) -> StoreResult<Vec<(String, i64)>> {
+        // A range of the (room, seq) key, not LIKE: it reads the index only.
+        Ok(sqlx::query_as(
+            "SELECT room, MAX(seq) FROM event_rooms WHERE room >= 'user:' AND room < 'user;' GROUP BY room",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }
 
 impl PgStore {

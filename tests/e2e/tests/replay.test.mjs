@@ -291,6 +291,27 @@ describe("replay under load", () => {
     closeAll(client.socket);
   });
 
+  it("delivers an offline user's queue after a server restart, without an offset", async () => {
+    // The server reads users' last events from the log at start-up; a user it
+    // believed had none would be connected without their queue.
+    const first = await connect(server.url, { token: userToken("restart-q"), transports: ["websocket"] });
+    first.close();
+    await sleep(200);
+    await emit(server, { event: "notification", user: "restart-q", data: { title: "t", message: "while down", severity: "info" } });
+    await emit(server, { event: "notification", user: "never-seen-q", data: { title: "t", message: "first ever", severity: "info" } });
+    const { DATABASE_URL } = server.env;
+    assert.equal((await server.stop("SIGTERM")).code, 0);
+    server = await startServer({ DATABASE_URL });
+
+    const back = io(server.url, { auth: { token: userToken("restart-q") }, transports: ["websocket"], forceNew: true, reconnection: false });
+    const got = await next(back, "notification", { timeout: 5000 });
+    assert.deepEqual([got.message, got.replayed], ["while down", true]);
+    const newcomer = io(server.url, { auth: { token: userToken("never-seen-q") }, transports: ["websocket"], forceNew: true, reconnection: false });
+    const first2 = await next(newcomer, "notification", { timeout: 5000 });
+    assert.deepEqual([first2.message, first2.replayed], ["first ever", true]);
+    closeAll(back, newcomer);
+  });
+
   it("replays across a server restart on the same database", async () => {
     const token = userToken("restart", { branchId: "rb" });
     const client = trackingClient(server.url, token, { io: { reconnection: false } });
