@@ -108,6 +108,7 @@ where
     init_logging(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::memory::worker_parked)
         .build()
     {
         Ok(rt) => rt,

@@ -43,6 +43,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod hub;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod plain;
 pub(crate) mod presence;
