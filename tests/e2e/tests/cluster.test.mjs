@@ -188,10 +188,22 @@ describe("a node frozen (SIGSTOP) while it holds the log lock", { skip: env.skip
     const a = await startNode({ db, redis: env.redis, cluster, node: "frozen" });
     const b = await startNode({ db, redis: env.redis, cluster, node: "awake" });
     // Is node A's connection inside an append, holding the log_meta row lock?
-    const holdsLock = () =>
-      execFileSync("psql", [db, "-tAq", "-c",
-        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid) WHERE l.relation = 'log_meta'::regclass AND s.state = 'idle in transaction'",
+    // Only A's own sessions count (found by their client ports): node B's
+    // pruner or heartbeat can sit idle in a transaction on log_meta for a
+    // moment too, and catching B's would freeze A at a moment it holds nothing.
+    const portsOfA = () =>
+      execFileSync("ss", ["-tnpH", "state", "established", "( dport = :5432 )"])
+        .toString()
+        .split("\n")
+        .filter((line) => line.includes(`pid=${a.proc.pid},`))
+        .map((line) => Number(line.trim().split(/\s+/)[2].split(":").pop()));
+    const holdsLock = () => {
+      const ports = portsOfA();
+      if (ports.length === 0) return false;
+      return execFileSync("psql", [db, "-tAq", "-c",
+        `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid) WHERE l.relation = 'log_meta'::regclass AND l.mode = 'RowShareLock' AND s.state = 'idle in transaction' AND s.client_port IN (${ports.join(",")})`,
       ]).toString().trim() !== "0";
+    };
     let frozen = false;
     try {
       const watcher = await plain(b, userToken("frozen-watcher", { branchId: "fz" }));
