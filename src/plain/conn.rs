@@ -42,8 +42,14 @@ pub(crate) struct Hello {
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
-/// How long closing waits to write the close frame, and then for the answer.
+/// How long closing waits to write the close frame.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(1);
+/// How long it then waits for the client's close in answer: as long as a drain
+/// waits for every connection (`plain::drain`). On a starved machine a client
+/// took over a second (a fresh-clone CI run saw 1006 again with 1 s): dropping
+/// the connection before its answer arrives resets it, and a client that has
+/// not read our close frame yet loses it with the reset.
+const ANSWER_PATIENCE: Duration = Duration::from_secs(3);
 type Stream = futures_util::stream::SplitStream<WebSocket>;
 
 /// Serves one upgraded connection until it closes.
@@ -239,10 +245,10 @@ impl Link {
     }
 
     /// Sends what is still queued (an `auth:expired` before its close, say),
-    /// then the close frame, and waits for the client's close in answer,
-    /// within a second each. Dropping the connection before the client has
-    /// read our close (while its own frames sit unread here) resets it, and
-    /// the client sees 1006 instead of the code.
+    /// then the close frame, and waits for the client's close in answer
+    /// (within [`CLOSE_PATIENCE`], then [`ANSWER_PATIENCE`]). Dropping the
+    /// connection before the client has read our close (while its own frames
+    /// sit unread here) resets it, and the client sees 1006 instead of the code.
     async fn finish(&self, mut sink: Sink, mut stream: Stream, mut rx: mpsc::Receiver<Outgoing>) {
         let Some((code, reason)) = self.conn.close_reason() else {
             return;
@@ -270,7 +276,7 @@ impl Link {
                 }
             }
         };
-        let _ = tokio::time::timeout(CLOSE_PATIENCE, answered).await;
+        let _ = tokio::time::timeout(ANSWER_PATIENCE, answered).await;
     }
 
     fn on_read_error(&self, e: &axum::Error) {
