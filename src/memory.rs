@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// The least time between two tidy-ups of one worker's heap.
-pub(crate) const TIDY_EVERY: Duration = Duration::from_secs(2);
+const TIDY_EVERY: Duration = Duration::from_secs(2);
 
 thread_local! {
     static LAST_TIDY: Cell<Option<Instant>> = const { Cell::new(None) };

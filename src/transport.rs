@@ -189,19 +189,24 @@ impl TransportControl {
     /// The connection carrying a websocket session: the upgrade's, or for a
     /// websocket opened directly, its handshake's (`handshake`).
     pub fn websocket_conn(&self, sid: Sid, handshake: Option<&ConnInfo>) -> Option<ConnInfo> {
-        self.upgraded
-            .get(&sid)
-            .map(|c| c.clone())
-            .or_else(|| handshake.cloned())
+        self.with_websocket_conn(sid, handshake, ConnInfo::clone)
     }
 
-    /// The outbox of the connection carrying a websocket session (see
-    /// [`TransportControl::websocket_conn`]), for the delivery path: one map
-    /// lookup and one reference count, once per socket per event.
+    /// The outbox of that connection, for the delivery path: without cloning
+    /// the rest of the connection's facts.
     pub fn websocket_outbox(&self, sid: Sid, handshake: Option<&ConnInfo>) -> Option<Outbox> {
+        self.with_websocket_conn(sid, handshake, |c| c.outbox.clone())
+    }
+
+    fn with_websocket_conn<T>(
+        &self,
+        sid: Sid,
+        handshake: Option<&ConnInfo>,
+        read: impl FnOnce(&ConnInfo) -> T,
+    ) -> Option<T> {
         match self.upgraded.get(&sid) {
-            Some(conn) => Some(conn.outbox.clone()),
-            None => handshake.map(|c| c.outbox.clone()),
+            Some(conn) => Some(read(&conn)),
+            None => handshake.map(read),
         }
     }
 

@@ -42,15 +42,16 @@ pub(crate) struct Hello {
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
 /// How long closing waits to write the close frame.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(1);
-/// How long it then waits for the client's close in answer: as long as a drain
-/// waits for every connection (`plain::drain`). On a starved machine a client
+/// How long it then waits for the client's close in answer; a drain waits as
+/// long for every connection (`plain::drain`). On a starved machine a client
 /// took over a second (a fresh-clone CI run saw 1006 again with 1 s): dropping
 /// the connection before its answer arrives resets it, and a client that has
 /// not read our close frame yet loses it with the reset.
-const ANSWER_PATIENCE: Duration = Duration::from_secs(3);
-type Stream = futures_util::stream::SplitStream<WebSocket>;
+pub(crate) const ANSWER_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Serves one upgraded connection until it closes.
 pub(crate) async fn serve(front: Arc<Front>, socket: WebSocket, hello: Hello) {

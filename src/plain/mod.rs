@@ -167,7 +167,7 @@ pub(crate) async fn drain(front: &Front) {
     // close in answer, and then leaves the registry; exiting before that would
     // cut them (1006) instead of 1012, and clients would not know to
     // reconnect at once. A client on a busy machine may take a while to answer.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let deadline = tokio::time::Instant::now() + conn::ANSWER_PATIENCE;
     while front.registry.len() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

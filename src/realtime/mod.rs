@@ -224,9 +224,9 @@ async fn broadcast<A: Adapter>(
 impl<A: Adapter> IoFabric<A> {
     /// The byte count of the connection carrying a websocket socket. Polling
     /// sockets have none: what they hold is bounded in packets, and a client
-    /// that stops polling misses its heartbeat. Runs once per socket per
-    /// event, so it reads the handshake's request parts and the upgrade map
-    /// (no lock on the socket, unlike its extensions).
+    /// that stops polling misses its heartbeat. Runs per socket for every event
+    /// over [`UNCOUNTED_EVENT_BYTES`], so it reads the handshake's request
+    /// parts and the upgrade map (no lock on the socket, unlike its extensions).
     fn outbox(&self, socket: &socketioxide::extract::SocketRef<A>) -> Option<Outbox> {
         if socket.transport_type() != TransportType::Websocket {
             return None;
