@@ -168,17 +168,9 @@ impl App {
         let transport = Arc::new(TransportControl::default());
         let (fabric, plain_conns) = fabrics(&io, &transport, &config, &store, driver);
         let log_store = config.event_log.then(|| store.clone());
-        let (hub, tasks) = Hub::start(
-            log_store.clone(),
-            fabric,
-            HubOptions {
-                replay_limit: config.replay_limit,
-                retention: config.event_retention,
-                node: config.node_id.clone(),
-            },
-        )
-        .await
-        .context("cannot read the event log")?;
+        let (hub, tasks) = Hub::start(log_store.clone(), fabric, hub_options(&config))
+            .await
+            .context("cannot read the event log")?;
         let chat = Chat::new(store.clone(), hub.clone(), config.encryption_key.as_ref());
         let sessions = Arc::new(Sessions::new(session::Parts {
             hub: hub.clone(),
@@ -196,25 +188,13 @@ impl App {
         }
 
         let ready = Arc::new(AtomicBool::new(false));
-        let state = AppState {
-            hub: hub.clone(),
-            api_keys: ApiKeys::new(&config.api_keys),
-            verifier,
-            chat,
-            presence,
-            metrics: crate::metrics::install(),
-            node_id: config.node_id.clone(),
-            started: Instant::now(),
-            ready: ready.clone(),
-            max_payload_bytes: config.max_payload_bytes,
-            dev: dev.clone(),
-            user_limits: http::UserLimits::per_minute(config.rate_limit_per_minute),
-            membership: membership.clone(),
-        };
         if let Some(membership) = &membership {
             let hub = hub.clone();
             membership.start(move || hub.open_connections());
         }
+        let state = http_state(
+            &config, &hub, verifier, chat, presence, &dev, membership, &ready,
+        );
         let front = Arc::new(Front {
             sessions: sessions.clone(),
             registry: plain_conns,
@@ -223,13 +203,13 @@ impl App {
             ping_every: config.ws_ping_interval,
             idle_after: config.ws_idle_timeout,
         });
-        let admin = realtime::admin::Admin::new(
+        init(realtime::admin::register(realtime::admin::Admin::new(
             io.clone(),
             config.admin.clone(),
             hub.clone(),
             config.node_id.clone(),
-        );
-        init(realtime::admin::register(admin)).await?;
+        )))
+        .await?;
         let admin_ui = config
             .admin_ui_dir
             .as_deref()
@@ -369,6 +349,43 @@ fn prepare_dev(config: &mut Config) -> Option<DevInfo> {
         api_key: config.api_keys[0].clone(),
         generated,
     })
+}
+
+fn hub_options(config: &Config) -> HubOptions {
+    HubOptions {
+        replay_limit: config.replay_limit,
+        retention: config.event_retention,
+        node: config.node_id.clone(),
+    }
+}
+
+/// What the HTTP routes share.
+#[allow(clippy::too_many_arguments)]
+fn http_state(
+    config: &Config,
+    hub: &Hub,
+    verifier: Verifier,
+    chat: Chat,
+    presence: Presence,
+    dev: &Option<DevInfo>,
+    membership: Option<Arc<Membership>>,
+    ready: &Arc<AtomicBool>,
+) -> AppState {
+    AppState {
+        hub: hub.clone(),
+        api_keys: ApiKeys::new(&config.api_keys),
+        verifier,
+        chat,
+        presence,
+        metrics: crate::metrics::install(),
+        node_id: config.node_id.clone(),
+        started: Instant::now(),
+        ready: ready.clone(),
+        max_payload_bytes: config.max_payload_bytes,
+        dev: dev.clone(),
+        user_limits: http::UserLimits::per_minute(config.rate_limit_per_minute),
+        membership,
+    }
 }
 
 /// This node's fabrics: its Socket.IO sockets and its plain connections,

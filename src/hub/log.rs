@@ -20,7 +20,7 @@ use super::offset::OffsetCodec;
 use crate::error::Rejection;
 use crate::events::{self, Prepared};
 use crate::metrics;
-use crate::store::{Appended, NewEvent, Store};
+use crate::store::{Appended, NewEvent, Store, StoreResult};
 
 /// The most events committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -115,15 +115,14 @@ async fn run(
     tracing::debug!("log writer stopped");
 }
 
+/// One group commit: append every waiting request's events in one
+/// transaction, hand the new ones to the deliverer, then answer each caller.
 async fn commit(
     sink: &mut Sink,
     codec: &OffsetCodec,
     delivery: &DeliveryHandle,
     requests: Vec<AppendRequest>,
 ) {
-    let now = chrono::Utc::now();
-    let now_ms = now.timestamp_millis();
-    let now_iso = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let prepared: Vec<&Prepared> = requests.iter().flat_map(|r| r.events.iter()).collect();
     if prepared.is_empty() {
         // A flush: everything queued before it has been committed and handed on.
@@ -133,8 +132,40 @@ async fn commit(
         return;
     }
     let started = Instant::now();
+    let outcome = append_to(sink, codec, &prepared).await;
+    metrics::log_append(started.elapsed(), prepared.len());
+    let appended = match outcome {
+        Ok(appended) => appended,
+        Err(e) => {
+            tracing::error!(error = %e, events = prepared.len(), "event log append failed");
+            for req in requests {
+                let _ = req.reply.send(unlogged(req.events.len()));
+            }
+            return;
+        }
+    };
+    let (to_deliver, replies) = settle(requests, appended, codec);
+    // Deliver before answering: a caller that emits and then asks a socket what
+    // it got must find the event already on its way.
+    delivery.deliver(to_deliver).await;
+    for (reply, results, queued_at) in replies {
+        metrics::emit_latency(queued_at.elapsed());
+        let _ = reply.send(results);
+    }
+}
 
-    let outcome = match sink {
+/// Appends one batch to the sink, each event's envelope stamped now.
+async fn append_to(
+    sink: &mut Sink,
+    codec: &OffsetCodec,
+    prepared: &[&Prepared],
+) -> StoreResult<Vec<Appended>> {
+    let now = chrono::Utc::now();
+    let now_ms = now.timestamp_millis();
+    let now_iso = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let envelope =
+        |p: &Prepared, seq: i64| events::envelope(&p.event, &p.data, &codec.format(seq), &now_iso);
+    match sink {
         Sink::Store(store) => {
             let batch: Vec<NewEvent> = prepared
                 .iter()
@@ -147,14 +178,7 @@ async fn commit(
                 })
                 .collect();
             let cutoff = now_ms - IDEMPOTENCY_WINDOW.as_millis() as i64;
-            let build = |i: usize, seq: i64| {
-                events::envelope(
-                    &prepared[i].event,
-                    &prepared[i].data,
-                    &codec.format(seq),
-                    &now_iso,
-                )
-            };
+            let build = |i: usize, seq: i64| envelope(prepared[i], seq);
             store.append(&batch, cutoff, &build).await
         }
         Sink::Memory { last_seq } => Ok(prepared
@@ -163,46 +187,45 @@ async fn commit(
                 *last_seq += 1;
                 Appended::New {
                     seq: *last_seq,
-                    payload: events::envelope(
-                        &p.event,
-                        &p.data,
-                        &codec.format(*last_seq),
-                        &now_iso,
-                    ),
+                    payload: envelope(p, *last_seq),
                 }
             })
             .collect()),
-    };
-    metrics::log_append(started.elapsed(), prepared.len());
+    }
+}
 
-    let appended = match outcome {
-        Ok(appended) => appended,
-        Err(e) => {
-            tracing::error!(error = %e, events = prepared.len(), "event log append failed");
-            for req in requests {
-                let n = req.events.len();
-                let _ = req.reply.send(
-                    (0..n)
-                        .map(|_| {
-                            Err(Rejection::internal(
-                                "the event log is unavailable; nothing was emitted",
-                            ))
-                        })
-                        .collect(),
-                );
-            }
-            return;
-        }
-    };
+/// A caller's answer when its batch could not be logged.
+fn unlogged(n: usize) -> Vec<Result<Receipt, Rejection>> {
+    (0..n)
+        .map(|_| {
+            Err(Rejection::internal(
+                "the event log is unavailable; nothing was emitted",
+            ))
+        })
+        .collect()
+}
 
+type Reply = (
+    oneshot::Sender<Vec<Result<Receipt, Rejection>>>,
+    Vec<Result<Receipt, Rejection>>,
+    Instant,
+);
+
+/// Pairs each committed event with its request: the events to deliver (new
+/// ones only; a duplicate was delivered the first time) and each caller's
+/// receipts.
+fn settle(
+    requests: Vec<AppendRequest>,
+    appended: Vec<Appended>,
+    codec: &OffsetCodec,
+) -> (Vec<Arc<LoggedEvent>>, Vec<Reply>) {
     let mut to_deliver = Vec::with_capacity(appended.len());
-    let mut receipts = appended.into_iter();
+    let mut outcomes = appended.into_iter();
     let mut replies = Vec::with_capacity(requests.len());
     for req in requests {
         let mut results = Vec::with_capacity(req.events.len());
         for p in req.events {
-            let outcome = receipts.next().expect("one outcome per event");
-            results.push(Ok(match outcome {
+            let receipt = match outcomes.next().expect("one outcome per event") {
                 Appended::New { seq, payload } => {
                     let receipt = Receipt {
                         offset: codec.format(seq),
@@ -224,15 +247,10 @@ async fn commit(
                     rooms,
                     duplicate: true,
                 },
-            }));
+            };
+            results.push(Ok(receipt));
         }
         replies.push((req.reply, results, req.queued_at));
     }
-    // Deliver before answering: a caller that emits and then asks a socket what
-    // it got must find the event already on its way.
-    delivery.deliver(to_deliver).await;
-    for (reply, results, queued_at) in replies {
-        metrics::emit_latency(queued_at.elapsed());
-        let _ = reply.send(results);
-    }
+    (to_deliver, replies)
 }

@@ -114,81 +114,22 @@ impl PgStore {
                 .fetch_one(&mut *tx)
                 .await?;
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut seqs = Vec::with_capacity(batch.len());
-        let mut names = Vec::with_capacity(batch.len());
-        let mut payloads = Vec::with_capacity(batch.len());
-        let mut rooms_json = Vec::with_capacity(batch.len());
-        let mut except_json: Vec<Option<String>> = Vec::with_capacity(batch.len());
-        let mut created = Vec::with_capacity(batch.len());
-        let mut room_names: Vec<&str> = Vec::new();
-        let mut room_seqs: Vec<i64> = Vec::new();
+        let mut rows = EventRows::with_capacity(batch.len());
         for (i, ev) in batch.iter().enumerate() {
             let seq = next + 1;
-            if let Some(key) = &ev.idempotency_key {
-                let claimed = sqlx::query(
-                    "INSERT INTO idempotency (key, seq, rooms, created_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (key) DO UPDATE
-                       SET seq = excluded.seq, rooms = excluded.rooms, created_at = excluded.created_at
-                       WHERE idempotency.created_at < $5",
-                )
-                .bind(key)
-                .bind(seq)
-                .bind(rooms_to_json(&ev.rooms))
-                .bind(ev.created_at_ms)
-                .bind(idempotency_cutoff_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                if !claimed {
-                    let row = sqlx::query("SELECT seq, rooms FROM idempotency WHERE key = $1")
-                        .bind(key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    outcomes.push(Appended::Duplicate {
-                        seq: row.get(0),
-                        rooms: rooms_from_json(Some(row.get(1)))?,
-                    });
-                    continue;
-                }
+            if let Some(key) = &ev.idempotency_key
+                && let Some(first) = claim_key(&mut tx, key, seq, ev, idempotency_cutoff_ms).await?
+            {
+                outcomes.push(first);
+                continue;
             }
             next = seq;
             let body = payload(i, seq);
-            outcomes.push(Appended::New {
-                seq,
-                payload: body.clone(),
-            });
-            seqs.push(seq);
-            names.push(ev.event.as_str());
-            payloads.push(body);
-            rooms_json.push(rooms_to_json(&ev.rooms));
-            except_json.push((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)));
-            created.push(ev.created_at_ms);
-            for room in &ev.rooms {
-                room_names.push(room);
-                room_seqs.push(seq);
-            }
+            rows.push(ev, seq, body.clone());
+            outcomes.push(Appended::New { seq, payload: body });
         }
-        if !seqs.is_empty() {
-            sqlx::query(
-                "INSERT INTO events (seq, event, payload, rooms, except_rooms, created_at)
-                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
-            )
-            .bind(&seqs)
-            .bind(&names)
-            .bind(&payloads)
-            .bind(&rooms_json)
-            .bind(&except_json)
-            .bind(&created)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO event_rooms (room, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])",
-            )
-            .bind(&room_names)
-            .bind(&room_seqs)
-            .execute(&mut *tx)
-            .await?;
+        if !rows.seqs.is_empty() {
+            rows.insert(&mut tx).await?;
             sqlx::query("UPDATE log_meta SET last_seq = $1 WHERE id = 1")
                 .bind(next)
                 .execute(&mut *tx)
@@ -521,5 +462,109 @@ impl PgLogListener {
                 Ok(Some((origin.to_string(), seq)))
             }
         }
+    }
+}
+
+type PgTx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// Claims an idempotency key for the event about to take `seq`. `None`: the
+/// key is free (or expired) and now points at `seq`. Otherwise the receipt of
+/// the first emit with this key, and nothing is to be stored.
+async fn claim_key(
+    tx: &mut PgTx,
+    key: &str,
+    seq: i64,
+    ev: &NewEvent,
+    cutoff_ms: i64,
+) -> StoreResult<Option<Appended>> {
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency (key, seq, rooms, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key) DO UPDATE
+           SET seq = excluded.seq, rooms = excluded.rooms, created_at = excluded.created_at
+           WHERE idempotency.created_at < $5",
+    )
+    .bind(key)
+    .bind(seq)
+    .bind(rooms_to_json(&ev.rooms))
+    .bind(ev.created_at_ms)
+    .bind(cutoff_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT seq, rooms FROM idempotency WHERE key = $1")
+        .bind(key)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(Appended::Duplicate {
+        seq: row.get(0),
+        rooms: rooms_from_json(Some(row.get(1)))?,
+    }))
+}
+
+/// A batch's new events as columns, inserted with one `UNNEST` per table.
+struct EventRows<'a> {
+    seqs: Vec<i64>,
+    names: Vec<&'a str>,
+    payloads: Vec<String>,
+    rooms: Vec<String>,
+    except: Vec<Option<String>>,
+    created: Vec<i64>,
+    room_names: Vec<&'a str>,
+    room_seqs: Vec<i64>,
+}
+
+impl<'a> EventRows<'a> {
+    fn with_capacity(n: usize) -> Self {
+        EventRows {
+            seqs: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            rooms: Vec::with_capacity(n),
+            except: Vec::with_capacity(n),
+            created: Vec::with_capacity(n),
+            room_names: Vec::new(),
+            room_seqs: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, ev: &'a NewEvent, seq: i64, payload: String) {
+        self.seqs.push(seq);
+        self.names.push(ev.event.as_str());
+        self.payloads.push(payload);
+        self.rooms.push(rooms_to_json(&ev.rooms));
+        self.except
+            .push((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)));
+        self.created.push(ev.created_at_ms);
+        for room in &ev.rooms {
+            self.room_names.push(room);
+            self.room_seqs.push(seq);
+        }
+    }
+
+    async fn insert(&self, tx: &mut PgTx) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO events (seq, event, payload, rooms, except_rooms, created_at)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])",
+        )
+        .bind(&self.seqs)
+        .bind(&self.names)
+        .bind(&self.payloads)
+        .bind(&self.rooms)
+        .bind(&self.except)
+        .bind(&self.created)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO event_rooms (room, seq) SELECT * FROM UNNEST($1::text[], $2::bigint[])",
+        )
+        .bind(&self.room_names)
+        .bind(&self.room_seqs)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 }

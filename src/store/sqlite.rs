@@ -328,33 +328,11 @@ impl SqliteStore {
         let mut fresh: Vec<(usize, i64, String)> = Vec::with_capacity(batch.len());
         for (i, ev) in batch.iter().enumerate() {
             let seq = next + 1;
-            if let Some(key) = &ev.idempotency_key {
-                let claimed = sqlx::query(
-                    "INSERT INTO idempotency (key, seq, rooms, created_at) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (key) DO UPDATE
-                       SET seq = excluded.seq, rooms = excluded.rooms, created_at = excluded.created_at
-                       WHERE idempotency.created_at < ?",
-                )
-                .bind(key)
-                .bind(seq)
-                .bind(rooms_to_json(&ev.rooms))
-                .bind(ev.created_at_ms)
-                .bind(idempotency_cutoff_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                if !claimed {
-                    let row = sqlx::query("SELECT seq, rooms FROM idempotency WHERE key = ?")
-                        .bind(key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    outcomes.push(Appended::Duplicate {
-                        seq: row.get(0),
-                        rooms: rooms_from_json(Some(row.get(1)))?,
-                    });
-                    continue;
-                }
+            if let Some(key) = &ev.idempotency_key
+                && let Some(first) = claim_key(&mut tx, key, seq, ev, idempotency_cutoff_ms).await?
+            {
+                outcomes.push(first);
+                continue;
             }
             next = seq;
             let body = payload(i, seq);
@@ -364,34 +342,7 @@ impl SqliteStore {
             });
             fresh.push((i, seq, body));
         }
-
-        for chunk in fresh.chunks(MAX_ROWS_PER_INSERT / 6) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO events (seq, event, payload, rooms, except_rooms, created_at) ",
-            );
-            q.push_values(chunk, |mut row, (i, seq, body)| {
-                let ev = &batch[*i];
-                row.push_bind(*seq)
-                    .push_bind(ev.event.as_str())
-                    .push_bind(body.as_str())
-                    .push_bind(rooms_to_json(&ev.rooms))
-                    .push_bind((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)))
-                    .push_bind(ev.created_at_ms);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        let room_rows: Vec<(&str, i64)> = fresh
-            .iter()
-            .flat_map(|(i, seq, _)| batch[*i].rooms.iter().map(move |r| (r.as_str(), *seq)))
-            .collect();
-        for chunk in room_rows.chunks(MAX_ROWS_PER_INSERT / 2) {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO event_rooms (room, seq) ");
-            q.push_values(chunk, |mut row, (room, seq)| {
-                row.push_bind(*room).push_bind(*seq);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
+        insert_events(&mut tx, batch, &fresh).await?;
         sqlx::query("UPDATE log_meta SET last_seq = ? WHERE id = 1")
             .bind(next)
             .execute(&mut *tx)
@@ -709,4 +660,80 @@ impl SqliteStore {
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(message_row).collect()
     }
+}
+
+type SqliteTx = sqlx::Transaction<'static, Sqlite>;
+
+/// Claims an idempotency key for the event about to take `seq`. `None`: the
+/// key is free (or expired) and now points at `seq`. Otherwise the receipt of
+/// the first emit with this key, and nothing is to be stored.
+async fn claim_key(
+    tx: &mut SqliteTx,
+    key: &str,
+    seq: i64,
+    ev: &NewEvent,
+    cutoff_ms: i64,
+) -> StoreResult<Option<Appended>> {
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency (key, seq, rooms, created_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (key) DO UPDATE
+           SET seq = excluded.seq, rooms = excluded.rooms, created_at = excluded.created_at
+           WHERE idempotency.created_at < ?",
+    )
+    .bind(key)
+    .bind(seq)
+    .bind(rooms_to_json(&ev.rooms))
+    .bind(ev.created_at_ms)
+    .bind(cutoff_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT seq, rooms FROM idempotency WHERE key = ?")
+        .bind(key)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(Appended::Duplicate {
+        seq: row.get(0),
+        rooms: rooms_from_json(Some(row.get(1)))?,
+    }))
+}
+
+/// Inserts the new events, `(index in batch, seq, payload)`, and their room
+/// rows, in statements under SQLite's bound-parameter limit.
+async fn insert_events(
+    tx: &mut SqliteTx,
+    batch: &[NewEvent],
+    fresh: &[(usize, i64, String)],
+) -> StoreResult<()> {
+    for chunk in fresh.chunks(MAX_ROWS_PER_INSERT / 6) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO events (seq, event, payload, rooms, except_rooms, created_at) ",
+        );
+        q.push_values(chunk, |mut row, (i, seq, body)| {
+            let ev = &batch[*i];
+            row.push_bind(*seq)
+                .push_bind(ev.event.as_str())
+                .push_bind(body.as_str())
+                .push_bind(rooms_to_json(&ev.rooms))
+                .push_bind((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)))
+                .push_bind(ev.created_at_ms);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    let room_rows: Vec<(&str, i64)> = fresh
+        .iter()
+        .flat_map(|(i, seq, _)| batch[*i].rooms.iter().map(move |r| (r.as_str(), *seq)))
+        .collect();
+    for chunk in room_rows.chunks(MAX_ROWS_PER_INSERT / 2) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO event_rooms (room, seq) ");
+        q.push_values(chunk, |mut row, (room, seq)| {
+            row.push_bind(*room).push_bind(*seq);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
