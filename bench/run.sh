@@ -9,7 +9,7 @@
 # Options:
 #   --rounds N        rounds (each case is measured N times per server, alternating)
 #   --only a,b        only these cases: fanout-search fanout-fixed idle connect-storm
-#                     emit-api replay-user replay-room
+#                     emit-api replay-user reconnect-storm replay-room
 #   --servers a,b     only these servers: livehub-sqlite livehub-normal livehub-plain
 #                     livehub-pg livehub-nolog floor node
 #   --out FILE        where the Markdown report goes
@@ -62,6 +62,8 @@ if ((QUICK)); then
   : "${BENCH_STORM_WORKERS:=32}" "${BENCH_STORM_S:=3}"
   : "${BENCH_EMIT_CLIENTS:=16}" "${BENCH_EMIT_S:=3}"
   : "${BENCH_REPLAY_EVENTS:=2000}"
+  : "${BENCH_RECONNECT_SOCKETS:=500}" "${BENCH_RECONNECT_RATE:=20}"
+  : "${BENCH_RECONNECT_WARMUP_S:=2}" "${BENCH_RECONNECT_S:=6}"
   : "${BENCH_WARMUP_S:=1}"
 else
   : "${ROUNDS:=3}"
@@ -73,6 +75,8 @@ else
   : "${BENCH_STORM_WORKERS:=64}" "${BENCH_STORM_S:=10}"
   : "${BENCH_EMIT_CLIENTS:=32}" "${BENCH_EMIT_S:=10}"
   : "${BENCH_REPLAY_EVENTS:=10000}"
+  : "${BENCH_RECONNECT_SOCKETS:=5000}" "${BENCH_RECONNECT_RATE:=20}"
+  : "${BENCH_RECONNECT_WARMUP_S:=5}" "${BENCH_RECONNECT_S:=20}"
   : "${BENCH_WARMUP_S:=2}"
 fi
 BENCH_DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
@@ -194,6 +198,7 @@ CASES=(
   "connect-storm|Connect storm (JWT handshakes), $BENCH_STORM_WORKERS workers|livehub-sqlite floor node|connect-storm --workers $BENCH_STORM_WORKERS --duration $BENCH_STORM_S --warmup $BENCH_WARMUP_S"
   "emit-api|Emit API alone, $BENCH_EMIT_CLIENTS keep-alive clients|livehub-sqlite livehub-normal livehub-pg livehub-nolog floor node|emit-api --clients $BENCH_EMIT_CLIENTS --duration $BENCH_EMIT_S --warmup $BENCH_WARMUP_S"
   "replay-user|Replay of $BENCH_REPLAY_EVENTS missed events (user room, auth.offset)|livehub-sqlite livehub-pg|replay --via user --events $BENCH_REPLAY_EVENTS"
+  "reconnect-storm|Reconnect storm: $BENCH_RECONNECT_SOCKETS clients drop at once and come back with offsets, $BENCH_RECONNECT_RATE emits/s|livehub-sqlite livehub-pg|reconnect-storm --sockets $BENCH_RECONNECT_SOCKETS --rate $BENCH_RECONNECT_RATE --warmup $BENCH_RECONNECT_WARMUP_S --duration $BENCH_RECONNECT_S"
   "replay-room|Replay of $BENCH_REPLAY_EVENTS missed events (shipment room, join with since)|livehub-sqlite|replay --via room --events $BENCH_REPLAY_EVENTS"
 )
 

@@ -54,6 +54,9 @@ enum Command {
     EmitApi(scenarios::emit_api::Args),
     /// Reconnect from an offset after N missed events: time to the last one.
     Replay(scenarios::replay::Args),
+    /// Every client drops at once and comes back with its offset while
+    /// emits flow: time until all have caught up, loss, duplicates.
+    ReconnectStorm(scenarios::reconnect::Args),
     /// Thousands of clients for minutes, with churn and a steady emit rate:
     /// delivered vs expected per client (not part of bench/run.sh).
     Soak(scenarios::soak::Args),
@@ -123,6 +126,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::EmitApi(a) => ("emit-api", scenarios::emit_api::run(common, a).await?),
                 Command::Replay(a) => ("replay", scenarios::replay::run(common, a).await?),
+                Command::ReconnectStorm(a) => (
+                    "reconnect-storm",
+                    scenarios::reconnect::run(common, a).await?,
+                ),
                 Command::Soak(a) => ("soak", scenarios::soak::run(common, a).await?),
                 _ => unreachable!("handled above"),
             }

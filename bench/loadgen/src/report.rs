@@ -111,6 +111,16 @@ fn metrics(scenario: &str) -> &'static [Metric] {
             m!("batch emit ms", "/batch_emit_ms", 0),
             m!("complete, in order", "/complete", 0),
         ],
+        "reconnect-storm" => &[
+            m!("ms until all caught up", "/all_caught_up_ms", 0),
+            m!("catch-up p50 ms", "/catch_up_latency/p50_ms", 0),
+            m!("catch-up p99 ms", "/catch_up_latency/p99_ms", 0),
+            m!("ms until all reconnected", "/all_reconnected_ms", 0),
+            m!("missing", "/missing_total", 0),
+            m!("duplicates", "/duplicates_total", 0),
+            m!("failed reconnects", "/failed_reconnects_total", 0),
+            m!("emit p99 ms", "/emits/latency/p99_ms", 0),
+        ],
         _ => &[],
     }
 }
@@ -525,6 +535,31 @@ fn targets(md: &mut String, cases: &BTreeMap<String, Case>) {
             })(),
         );
     }
+    target_row(
+        md,
+        &format!(
+            "{}: every client caught up, nothing missing or twice",
+            label("reconnect-storm")
+        ),
+        (|| {
+            let c = cell("reconnect-storm", "livehub-sqlite")?;
+            let ms = c.max("/all_caught_up_ms");
+            let ok = c.values("/ok").iter().all(|&v| v == 1.0) && ms.is_some();
+            let text = match ms {
+                Some(ms) => format!(
+                    "all caught up {} s after the drop (slowest round)",
+                    fmt(ms / 1000.0, 1)
+                ),
+                None => "some clients never caught up".to_string(),
+            };
+            let text = if ok {
+                text
+            } else {
+                format!("{text}; events missing or twice")
+            };
+            Some((text, ok))
+        })(),
+    );
     let _ = writeln!(md);
 }
 
@@ -608,7 +643,17 @@ PostgreSQL log, and `EVENT_LOG=off`.\n\
 connects, learns its offset from an event, leaves; the controller emits N events to `user:{sub}` \
 through `POST /api/v1/emit/batch` (1,000 per request); the client reconnects with \
 `auth.offset` and the clock runs from the TCP connect to the N-th event, which must all be \
-marked `replayed: true` and arrive in order.\n\n\
+marked `replayed: true` and arrive in order.\n\
+- **Reconnect storm** (livehub only, for the same reason): N users of one branch are connected \
+with `auth.offset` while the controller emits numbered `dashboard:refresh` events to the branch \
+at a steady rate. After a warm-up every TCP connection closes at the same moment, without a \
+goodbye; each client waits as socket.io-client's default reconnection does (1 s ± 50 %, \
+doubling up to 5 s after a failed attempt) and reconnects with the offset of the last event it \
+saw, while the emits go on. A client has caught up when it holds, with no gap, every event due \
+before its reconnect was answered; the figure is the time from the drop to the last client \
+caught up. At the end every client's `seq`s are checked against every emit: missing and \
+duplicates must be 0. The emit p99 is the controller's: scheduled time to `202`, over the whole \
+run, storm included.\n\n\
 The Node peer is one Node.js process (how a Node team runs socket.io without a Redis adapter and \
 sticky sessions) with `socket.io` 4.x, `jsonwebtoken` in an `io.use` middleware, and plain \
 `node:http` for the emit route. It implements only the slice the scenarios use: no presence \

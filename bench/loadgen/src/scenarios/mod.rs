@@ -3,6 +3,7 @@
 pub mod emit_api;
 pub mod fanout;
 pub mod idle;
+pub mod reconnect;
 pub mod replay;
 pub mod soak;
 pub mod storm;
@@ -102,4 +103,18 @@ impl Tally {
     pub fn first_error(&self) -> Option<String> {
         self.first_error.lock().expect("lock").clone()
     }
+}
+
+/// A `dashboard:refresh` event's `seq`, `offset` and `replayed` flag:
+/// `["dashboard:refresh", {"seq": n, "offset": "…", "replayed": true?}]`.
+pub fn parse_refresh(args: &str) -> Option<(u64, String, bool)> {
+    let v: serde_json::Value = serde_json::from_str(args).ok()?;
+    let data = v.get(1)?;
+    let seq = data.get("seq")?.as_u64()?;
+    let offset = data.get("offset")?.as_str()?.to_string();
+    let replayed = data
+        .get("replayed")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    Some((seq, offset, replayed))
 }

@@ -244,7 +244,7 @@ async fn client_loop(
                         if args.as_str().starts_with("[\"replay:reset\"") {
                             seen.resets += 1;
                         }
-                        if let Some((seq, off, replayed)) = parse(args.as_str()) {
+                        if let Some((seq, off, replayed)) = super::parse_refresh(args.as_str()) {
                             first_seq.get_or_insert(seq);
                             last_seq = Some(seq);
                             offset_seq = Some(seq);
@@ -276,17 +276,4 @@ async fn client_loop(
         tokio::time::sleep(Duration::from_millis(rand::random_range(50..1000))).await;
     }
     seen
-}
-
-/// `["dashboard:refresh", {"seq": n, "offset": "…", "replayed": true?}]`
-fn parse(args: &str) -> Option<(u64, String, bool)> {
-    let v: Value = serde_json::from_str(args).ok()?;
-    let data = v.get(1)?;
-    let seq = data.get("seq")?.as_u64()?;
-    let offset = data.get("offset")?.as_str()?.to_string();
-    let replayed = data
-        .get("replayed")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Some((seq, offset, replayed))
 }
