@@ -54,23 +54,29 @@ const CLOSE_PATIENCE: Duration = Duration::from_secs(1);
 pub(crate) const ANSWER_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Serves one upgraded connection until it closes.
+///
+/// This future is the connection's task, alive for as long as the connection:
+/// its size is memory held per idle connection. An async fn reserves room for
+/// the largest future it awaits, so the cold steps (authentication, refusal,
+/// closing, clean-up) are boxed: they cost one allocation while they run
+/// instead of their size for the connection's whole life.
 pub(crate) async fn serve(front: Arc<Front>, socket: WebSocket, hello: Hello) {
     let (mut sink, mut stream) = socket.split();
     let (token, offset) = match hello.token.clone() {
         Some(token) => (token, hello.offset.clone()),
-        None => match await_auth_frame(&mut sink, &mut stream).await {
+        None => match Box::pin(await_auth_frame(&mut sink, &mut stream)).await {
             Some(auth) => (auth.token, auth.offset.or_else(|| hello.offset.clone())),
             None => {
                 hello.slot.release();
-                return refuse(sink, &AuthError::MissingToken).await;
+                return Box::pin(refuse(sink, &AuthError::MissingToken)).await;
             }
         },
     };
-    let claims = match front.sessions.verifier.verify(&token).await {
+    let claims = match Box::pin(front.sessions.verifier.verify(&token)).await {
         Ok(claims) => claims,
         Err(e) => {
             hello.slot.release();
-            return refuse(sink, &e).await;
+            return Box::pin(refuse(sink, &e)).await;
         }
     };
     accepted(front, sink, stream, claims, offset, hello).await;
@@ -171,7 +177,7 @@ async fn accepted(
         slot.release();
     }
     ctx.expiry.forget(sid);
-    handlers::on_disconnect(ctx, &session).await;
+    Box::pin(handlers::on_disconnect(ctx, &session)).await;
 }
 
 /// What `getStatus` reports beside the session.
@@ -242,7 +248,7 @@ impl Link {
                 }
             }
         }
-        self.finish(sink, stream, rx).await;
+        Box::pin(self.finish(sink, stream, rx)).await;
     }
 
     /// Sends what is still queued (an `auth:expired` before its close, say),

@@ -414,6 +414,12 @@ where
     A: Adapter + socketioxide_core::adapter::DefinedAdapter,
 {
     let init = admin.io.ns(NAMESPACE, AdminConnect(admin.clone()));
+    // Closed, the namespace refuses every UI: no one to tell. The ticker would
+    // otherwise keep a snapshot of every socket's rooms and serialise each new
+    // socket every two seconds for nobody.
+    if !admin.access.is_open() {
+        return init;
+    }
     let weak = Arc::downgrade(&admin);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(STATS_EVERY);
