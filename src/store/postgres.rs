@@ -21,6 +21,9 @@ use super::{
 #[derive(Clone)]
 pub(super) struct PgStore {
     pub(super) pool: PgPool,
+    /// The log writer's own connection: appends do not queue behind reads
+    /// for a connection from `pool` (see the SQLite store's `appender_pool`).
+    appender: PgPool,
 }
 
 impl PgStore {
@@ -62,9 +65,14 @@ impl PgStore {
             .max_connections(16)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        let appender = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, appender })
     }
 
     pub(super) async fn migrate(&self, epoch: &str) -> StoreResult<()> {
@@ -87,6 +95,7 @@ impl PgStore {
     }
 
     pub(super) async fn close(&self) {
+        self.appender.close().await;
         self.pool.close().await;
     }
 
@@ -108,7 +117,7 @@ impl PgStore {
         payload: PayloadFn<'_>,
         origin: &str,
     ) -> StoreResult<Vec<Appended>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.appender.begin().await?;
         let mut next: i64 =
             sqlx::query_scalar("SELECT last_seq FROM log_meta WHERE id = 1 FOR UPDATE")
                 .fetch_one(&mut *tx)

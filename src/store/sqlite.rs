@@ -22,6 +22,8 @@ const MAX_ROWS_PER_INSERT: usize = 4000;
 #[derive(Clone)]
 pub(super) struct SqliteStore {
     pub(super) pool: SqlitePool,
+    /// The log writer's own connection (see [`appender_pool`]).
+    appender: SqlitePool,
     /// Commits are not fsynced (`synchronous=normal`): see `migrate`.
     relaxed: bool,
     /// The log's last `seq` as this process last wrote it (see `append_script`).
@@ -61,6 +63,23 @@ fn durability(url: &str) -> (String, SqliteSynchronous) {
     (url, synchronous)
 }
 
+/// The log writer's connection, apart from the pool that serves reads.
+///
+/// The log writer appends one batch at a time, so one connection is all it
+/// uses. Taking it from the shared pool put every emit in the queue behind
+/// whatever reads were waiting: thousands of clients reconnecting with an
+/// offset at once held emits back by most of a second (`bench/run.sh --only
+/// reconnect-storm`, emit p99).
+async fn appender_pool(options: SqliteConnectOptions) -> StoreResult<SqlitePool> {
+    Ok(SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await?)
+}
+
 /// What the WAL file is cut back to once checkpointed (bytes).
 pub const WAL_SIZE_LIMIT: u64 = 4 << 20;
 
@@ -96,10 +115,16 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        let appender = if in_memory {
+            pool.clone()
+        } else {
+            appender_pool(options).await?
+        };
         Ok(SqliteStore {
             pool,
+            appender,
             relaxed: matches!(synchronous, SqliteSynchronous::Normal),
             head: Default::default(),
         })
@@ -163,6 +188,7 @@ impl SqliteStore {
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await;
+        self.appender.close().await;
         self.pool.close().await;
     }
 
@@ -302,7 +328,7 @@ impl SqliteStore {
         // A stale head (another process appended to this file) fails the script:
         // the first INSERT hits an existing seq, the primary key refuses it, and
         // the caller falls back to the transactional path.
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.appender.acquire().await?;
         if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut *conn)
             .await
@@ -319,7 +345,7 @@ impl SqliteStore {
         idempotency_cutoff_ms: i64,
         payload: PayloadFn<'_>,
     ) -> StoreResult<Vec<Appended>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.appender.begin_with("BEGIN IMMEDIATE").await?;
         let mut next: i64 = sqlx::query_scalar("SELECT last_seq FROM log_meta WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
