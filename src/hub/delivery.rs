@@ -195,6 +195,9 @@ enum Op {
 pub(crate) struct DeliveryHandle {
     tx: mpsc::Sender<Op>,
     position: Arc<AtomicI64>,
+    /// The highest `seq` known to be committed: handed to the deliverer, or
+    /// announced by another node. At or ahead of `position`.
+    known: Arc<AtomicI64>,
 }
 
 impl DeliveryHandle {
@@ -203,15 +206,22 @@ impl DeliveryHandle {
         self.position.load(Ordering::Acquire)
     }
 
+    /// The highest `seq` known to be committed (delivered here or on its way).
+    pub fn known(&self) -> i64 {
+        self.known.load(Ordering::Acquire)
+    }
+
     /// Queues committed events, in offset order.
     pub async fn deliver(&self, events: Vec<Arc<LoggedEvent>>) {
-        if !events.is_empty() {
+        if let Some(last) = events.last() {
+            self.known.fetch_max(last.seq, Ordering::AcqRel);
             let _ = self.tx.send(Op::Deliver(events)).await;
         }
     }
 
     /// Another node committed everything up to `seq`: deliver it here too.
     pub async fn remote(&self, seq: i64) {
+        self.known.fetch_max(seq, Ordering::AcqRel);
         if seq > self.position() {
             let _ = self.tx.send(Op::Remote(seq)).await;
         }
@@ -249,7 +259,15 @@ pub(crate) fn spawn(
         quiet,
     };
     let task = super::spawn_critical("deliverer", deliverer.run(rx));
-    (DeliveryHandle { tx, position }, task)
+    let known = Arc::new(AtomicI64::new(start));
+    (
+        DeliveryHandle {
+            tx,
+            position,
+            known,
+        },
+        task,
+    )
 }
 
 struct Deliverer {

@@ -359,6 +359,19 @@ describe("retention and replay limits", () => {
       await nothing(s, "notification", 300);
       assert.equal(got.length, 0, "nothing partial is replayed");
       s.close();
+
+      // Exactly the limit missed: replayed in full, no reset (the boundary the
+      // hub decides without counting in the database).
+      const edge = (await emit(server, { event: "notification", user: "edge", data: { title: "t", message: "0", severity: "info" } })).body.offset;
+      for (let i = 1; i <= 3; i++) await emit(server, { event: "notification", user: "edge", data: { title: "t", message: String(i), severity: "info" } });
+      const e = io(server.url, { auth: { token: userToken("edge"), offset: edge }, transports: ["websocket"], forceNew: true, reconnection: false });
+      const resets = collect(e, "replay:reset");
+      const replayed = collect(e, "notification");
+      await until(async () => replayed.length === 3, { timeout: 5000, what: "three replayed" });
+      await nothing(e, "notification", 300);
+      assert.deepEqual(replayed.map((n) => n.message), ["1", "2", "3"]);
+      assert.equal(resets.length, 0);
+      e.close();
     } finally {
       await server.stop();
     }
