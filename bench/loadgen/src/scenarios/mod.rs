@@ -118,3 +118,30 @@ pub fn parse_refresh(args: &str) -> Option<(u64, String, bool)> {
         .unwrap_or(false);
     Some((seq, offset, replayed))
 }
+
+/// The log's position (`/health`'s `offset`) before a scenario's first emit.
+/// Clients that connect with it are owed every event emitted after, like an
+/// app that loads its state and then connects from the offset it is at.
+pub async fn log_position(common: &Common) -> anyhow::Result<Option<String>> {
+    let health = crate::http::get(common.server, "/health", Duration::from_secs(5)).await?;
+    Ok(serde_json::from_slice::<serde_json::Value>(&health.body)
+        .ok()
+        .and_then(|h| h.get("offset")?.as_str().map(String::from)))
+}
+
+/// Emits numbered `dashboard:refresh` events (`seq` 0, 1, …) to a branch at
+/// `rate` per second for `duration` seconds.
+pub async fn refresh_to_branch(
+    pool: std::sync::Arc<Pool>,
+    branch: &str,
+    rate: f64,
+    duration: f64,
+) -> crate::emitter::Outcome {
+    crate::emitter::paced(pool, rate, Duration::from_secs_f64(duration), |seq, _| {
+        bytes::Bytes::from(
+            serde_json::json!({ "event": "dashboard:refresh", "data": { "branchId": branch, "seq": seq } })
+                .to_string(),
+        )
+    })
+    .await
+}

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -99,10 +98,7 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
     );
     // Like an app that loads its state and then connects with the offset that
     // state is at: every client starts from the log position before emit 0.
-    let health = crate::http::get(common.server, "/health", Duration::from_secs(5)).await?;
-    let start_offset: Option<String> = serde_json::from_slice::<Value>(&health.body)
-        .ok()
-        .and_then(|h| h.get("offset").and_then(Value::as_str).map(String::from));
+    let start_offset = super::log_position(common).await?;
 
     let (drop_tx, dropped) = watch::channel(false);
     let (stop_tx, stop) = watch::channel(false);
@@ -155,18 +151,7 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
             drop_tx
         })
     };
-    let outcome = emitter::paced(
-        pool,
-        args.rate,
-        Duration::from_secs_f64(args.duration),
-        |seq, _| {
-            Bytes::from(
-                json!({ "event": "dashboard:refresh", "data": { "branchId": BRANCH, "seq": seq } })
-                    .to_string(),
-            )
-        },
-    )
-    .await;
+    let outcome = super::refresh_to_branch(pool, BRANCH, args.rate, args.duration).await;
     let _drop_tx = dropper.await?;
     tokio::time::sleep(Duration::from_secs_f64(args.drain)).await;
     let _ = stop_tx.send(true);

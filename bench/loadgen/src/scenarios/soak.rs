@@ -17,12 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use super::Common;
-use crate::emitter;
 use crate::sio::{Client, Packet};
 
 #[derive(clap::Args, Debug)]
@@ -81,10 +79,7 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
     // Like an app that loads its state and then connects with the offset that
     // state is at (so nothing emitted in between is owed to nobody): every
     // client starts from the log position before the first emit.
-    let health = crate::http::get(common.server, "/health", Duration::from_secs(5)).await?;
-    let start_offset: Option<String> = serde_json::from_slice::<Value>(&health.body)
-        .ok()
-        .and_then(|h| h.get("offset").and_then(Value::as_str).map(String::from));
+    let start_offset = super::log_position(common).await?;
 
     let mut clients = JoinSet::new();
     for i in 0..args.sockets {
@@ -132,18 +127,7 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
     };
 
     let pool = Arc::new(common.pool(16));
-    let outcome = emitter::paced(
-        pool,
-        args.rate,
-        Duration::from_secs_f64(args.duration),
-        |seq, _| {
-            Bytes::from(
-                json!({ "event": "dashboard:refresh", "data": { "branchId": BRANCH, "seq": seq } })
-                    .to_string(),
-            )
-        },
-    )
-    .await;
+    let outcome = super::refresh_to_branch(pool, BRANCH, args.rate, args.duration).await;
     tokio::time::sleep(Duration::from_secs_f64(args.drain)).await;
     stop.store(true, Relaxed);
     reporter.abort();
