@@ -53,16 +53,18 @@ impl LogHandle {
             queued_at: Instant::now(),
         };
         if self.tx.send(req).await.is_err() {
-            return unavailable(n);
+            return refused(n, SHUTTING_DOWN);
         }
-        rx.await.unwrap_or_else(|_| unavailable(n))
+        rx.await.unwrap_or_else(|_| refused(n, SHUTTING_DOWN))
     }
 }
 
-fn unavailable(n: usize) -> Vec<Result<Receipt, Rejection>> {
-    (0..n)
-        .map(|_| Err(Rejection::internal("the event log is shutting down")))
-        .collect()
+const SHUTTING_DOWN: &str = "the event log is shutting down";
+const APPEND_FAILED: &str = "the event log is unavailable; nothing was emitted";
+
+/// The answer for `n` events that were not logged.
+fn refused(n: usize, why: &'static str) -> Vec<Result<Receipt, Rejection>> {
+    (0..n).map(|_| Err(Rejection::internal(why))).collect()
 }
 
 /// Where appends land: the database, or (with `EVENT_LOG=off`) only a counter.
@@ -139,7 +141,7 @@ async fn commit(
         Err(e) => {
             tracing::error!(error = %e, events = prepared.len(), "event log append failed");
             for req in requests {
-                let _ = req.reply.send(unlogged(req.events.len()));
+                let _ = req.reply.send(refused(req.events.len(), APPEND_FAILED));
             }
             return;
         }
@@ -192,17 +194,6 @@ async fn append_to(
             })
             .collect()),
     }
-}
-
-/// A caller's answer when its batch could not be logged.
-fn unlogged(n: usize) -> Vec<Result<Receipt, Rejection>> {
-    (0..n)
-        .map(|_| {
-            Err(Rejection::internal(
-                "the event log is unavailable; nothing was emitted",
-            ))
-        })
-        .collect()
 }
 
 type Reply = (

@@ -22,7 +22,7 @@ use super::{
 pub(super) struct PgStore {
     pub(super) pool: PgPool,
     /// The log writer's own connection: appends do not queue behind reads
-    /// for a connection from `pool` (see the SQLite store's `appender_pool`).
+    /// for a connection from `pool` (see the SQLite store's `appender`).
     appender: PgPool,
 }
 
@@ -61,17 +61,14 @@ impl PgStore {
             ("tcp_keepalives_interval", "5"),
             ("tcp_keepalives_count", "3"),
         ]);
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await?;
-        let appender = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
+        let connections = |max| {
+            PgPoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+        };
+        let pool = connections(16).connect_with(options.clone()).await?;
+        let appender = connections(1).connect_with(options).await?;
         Ok(PgStore { pool, appender })
     }
 

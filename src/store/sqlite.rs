@@ -22,7 +22,11 @@ const MAX_ROWS_PER_INSERT: usize = 4000;
 #[derive(Clone)]
 pub(super) struct SqliteStore {
     pub(super) pool: SqlitePool,
-    /// The log writer's own connection (see [`appender_pool`]).
+    /// The log writer's own connection. It appends one batch at a time, so
+    /// one is all it uses; taking it from `pool` put every emit in the queue
+    /// behind whatever reads were waiting: thousands of clients reconnecting
+    /// with an offset at once held emits back by most of a second (`bench/run.sh
+    /// --only reconnect-storm`, emit p99).
     appender: SqlitePool,
     /// Commits are not fsynced (`synchronous=normal`): see `migrate`.
     relaxed: bool,
@@ -63,21 +67,13 @@ fn durability(url: &str) -> (String, SqliteSynchronous) {
     (url, synchronous)
 }
 
-/// The log writer's connection, apart from the pool that serves reads.
-///
-/// The log writer appends one batch at a time, so one connection is all it
-/// uses. Taking it from the shared pool put every emit in the queue behind
-/// whatever reads were waiting: thousands of clients reconnecting with an
-/// offset at once held emits back by most of a second (`bench/run.sh --only
-/// reconnect-storm`, emit p99).
-async fn appender_pool(options: SqliteConnectOptions) -> StoreResult<SqlitePool> {
-    Ok(SqlitePoolOptions::new()
-        .max_connections(1)
+/// A pool of up to `max` connections, all kept open.
+fn connections(max: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(max)
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
-        .connect_with(options)
-        .await?)
 }
 
 /// What the WAL file is cut back to once checkpointed (bytes).
@@ -109,18 +105,15 @@ impl SqliteStore {
             use sqlx::{ConnectOptions, Connection};
             options.clone().connect().await?.close().await?;
         }
-        let pool = SqlitePoolOptions::new()
-            // An in-memory database exists once per connection: keep exactly one.
-            .max_connections(if in_memory { 1 } else { 8 })
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
+        // An in-memory database exists once per connection: keep exactly one,
+        // and let the log writer share it.
+        let pool = connections(if in_memory { 1 } else { 8 })
             .connect_with(options.clone())
             .await?;
         let appender = if in_memory {
             pool.clone()
         } else {
-            appender_pool(options).await?
+            connections(1).connect_with(options).await?
         };
         Ok(SqliteStore {
             pool,

@@ -145,3 +145,16 @@ pub async fn refresh_to_branch(
     })
     .await
 }
+
+/// Waits until `connected` reaches `n` (every client of a swarm is in), for
+/// at most two minutes. Returns how long it took, in seconds.
+pub async fn all_connected(connected: &AtomicU64, n: usize) -> anyhow::Result<f64> {
+    let setup = std::time::Instant::now();
+    while (connected.load(Relaxed) as usize) < n {
+        if setup.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("only {} of {n} clients connected", connected.load(Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(setup.elapsed().as_secs_f64())
+}

@@ -14,8 +14,8 @@
 //! checked against everything emitted: nothing missing, nothing twice.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -68,23 +68,26 @@ struct Seen {
 struct Shared {
     endpoint: Endpoint,
     gate: Semaphore,
-    /// Flips to true at the drop; every client drops its connection.
-    dropped: watch::Receiver<bool>,
+    /// Set when every client drops its connection.
+    dropped: watch::Receiver<Option<Outage>>,
     /// Flips to true when the run is over.
     stop: watch::Receiver<bool>,
-    /// When emit 0 was due and the emit rate: emit `i` is due at `t0 + i / rate`.
-    t0: OnceLock<Instant>,
-    rate: f64,
-    drop_at: OnceLock<Instant>,
     connected: AtomicU64,
 }
 
-impl Shared {
+/// The moment every connection went, and the emit schedule around it.
+#[derive(Clone, Copy)]
+struct Outage {
+    at: Instant,
+    /// Emit `i` is due at `t0 + i / rate`.
+    t0: Instant,
+    rate: f64,
+}
+
+impl Outage {
     /// How many emits were due before `t`.
     fn due_before(&self, t: Instant) -> u64 {
-        self.t0.get().map_or(0, |t0| {
-            (t.saturating_duration_since(*t0).as_secs_f64() * self.rate).ceil() as u64
-        })
+        (t.saturating_duration_since(self.t0).as_secs_f64() * self.rate).ceil() as u64
     }
 }
 
@@ -100,16 +103,13 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
     // state is at: every client starts from the log position before emit 0.
     let start_offset = super::log_position(common).await?;
 
-    let (drop_tx, dropped) = watch::channel(false);
+    let (drop_tx, dropped) = watch::channel(None);
     let (stop_tx, stop) = watch::channel(false);
     let shared = Arc::new(Shared {
         endpoint: common.endpoint(),
         gate: Semaphore::new(args.connect_concurrency.max(1)),
         dropped,
         stop,
-        t0: OnceLock::new(),
-        rate: args.rate,
-        drop_at: OnceLock::new(),
         connected: AtomicU64::new(0),
     });
     let ttl = (args.duration + args.drain + 3600.0) as u64;
@@ -121,18 +121,7 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
         let (shared, offset) = (shared.clone(), start_offset.clone());
         clients.spawn(client(shared, token, offset));
     }
-    let setup = Instant::now();
-    while (shared.connected.load(Relaxed) as usize) < args.sockets {
-        if setup.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!(
-                "only {} of {} clients connected",
-                shared.connected.load(Relaxed),
-                args.sockets
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let setup_s = setup.elapsed().as_secs_f64();
+    let setup_s = super::all_connected(&shared.connected, args.sockets).await?;
     eprintln!(
         "reconnect-storm: {} clients connected in {setup_s:.1}s",
         args.sockets
@@ -140,14 +129,15 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
 
     let pool = Arc::new(common.pool(16));
     let t0 = Instant::now();
-    shared.t0.set(t0).expect("set once");
     let dropper = {
-        let shared = shared.clone();
-        let at = t0 + Duration::from_secs_f64(args.warmup);
+        let (at, rate) = (t0 + Duration::from_secs_f64(args.warmup), args.rate);
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            shared.drop_at.set(Instant::now()).expect("set once");
-            let _ = drop_tx.send(true);
+            let _ = drop_tx.send(Some(Outage {
+                at: Instant::now(),
+                t0,
+                rate,
+            }));
             drop_tx
         })
     };
@@ -232,12 +222,13 @@ async fn client(shared: Arc<Shared>, token: String, offset: Option<String>) -> S
                 // this client just stops counting (its missing events show).
                 Ok(None) | Err(_) => return seen,
             },
-            _ = dropped.wait_for(|d| *d) => break,
+            _ = dropped.wait_for(Option::is_some) => break,
         }
     }
     // The network goes: no goodbye, the TCP connection just closes.
     drop(conn);
-    let drop_at = *shared.drop_at.get().expect("set before the drop signal");
+    let outage = shared.dropped.borrow().expect("the drop has happened");
+    let drop_at = outage.at;
     let mut delay = Duration::from_millis(1000);
     let mut conn = loop {
         // socket.io-client: reconnectionDelay 1000, randomizationFactor 0.5, max 5000.
@@ -253,7 +244,7 @@ async fn client(shared: Arc<Shared>, token: String, offset: Option<String>) -> S
     };
     let answered = Instant::now();
     seen.reconnected_after = Some(answered - drop_at);
-    let owed = shared.due_before(answered);
+    let owed = outage.due_before(answered);
     let mut stop = shared.stop.clone();
     let mut next_missing = 0u64;
     loop {

@@ -93,22 +93,8 @@ pub async fn run(common: &Common, args: Args) -> anyhow::Result<Value> {
         });
     }
     // Everyone is in before the first emit, so every event is owed to everyone.
-    let setup = Instant::now();
-    while (progress.connected.load(Relaxed) as usize) < args.sockets {
-        if setup.elapsed() > Duration::from_secs(120) {
-            anyhow::bail!(
-                "only {} of {} clients connected",
-                progress.connected.load(Relaxed),
-                args.sockets
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!(
-        "soak: {} clients connected in {:.1}s",
-        args.sockets,
-        setup.elapsed().as_secs_f64()
-    );
+    let setup_s = super::all_connected(&progress.connected, args.sockets).await?;
+    eprintln!("soak: {} clients connected in {setup_s:.1}s", args.sockets);
 
     let reporter = {
         let (progress, stop) = (progress.clone(), stop.clone());
