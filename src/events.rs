@@ -494,18 +494,19 @@ fn finish(mut rooms: Vec<String>) -> Result<Vec<String>, Rejection> {
     Ok(rooms)
 }
 
-/// The payload clients receive: `data` plus `type`, `timestamp` (ISO 8601,
-/// unless `data` has one) and `offset`, as one JSON object.
+/// The payload clients receive, before the log numbers it: `data` plus `type`
+/// and `timestamp` (ISO 8601, unless `data` has one), as one JSON object.
+/// [`with_offset`] adds the `offset` once the event is committed.
 ///
 /// Written as `{…data, "type", "timestamp"?, "offset"}`, in that order: the
 /// plain WebSocket front reads the order back to give its clients `data`
 /// exactly as emitted (a `timestamp` after `type` is livehub's own).
-pub fn envelope(event: &str, data: &Map<String, Value>, offset: &str, now: &str) -> String {
+pub fn envelope(event: &str, data: &Map<String, Value>, now: &str) -> String {
     let own_timestamp = matches!(
         data.get("timestamp"),
         Some(Value::String(_) | Value::Number(_))
     );
-    let mut out = String::with_capacity(64 + event.len() + offset.len());
+    let mut out = String::with_capacity(64 + event.len() + OFFSET_ROOM);
     out.push('{');
     for (k, v) in data {
         let livehubs = k == "type" || k == "offset" || (k == "timestamp" && !own_timestamp);
@@ -517,10 +518,12 @@ pub fn envelope(event: &str, data: &Map<String, Value>, offset: &str, now: &str)
     if !own_timestamp {
         push_member(&mut out, "timestamp", &Value::String(now.into()));
     }
-    push_member(&mut out, "offset", &Value::String(offset.into()));
     out.push('}');
     out
 }
+
+/// Room an envelope keeps for its offset, so that adding it does not reallocate.
+const OFFSET_ROOM: usize = 48;
 
 fn push_member(out: &mut String, key: &str, value: &Value) {
     if out.len() > 1 {
@@ -531,21 +534,47 @@ fn push_member(out: &mut String, key: &str, value: &Value) {
     out.push_str(&value.to_string());
 }
 
-/// Marks a stored envelope as replayed: `{…, "replayed": true}`.
+/// Adds the event's `offset` to its envelope, as the last member.
+///
+/// The log stores envelopes without it: an offset is its event's `seq` in the
+/// log's epoch, known only once the commit has numbered it, so the hub adds it
+/// after the commit and to every envelope it reads back. Envelopes stored by
+/// earlier versions end with their offset already and come back unchanged (the
+/// last member of an envelope is always livehub's own, never the emitter's).
+pub fn with_offset(mut payload: String, offset: &str) -> String {
+    debug_assert!(!offset.contains(['"', '\\']), "offsets are plain ASCII");
+    let stamped = payload
+        .strip_suffix("\"}")
+        .and_then(|p| p.strip_suffix(offset))
+        .is_some_and(|p| p.ends_with("\"offset\":\""));
+    if !stamped {
+        push_last_member(&mut payload, "\"offset\":\"");
+        payload.push_str(offset);
+        payload.push_str("\"}");
+    }
+    payload
+}
+
+/// Marks an envelope as replayed: `{…, "replayed": true}`.
+pub fn mark_replayed(mut payload: String) -> String {
+    push_last_member(&mut payload, "\"replayed\":true");
+    payload.push('}');
+    payload
+}
+
+/// Opens a last member in a JSON object: drops the closing brace and adds a
+/// comma if needed, then `start`; the caller finishes the member and the object.
 ///
 /// Envelopes are objects that livehub serialised itself, so appending before the
-/// closing brace is exact and saves a parse per replayed event.
-pub fn mark_replayed(payload: &str) -> String {
-    debug_assert!(payload.ends_with('}'));
-    let body = payload.trim_end().strip_suffix('}').unwrap_or(payload);
-    let mut out = String::with_capacity(payload.len() + 17);
-    out.push_str(body);
-    if body.trim_end().ends_with('{') {
-        out.push_str("\"replayed\":true}");
-    } else {
-        out.push_str(",\"replayed\":true}");
+/// closing brace is exact and saves a parse per event.
+fn push_last_member(object: &mut String, start: &str) {
+    object.truncate(object.trim_end().len());
+    debug_assert!(object.ends_with('}'));
+    object.pop();
+    if !object.trim_end().ends_with('{') {
+        object.push(',');
     }
-    out
+    object.push_str(start);
 }
 
 /// Now, as the ISO 8601 UTC timestamp events carry.
@@ -785,29 +814,41 @@ mod tests {
     }
 
     #[test]
-    fn envelope_adds_type_timestamp_offset() {
+    fn envelope_adds_type_timestamp_then_offset() {
         let d = data(json!({"shipmentId": "S1", "type": "spoofed", "offset": "x"}));
-        let p: Value = serde_json::from_str(&envelope(
-            "shipment:updated",
-            &d,
-            "o-1",
-            "2026-01-01T00:00:00.000Z",
-        ))
-        .unwrap();
+        let env = envelope("shipment:updated", &d, "2026-01-01T00:00:00.000Z");
+        let p: Value = serde_json::from_str(&env).unwrap();
         assert_eq!(p["type"], "shipment:updated");
-        assert_eq!(p["offset"], "o-1");
+        assert!(p.get("offset").is_none(), "no offset before the commit");
         assert_eq!(p["timestamp"], "2026-01-01T00:00:00.000Z");
         assert_eq!(p["shipmentId"], "S1");
+        let p: Value = serde_json::from_str(&with_offset(env, "o-1")).unwrap();
+        assert_eq!(p["offset"], "o-1");
+        assert_eq!(p["type"], "shipment:updated");
         let own = data(json!({"timestamp": "2020-01-01T00:00:00Z"}));
-        let p: Value = serde_json::from_str(&envelope("e", &own, "o", "now")).unwrap();
+        let p: Value = serde_json::from_str(&envelope("e", &own, "now")).unwrap();
         assert_eq!(p["timestamp"], "2020-01-01T00:00:00Z");
     }
 
     #[test]
+    fn an_envelope_stored_with_its_offset_keeps_it_once() {
+        let legacy = r#"{"a":1,"type":"e","offset":"ab-0000000000000007"}"#;
+        assert_eq!(with_offset(legacy.into(), "ab-0000000000000007"), legacy);
+        // The emitter's own `offset` never survives `envelope`, and a nested
+        // one is not the envelope's last member: both get the real offset.
+        let nested = envelope("e", &data(json!({"m": {"offset": "ab-1"}})), "t");
+        let p: Value = serde_json::from_str(&with_offset(nested, "ab-1")).unwrap();
+        assert_eq!(p["offset"], "ab-1");
+        assert_eq!(p["m"]["offset"], "ab-1");
+        let p: Value = serde_json::from_str(&with_offset("{}".into(), "ab-2")).unwrap();
+        assert_eq!(p, json!({"offset": "ab-2"}));
+    }
+
+    #[test]
     fn replayed_marker_keeps_json_valid() {
-        let p: Value = serde_json::from_str(&mark_replayed(r#"{"a":1}"#)).unwrap();
+        let p: Value = serde_json::from_str(&mark_replayed(r#"{"a":1}"#.into())).unwrap();
         assert_eq!(p, json!({"a": 1, "replayed": true}));
-        let p: Value = serde_json::from_str(&mark_replayed("{}")).unwrap();
+        let p: Value = serde_json::from_str(&mark_replayed("{}".into())).unwrap();
         assert_eq!(p, json!({"replayed": true}));
     }
 }

@@ -450,3 +450,39 @@ async fn restarts_lose_nothing_for_clients_resuming_from_their_offsets() {
         }
     }
 }
+
+/// The log stores envelopes without their offset, and the hub adds it to what
+/// it reads back. Rows that an earlier version stored with the offset inside
+/// still come back with it once, next to new rows.
+#[tokio::test]
+async fn envelopes_stored_with_or_without_their_offset_read_back_with_it_once() {
+    let (store, _dir) = common::sqlite().await;
+    let epoch = store.log_meta().await.unwrap().epoch;
+    let old =
+        format!(r#"{{"n":1,"type":"sim","timestamp":"t","offset":"{epoch}-0000000000000001"}}"#);
+    let row = livehub::store::NewEvent {
+        event: "sim".into(),
+        payload: old.clone(),
+        rooms: vec!["order:o".into()],
+        except: Vec::new(),
+        idempotency_key: None,
+        created_at_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    store.append(&[row], 0).await.unwrap();
+    let fabric = Arc::new(Recorder::default());
+    let options = HubOptions {
+        replay_limit: 100,
+        retention: Duration::from_secs(3600),
+        node: "sim".into(),
+    };
+    let (hub, _tasks) = Hub::start(Some(store), fabric, options).await.unwrap();
+    let receipt = hub.emit(emit_to(vec!["order:o".into()])).await.unwrap();
+    let read = hub.read_events(&["order:o".into()], 0, 10).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[0].payload, old, "an old row is sent as it was stored");
+    let new = &read[1].payload;
+    assert_eq!(new.matches("\"offset\"").count(), 1, "{new}");
+    let new: serde_json::Value = serde_json::from_str(new).unwrap();
+    assert_eq!(new["offset"], receipt.offset.as_str());
+    assert_eq!(receipt.offset, format!("{epoch}-0000000000000002"));
+}

@@ -22,9 +22,9 @@ use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 
 use super::fabric::{Fabric, LoggedEvent, SendOutcome};
+use super::reader::LogReader;
 use crate::events::mark_replayed;
 use crate::metrics;
-use crate::store::Store;
 
 /// Events kept in memory for joins.
 pub const RING_CAPACITY: usize = 8192;
@@ -137,11 +137,11 @@ impl Fill {
     }
 
     /// The payload to send for `seq`: marked when it was missed.
-    pub fn payload(&self, seq: i64, payload: &str) -> Box<RawValue> {
+    pub fn payload(&self, seq: i64, payload: String) -> Box<RawValue> {
         let text = if seq <= self.marked_through {
             mark_replayed(payload)
         } else {
-            payload.to_string()
+            payload
         };
         RawValue::from_string(text).expect("stored envelopes are valid JSON")
     }
@@ -246,7 +246,7 @@ impl DeliveryHandle {
 pub(crate) fn spawn(
     fabric: Arc<dyn Fabric>,
     start: i64,
-    store: Option<Store>,
+    shared_log: Option<LogReader>,
     quiet: Arc<super::quiet::QuietUsers>,
 ) -> (DeliveryHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -255,7 +255,7 @@ pub(crate) fn spawn(
         fabric,
         ring: VecDeque::with_capacity(RING_CAPACITY),
         position: position.clone(),
-        store,
+        shared_log,
         quiet,
     };
     let task = super::spawn_critical("deliverer", deliverer.run(rx));
@@ -275,7 +275,7 @@ struct Deliverer {
     ring: VecDeque<Arc<LoggedEvent>>,
     position: Arc<AtomicI64>,
     /// The shared log, to read what other nodes committed.
-    store: Option<Store>,
+    shared_log: Option<LogReader>,
     /// Users' last events, recorded before the position passes them.
     quiet: Arc<super::quiet::QuietUsers>,
 }
@@ -313,7 +313,7 @@ impl Deliverer {
     /// Delivers every event of the shared log up to `through`, in order. While
     /// the database is unreachable it retries: nothing later may overtake.
     async fn catch_up(&mut self, through: i64) {
-        let Some(store) = self.store.clone() else {
+        let Some(log) = self.shared_log.clone() else {
             return;
         };
         let mut failures = 0u32;
@@ -323,7 +323,7 @@ impl Deliverer {
                 return;
             }
             let want = ((through - position) as usize).min(CATCH_UP_PAGE);
-            match store.read_after(position, want).await {
+            match log.after(position, want).await {
                 Ok(events) if !events.is_empty() => {
                     failures = 0;
                     for stored in events {
@@ -401,7 +401,7 @@ impl Deliverer {
                     ) {
                         continue;
                     }
-                    let payload = fill.payload(event.seq, event.payload.get());
+                    let payload = fill.payload(event.seq, event.payload.get().to_owned());
                     match self.fabric.send(op.sid, &event.event, &payload) {
                         SendOutcome::Sent => sent += 1,
                         SendOutcome::Gone => {

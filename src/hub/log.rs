@@ -125,8 +125,8 @@ async fn commit(
     delivery: &DeliveryHandle,
     requests: Vec<AppendRequest>,
 ) {
-    let prepared: Vec<&Prepared> = requests.iter().flat_map(|r| r.events.iter()).collect();
-    if prepared.is_empty() {
+    let batch = new_events(&requests);
+    if batch.is_empty() {
         // A flush: everything queued before it has been committed and handed on.
         for req in requests {
             let _ = req.reply.send(Vec::new());
@@ -134,19 +134,19 @@ async fn commit(
         return;
     }
     let started = Instant::now();
-    let outcome = append_to(sink, codec, &prepared).await;
-    metrics::log_append(started.elapsed(), prepared.len());
+    let outcome = append_to(sink, &batch).await;
+    metrics::log_append(started.elapsed(), batch.len());
     let appended = match outcome {
         Ok(appended) => appended,
         Err(e) => {
-            tracing::error!(error = %e, events = prepared.len(), "event log append failed");
+            tracing::error!(error = %e, events = batch.len(), "event log append failed");
             for req in requests {
                 let _ = req.reply.send(refused(req.events.len(), APPEND_FAILED));
             }
             return;
         }
     };
-    let (to_deliver, replies) = settle(requests, appended, codec);
+    let (to_deliver, replies) = settle(requests, batch, appended, codec);
     // Deliver before answering: a caller that emits and then asks a socket what
     // it got must find the event already on its way.
     delivery.deliver(to_deliver).await;
@@ -156,41 +156,38 @@ async fn commit(
     }
 }
 
-/// Appends one batch to the sink, each event's envelope stamped now.
-async fn append_to(
-    sink: &mut Sink,
-    codec: &OffsetCodec,
-    prepared: &[&Prepared],
-) -> StoreResult<Vec<Appended>> {
+/// The waiting requests' events as log rows, each envelope stamped now.
+fn new_events(requests: &[AppendRequest]) -> Vec<NewEvent> {
     let now = chrono::Utc::now();
     let now_ms = now.timestamp_millis();
     let now_iso = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let envelope =
-        |p: &Prepared, seq: i64| events::envelope(&p.event, &p.data, &codec.format(seq), &now_iso);
+    requests
+        .iter()
+        .flat_map(|r| r.events.iter())
+        .map(|p| NewEvent {
+            event: p.event.clone(),
+            payload: events::envelope(&p.event, &p.data, &now_iso),
+            rooms: p.rooms.clone(),
+            except: p.except.clone(),
+            idempotency_key: p.idempotency_key.clone(),
+            created_at_ms: now_ms,
+        })
+        .collect()
+}
+
+/// Appends one batch to the sink.
+async fn append_to(sink: &mut Sink, batch: &[NewEvent]) -> StoreResult<Vec<Appended>> {
     match sink {
         Sink::Store(store) => {
-            let batch: Vec<NewEvent> = prepared
-                .iter()
-                .map(|p| NewEvent {
-                    event: p.event.clone(),
-                    rooms: p.rooms.clone(),
-                    except: p.except.clone(),
-                    idempotency_key: p.idempotency_key.clone(),
-                    created_at_ms: now_ms,
-                })
-                .collect();
+            let now_ms = batch.first().map_or(0, |e| e.created_at_ms);
             let cutoff = now_ms - IDEMPOTENCY_WINDOW.as_millis() as i64;
-            let build = |i: usize, seq: i64| envelope(prepared[i], seq);
-            store.append(&batch, cutoff, &build).await
+            store.append(batch, cutoff).await
         }
-        Sink::Memory { last_seq } => Ok(prepared
+        Sink::Memory { last_seq } => Ok(batch
             .iter()
-            .map(|p| {
+            .map(|_| {
                 *last_seq += 1;
-                Appended::New {
-                    seq: *last_seq,
-                    payload: envelope(p, *last_seq),
-                }
+                Appended::New { seq: *last_seq }
             })
             .collect()),
     }
@@ -203,27 +200,31 @@ type Reply = (
 );
 
 /// Pairs each committed event with its request: the events to deliver (new
-/// ones only; a duplicate was delivered the first time) and each caller's
-/// receipts.
+/// ones only, their offset added; a duplicate was delivered the first time)
+/// and each caller's receipts.
 fn settle(
     requests: Vec<AppendRequest>,
+    batch: Vec<NewEvent>,
     appended: Vec<Appended>,
     codec: &OffsetCodec,
 ) -> (Vec<Arc<LoggedEvent>>, Vec<Reply>) {
     let mut to_deliver = Vec::with_capacity(appended.len());
-    let mut outcomes = appended.into_iter();
+    let mut outcomes = batch.into_iter().zip(appended);
     let mut replies = Vec::with_capacity(requests.len());
     for req in requests {
         let mut results = Vec::with_capacity(req.events.len());
         for p in req.events {
-            let receipt = match outcomes.next().expect("one outcome per event") {
-                Appended::New { seq, payload } => {
+            let (row, outcome) = outcomes.next().expect("one outcome per event");
+            let receipt = match outcome {
+                Appended::New { seq } => {
+                    let offset = codec.format(seq);
+                    let payload = events::with_offset(row.payload, &offset);
+                    let payload = RawValue::from_string(payload).expect("envelopes are valid JSON");
                     let receipt = Receipt {
-                        offset: codec.format(seq),
+                        offset,
                         rooms: p.rooms.clone(),
                         duplicate: false,
                     };
-                    let payload = RawValue::from_string(payload).expect("envelopes are valid JSON");
                     to_deliver.push(Arc::new(LoggedEvent {
                         seq,
                         event: p.event,

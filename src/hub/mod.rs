@@ -42,6 +42,7 @@ pub mod fabric;
 pub mod log;
 pub mod offset;
 mod quiet;
+mod reader;
 mod tail;
 
 use std::sync::Arc;
@@ -64,6 +65,7 @@ use crate::events::{self, Emit, Prepared};
 use crate::store::{Store, StoreError};
 use delivery::{DeliveryHandle, JoinOp, JoinReply};
 use log::LogHandle;
+use reader::LogReader;
 
 /// Events read from the database per page during a replay.
 const REPLAY_PAGE: usize = 1000;
@@ -115,6 +117,8 @@ struct Inner {
     delivery: DeliveryHandle,
     fabric: Arc<dyn Fabric>,
     store: Option<Store>,
+    /// The store's reads, with offsets.
+    log_reader: Option<LogReader>,
     codec: OffsetCodec,
     pruned_through: AtomicI64,
     options: HubOptions,
@@ -194,8 +198,10 @@ impl Hub {
             }
         }
         let shared = store.clone().filter(Store::is_shared);
+        let log_reader = store.clone().map(|s| LogReader::new(s, codec.clone()));
+        let shared_log = log_reader.clone().filter(|_| shared.is_some());
         let (delivery, deliverer) =
-            delivery::spawn(fabric.clone(), last_seq, shared.clone(), quiet.clone());
+            delivery::spawn(fabric.clone(), last_seq, shared_log, quiet.clone());
         let tail = shared.map(|store| tail::spawn(store, node.to_string(), delivery.clone()));
         let sink = match &store {
             Some(s) => log::Sink::Store(s.clone()),
@@ -209,6 +215,7 @@ impl Hub {
                 delivery,
                 fabric,
                 store,
+                log_reader,
                 codec,
                 pruned_through: AtomicI64::new(pruned),
                 options,
@@ -426,11 +433,11 @@ impl Hub {
         through: i64,
         sent: &mut usize,
     ) -> Result<Option<Fill>, JoinFailure> {
-        let (Some(store), Some(mut f)) = (&self.inner.store, fill) else {
+        let (Some(log), Some(mut f)) = (&self.inner.log_reader, fill) else {
             return Ok(None);
         };
         *sent += self
-            .send_from_store(store, sid, membership, &f, through)
+            .send_from_store(log, sid, membership, &f, through)
             .await?;
         f.advance_to(through);
         Ok(Some(f))
@@ -441,7 +448,7 @@ impl Hub {
     /// rooms, so nothing in this stretch can also reach it live.
     async fn send_from_store(
         &self,
-        store: &Store,
+        log: &LogReader,
         sid: Sid,
         membership: &Membership,
         fill: &Fill,
@@ -451,24 +458,25 @@ impl Hub {
         let mut cursor = fill.min_after();
         let mut sent = 0;
         loop {
-            let page = store
-                .read_rooms(&rooms, cursor, through, REPLAY_PAGE)
+            let page = log
+                .rooms(&rooms, cursor, through, REPLAY_PAGE)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "replay read failed");
                     JoinFailure::Store
                 })?;
             let socket_rooms = self.inner.fabric.rooms_of(sid);
-            for ev in &page {
+            let full = page.len() == REPLAY_PAGE;
+            for ev in page {
+                cursor = ev.seq;
                 if fill.wants(ev.seq, &ev.rooms, &ev.except, membership, &socket_rooms) {
-                    self.send_patiently(sid, &ev.event, &fill.payload(ev.seq, &ev.payload))
+                    self.send_patiently(sid, &ev.event, &fill.payload(ev.seq, ev.payload))
                         .await?;
                     sent += 1;
                 }
             }
-            match page.last() {
-                Some(last) if page.len() == REPLAY_PAGE => cursor = last.seq,
-                _ => return Ok(sent),
+            if !full {
+                return Ok(sent);
             }
         }
     }
@@ -502,16 +510,13 @@ impl Hub {
         after: i64,
         limit: usize,
     ) -> Result<Vec<crate::store::StoredEvent>, Rejection> {
-        let Some(store) = &self.inner.store else {
+        let Some(log) = &self.inner.log_reader else {
             return Ok(Vec::new());
         };
-        store
-            .read_rooms(rooms, after, i64::MAX, limit)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "event read failed");
-                Rejection::internal("the event log is unavailable")
-            })
+        log.rooms(rooms, after, i64::MAX, limit).await.map_err(|e| {
+            tracing::error!(error = %e, "event read failed");
+            Rejection::internal("the event log is unavailable")
+        })
     }
 
     /// Sends an ephemeral event (presence, typing…) to rooms on every node,

@@ -53,6 +53,11 @@ impl OffsetCodec {
         format!("{}-{:016}", self.epoch, seq)
     }
 
+    /// The envelope of the event at `seq` as clients receive it, with its offset.
+    pub(crate) fn stamp(&self, seq: i64, envelope: String) -> String {
+        crate::events::with_offset(envelope, &self.format(seq))
+    }
+
     /// The `seq` an offset names, checked against the log's extent:
     /// `last_seq` (newest) and `pruned_through` (retention).
     pub fn parse(

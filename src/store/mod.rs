@@ -87,6 +87,8 @@ pub struct LogMeta {
 pub struct NewEvent {
     /// Event name.
     pub event: String,
+    /// The envelope to store, without its offset (see [`crate::events::with_offset`]).
+    pub payload: String,
     /// Target rooms.
     pub rooms: Vec<String>,
     /// Excluded rooms.
@@ -100,12 +102,10 @@ pub struct NewEvent {
 /// What happened to one event of an append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored at `seq` with this payload.
+    /// Stored at `seq`.
     New {
         /// Its position in the log.
         seq: i64,
-        /// The envelope as stored.
-        payload: String,
     },
     /// Its idempotency key was used within the window: nothing was stored,
     /// and this is the first emit's receipt.
@@ -124,7 +124,8 @@ pub struct StoredEvent {
     pub seq: i64,
     /// Event name.
     pub event: String,
-    /// The envelope clients receive.
+    /// The envelope as stored: without its offset, which the hub adds (see
+    /// [`crate::events::with_offset`]). Rows written by earlier versions carry it.
     pub payload: String,
     /// Target rooms.
     pub rooms: Vec<String>,
@@ -133,9 +134,6 @@ pub struct StoredEvent {
     /// Unix milliseconds.
     pub created_at_ms: i64,
 }
-
-/// Builds the stored payload of the `index`-th event of a batch once its `seq` is known.
-pub type PayloadFn<'a> = &'a (dyn Fn(usize, i64) -> String + Sync);
 
 #[derive(Clone)]
 enum Backend {
@@ -252,16 +250,14 @@ impl Store {
     /// Appends a batch in one transaction: one commit for many emits (group commit).
     ///
     /// Events whose idempotency key was used after `idempotency_cutoff_ms` are not
-    /// stored and come back as [`Appended::Duplicate`]. `payload` builds each new
-    /// event's envelope once its `seq` is known, so the stored payload carries its offset.
+    /// stored and come back as [`Appended::Duplicate`].
     pub async fn append(
         &self,
         batch: &[NewEvent],
         idempotency_cutoff_ms: i64,
-        payload: PayloadFn<'_>,
     ) -> StoreResult<Vec<Appended>> {
         let origin = &*self.origin;
-        dispatch!(self.append(batch, idempotency_cutoff_ms, payload, origin))
+        dispatch!(self.append(batch, idempotency_cutoff_ms, origin))
     }
 
     /// Events addressed to any of `rooms` with `after < seq <= upto`, oldest

@@ -14,8 +14,8 @@ use sqlx::{PgPool, Row};
 
 use super::chat::{MESSAGE_COLUMNS, NewMessage, SearchQuery, StoredMessage};
 use super::{
-    Appended, LogMeta, NewEvent, OfflineMark, PayloadFn, StoreError, StoreResult, StoredEvent,
-    message_row, rooms_from_json, rooms_to_json, stored_event,
+    Appended, LogMeta, NewEvent, OfflineMark, StoreError, StoreResult, StoredEvent, message_row,
+    rooms_from_json, rooms_to_json, stored_event,
 };
 
 #[derive(Clone)]
@@ -111,7 +111,6 @@ impl PgStore {
         &self,
         batch: &[NewEvent],
         idempotency_cutoff_ms: i64,
-        payload: PayloadFn<'_>,
         origin: &str,
     ) -> StoreResult<Vec<Appended>> {
         let mut tx = self.appender.begin().await?;
@@ -121,7 +120,7 @@ impl PgStore {
                 .await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut rows = EventRows::with_capacity(batch.len());
-        for (i, ev) in batch.iter().enumerate() {
+        for ev in batch {
             let seq = next + 1;
             if let Some(key) = &ev.idempotency_key
                 && let Some(first) = claim_key(&mut tx, key, seq, ev, idempotency_cutoff_ms).await?
@@ -130,9 +129,8 @@ impl PgStore {
                 continue;
             }
             next = seq;
-            let body = payload(i, seq);
-            rows.push(ev, seq, body.clone());
-            outcomes.push(Appended::New { seq, payload: body });
+            rows.push(ev, seq);
+            outcomes.push(Appended::New { seq });
         }
         if !rows.seqs.is_empty() {
             rows.insert(&mut tx).await?;
@@ -515,7 +513,7 @@ async fn claim_key(
 struct EventRows<'a> {
     seqs: Vec<i64>,
     names: Vec<&'a str>,
-    payloads: Vec<String>,
+    payloads: Vec<&'a str>,
     rooms: Vec<String>,
     except: Vec<Option<String>>,
     created: Vec<i64>,
@@ -537,10 +535,10 @@ impl<'a> EventRows<'a> {
         }
     }
 
-    fn push(&mut self, ev: &'a NewEvent, seq: i64, payload: String) {
+    fn push(&mut self, ev: &'a NewEvent, seq: i64) {
         self.seqs.push(seq);
         self.names.push(ev.event.as_str());
-        self.payloads.push(payload);
+        self.payloads.push(ev.payload.as_str());
         self.rooms.push(rooms_to_json(&ev.rooms));
         self.except
             .push((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)));

@@ -12,7 +12,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::chat::{MESSAGE_COLUMNS, NewMessage, SearchQuery, StoredMessage};
 use super::{
-    Appended, LogMeta, NewEvent, OfflineMark, PayloadFn, StoreResult, StoredEvent, message_row,
+    Appended, LogMeta, NewEvent, OfflineMark, StoreResult, StoredEvent, message_row,
     rooms_from_json, rooms_to_json, stored_event,
 };
 
@@ -223,7 +223,6 @@ impl SqliteStore {
         &self,
         batch: &[NewEvent],
         idempotency_cutoff_ms: i64,
-        payload: PayloadFn<'_>,
         _origin: &str,
     ) -> StoreResult<Vec<Appended>> {
         if batch.iter().all(|e| e.idempotency_key.is_none()) {
@@ -236,7 +235,7 @@ impl SqliteStore {
                         .await?
                 }
             };
-            match self.append_script(batch, payload, known).await {
+            match self.append_script(batch, known).await {
                 Ok(appended) => {
                     *head = Some(known + batch.len() as i64);
                     return Ok(appended);
@@ -250,7 +249,7 @@ impl SqliteStore {
             }
         }
         let appended = self
-            .append_in_transaction(batch, idempotency_cutoff_ms, payload)
+            .append_in_transaction(batch, idempotency_cutoff_ms)
             .await?;
         *self.head.lock().await = None;
         Ok(appended)
@@ -264,12 +263,7 @@ impl SqliteStore {
     /// times are integers, event names and rooms passed the grammar, payloads
     /// are JSON that serde_json wrote; strings are quoted with `'` doubled,
     /// which is SQLite's only escape.
-    async fn append_script(
-        &self,
-        batch: &[NewEvent],
-        payload: PayloadFn<'_>,
-        head: i64,
-    ) -> StoreResult<Vec<Appended>> {
+    async fn append_script(&self, batch: &[NewEvent], head: i64) -> StoreResult<Vec<Appended>> {
         use std::fmt::Write;
         fn quote(out: &mut String, text: &str) {
             out.push('\'');
@@ -281,14 +275,13 @@ impl SqliteStore {
         sql.push_str("BEGIN IMMEDIATE;\nINSERT INTO events (seq, event, payload, rooms, except_rooms, created_at) VALUES ");
         for (i, ev) in batch.iter().enumerate() {
             let seq = head + 1 + i as i64;
-            let body = payload(i, seq);
             if i > 0 {
                 sql.push(',');
             }
             let _ = write!(sql, "({seq},");
             quote(&mut sql, &ev.event);
             sql.push(',');
-            quote(&mut sql, &body);
+            quote(&mut sql, &ev.payload);
             sql.push(',');
             quote(&mut sql, &rooms_to_json(&ev.rooms));
             sql.push(',');
@@ -298,7 +291,7 @@ impl SqliteStore {
                 quote(&mut sql, &rooms_to_json(&ev.except));
             }
             let _ = write!(sql, ",{})", ev.created_at_ms);
-            outcomes.push(Appended::New { seq, payload: body });
+            outcomes.push(Appended::New { seq });
         }
         sql.push_str(";\nINSERT INTO event_rooms (room, seq) VALUES ");
         let mut first = true;
@@ -336,16 +329,15 @@ impl SqliteStore {
         &self,
         batch: &[NewEvent],
         idempotency_cutoff_ms: i64,
-        payload: PayloadFn<'_>,
     ) -> StoreResult<Vec<Appended>> {
         let mut tx = self.appender.begin_with("BEGIN IMMEDIATE").await?;
         let mut next: i64 = sqlx::query_scalar("SELECT last_seq FROM log_meta WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
         let mut outcomes = Vec::with_capacity(batch.len());
-        // (index in batch, seq, payload) of the events to insert.
-        let mut fresh: Vec<(usize, i64, String)> = Vec::with_capacity(batch.len());
-        for (i, ev) in batch.iter().enumerate() {
+        // (event, seq) of the events to insert.
+        let mut fresh: Vec<(&NewEvent, i64)> = Vec::with_capacity(batch.len());
+        for ev in batch {
             let seq = next + 1;
             if let Some(key) = &ev.idempotency_key
                 && let Some(first) = claim_key(&mut tx, key, seq, ev, idempotency_cutoff_ms).await?
@@ -354,14 +346,10 @@ impl SqliteStore {
                 continue;
             }
             next = seq;
-            let body = payload(i, seq);
-            outcomes.push(Appended::New {
-                seq,
-                payload: body.clone(),
-            });
-            fresh.push((i, seq, body));
+            outcomes.push(Appended::New { seq });
+            fresh.push((ev, seq));
         }
-        insert_events(&mut tx, batch, &fresh).await?;
+        insert_events(&mut tx, &fresh).await?;
         sqlx::query("UPDATE log_meta SET last_seq = ? WHERE id = 1")
             .bind(next)
             .execute(&mut *tx)
@@ -721,22 +709,17 @@ async fn claim_key(
     }))
 }
 
-/// Inserts the new events, `(index in batch, seq, payload)`, and their room
-/// rows, in statements under SQLite's bound-parameter limit.
-async fn insert_events(
-    tx: &mut SqliteTx,
-    batch: &[NewEvent],
-    fresh: &[(usize, i64, String)],
-) -> StoreResult<()> {
+/// Inserts the new events, `(event, seq)`, and their room rows, in
+/// statements under SQLite's bound-parameter limit.
+async fn insert_events(tx: &mut SqliteTx, fresh: &[(&NewEvent, i64)]) -> StoreResult<()> {
     for chunk in fresh.chunks(MAX_ROWS_PER_INSERT / 6) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO events (seq, event, payload, rooms, except_rooms, created_at) ",
         );
-        q.push_values(chunk, |mut row, (i, seq, body)| {
-            let ev = &batch[*i];
+        q.push_values(chunk, |mut row, (ev, seq)| {
             row.push_bind(*seq)
                 .push_bind(ev.event.as_str())
-                .push_bind(body.as_str())
+                .push_bind(ev.payload.as_str())
                 .push_bind(rooms_to_json(&ev.rooms))
                 .push_bind((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)))
                 .push_bind(ev.created_at_ms);
@@ -745,7 +728,7 @@ async fn insert_events(
     }
     let room_rows: Vec<(&str, i64)> = fresh
         .iter()
-        .flat_map(|(i, seq, _)| batch[*i].rooms.iter().map(move |r| (r.as_str(), *seq)))
+        .flat_map(|(ev, seq)| ev.rooms.iter().map(move |r| (r.as_str(), *seq)))
         .collect();
     for chunk in room_rows.chunks(MAX_ROWS_PER_INSERT / 2) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO event_rooms (room, seq) ");
