@@ -356,6 +356,7 @@ fn hub_options(config: &Config) -> HubOptions {
         replay_limit: config.replay_limit,
         retention: config.event_retention,
         node: config.node_id.clone(),
+        max_payload_bytes: config.max_payload_bytes,
     }
 }
 

@@ -295,8 +295,22 @@ pub struct Prepared {
 /// The longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
-/// Validates an emit against the catalog and resolves its rooms.
-pub fn prepare(emit: Emit) -> Result<Prepared, Rejection> {
+fn check_size(data: &Map<String, Value>, max_data_bytes: usize) -> Result<(), Rejection> {
+    let size = serde_json::to_vec(data).map_or(usize::MAX, |v| v.len());
+    if size > max_data_bytes {
+        return Err(Rejection::too_large(format!(
+            "`data` is larger than {max_data_bytes} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates an emit — its size, its name, the catalog's fields, its rooms —
+/// and resolves its rooms. Every emit passes here, whichever door it came in
+/// by (HTTP, a socket, Rust code): `data` of more than `max_data_bytes` as
+/// JSON is too large.
+pub fn prepare(emit: Emit, max_data_bytes: usize) -> Result<Prepared, Rejection> {
+    check_size(&emit.data, max_data_bytes)?;
     validate_name(&emit.event)?;
     let spec = lookup(&emit.event);
     if let Some(spec) = spec {
@@ -599,8 +613,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn data_over_the_limit_is_too_large() {
+        let d = json!({"blob": "a".repeat(1000)});
+        let size = d.to_string().len();
+        let mut e = emit("custom", d);
+        e.target = Target::user("u1");
+        assert!(prepare(e.clone(), size).is_ok(), "exactly the limit");
+        let err = prepare(e, size - 1).unwrap_err();
+        assert_eq!(err.code.as_str(), "too_large");
+    }
+
     fn rooms_of(e: Emit) -> Result<Vec<String>, String> {
-        prepare(e)
+        prepare(e, 1 << 20)
             .map(|p| p.rooms)
             .map_err(|r| r.message.to_string())
     }
@@ -708,7 +733,7 @@ mod tests {
         for (event, d) in cases {
             let mut e = emit(event, d.clone());
             e.target = Target::user("u1");
-            let err = prepare(e).expect_err(&format!("{event} {d}"));
+            let err = prepare(e, 1 << 20).expect_err(&format!("{event} {d}"));
             assert_eq!(err.code.as_str(), "bad_request");
         }
     }
@@ -786,7 +811,7 @@ mod tests {
         ] {
             let mut e = emit("custom", json!({}));
             e.target = target.clone();
-            assert!(prepare(e).is_err(), "{target:?}");
+            assert!(prepare(e, 1 << 20).is_err(), "{target:?}");
         }
         let unsafe_id = emit("shipment:updated", json!({"shipmentId": "PO 1/2"}));
         assert!(rooms_of(unsafe_id).unwrap_err().contains("shipmentId"));

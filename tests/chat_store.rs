@@ -44,6 +44,7 @@ async fn chat_service(store: &Store, key: Option<[u8; 32]>) -> Chat {
         replay_limit: 1000,
         retention: std::time::Duration::from_secs(3600),
         node: "test".into(),
+        max_payload_bytes: 64 * 1024,
     };
     let (hub, _tasks) = Hub::start(Some(store.clone()), Arc::new(NoSockets), options)
         .await

@@ -99,14 +99,14 @@ fn emit_body() -> impl Strategy<Value = Value> {
 }
 
 fn check_emit(body: &Value) {
-    if let Ok(emit) = parse_emit(body, 131_072) {
+    if let Ok(emit) = parse_emit(body) {
         check_prepared(emit);
     }
 }
 
 fn check_prepared(emit: Emit) {
     let event = emit.event.clone();
-    if let Ok(prepared) = events::prepare(emit) {
+    if let Ok(prepared) = events::prepare(emit, 131_072) {
         assert!(events::validate_name(&event).is_ok());
         assert!(!prepared.rooms.is_empty() && prepared.rooms.len() <= events::MAX_TARGETS);
         for room in &prepared.rooms {

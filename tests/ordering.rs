@@ -153,6 +153,7 @@ async fn hub_on_sqlite() -> (Hub, Arc<Recorder>, impl Sized) {
         replay_limit: 100_000,
         retention: Duration::from_secs(3600),
         node: "sim".into(),
+        max_payload_bytes: 64 * 1024,
     };
     let (hub, tasks) = Hub::start(Some(store), fabric.clone(), options)
         .await
@@ -398,6 +399,7 @@ async fn restarts_lose_nothing_for_clients_resuming_from_their_offsets() {
             replay_limit: 100_000,
             retention: Duration::from_secs(3600),
             node: "sim".into(),
+            max_payload_bytes: 64 * 1024,
         };
         let (hub, tasks) = Hub::start(Some(store.clone()), fabric.clone(), options)
             .await
@@ -474,6 +476,7 @@ async fn envelopes_stored_with_or_without_their_offset_read_back_with_it_once() 
         replay_limit: 100,
         retention: Duration::from_secs(3600),
         node: "sim".into(),
+        max_payload_bytes: 64 * 1024,
     };
     let (hub, _tasks) = Hub::start(Some(store), fabric, options).await.unwrap();
     let receipt = hub.emit(emit_to(vec!["order:o".into()])).await.unwrap();
@@ -485,4 +488,18 @@ async fn envelopes_stored_with_or_without_their_offset_read_back_with_it_once() 
     let new: serde_json::Value = serde_json::from_str(new).unwrap();
     assert_eq!(new["offset"], receipt.offset.as_str());
     assert_eq!(receipt.offset, format!("{epoch}-0000000000000002"));
+}
+
+/// The size limit is part of the one validation every emit passes: an emit
+/// from Rust code is held to it like one over HTTP, and nothing is logged.
+#[tokio::test]
+async fn an_emit_from_rust_is_held_to_the_size_limit() {
+    let (hub, _fabric, _keep) = hub_on_sqlite().await;
+    let mut big = emit_to(vec!["order:1".into()]);
+    big.data.insert("blob".into(), "a".repeat(64 * 1024).into());
+    let err = hub.emit(big).await.unwrap_err();
+    assert_eq!(err.code.as_str(), "too_large");
+    hub.flush().await;
+    assert_eq!(hub.position(), 0, "nothing was logged");
+    assert!(hub.emit(emit_to(vec!["order:1".into()])).await.is_ok());
 }

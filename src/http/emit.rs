@@ -40,7 +40,7 @@ pub async fn emit(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut emit = parse_emit(&body, state.max_payload_bytes)?;
+    let mut emit = parse_emit(&body)?;
     if let Some(key) = headers.get("idempotency-key") {
         let key = key
             .to_str()
@@ -72,7 +72,7 @@ pub async fn emit_batch(
     let parsed: Vec<Result<Emit, Rejection>> = items
         .iter()
         .map(|item| {
-            let mut emit = parse_emit(item, state.max_payload_bytes)?;
+            let mut emit = parse_emit(item)?;
             emit.idempotency_key = match item.get("idempotencyKey") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(k)) => Some(k.clone()),
@@ -112,7 +112,8 @@ fn receipt_json(r: &Receipt) -> Value {
 }
 
 /// Reads an emit request: `{ event, data, rooms?, user?, users?, branch?, role?, broadcast?, except? }`.
-pub fn parse_emit(body: &Value, max_payload_bytes: usize) -> Result<Emit, Rejection> {
+/// Only its shape: the hub checks the rest (see [`crate::events::prepare`]).
+pub fn parse_emit(body: &Value) -> Result<Emit, Rejection> {
     let obj = body
         .as_object()
         .ok_or_else(|| Rejection::bad_request("an emit must be a JSON object"))?;
@@ -126,14 +127,6 @@ pub fn parse_emit(body: &Value, max_payload_bytes: usize) -> Result<Emit, Reject
         Some(Value::Object(d)) => d.clone(),
         Some(_) => return Err(Rejection::bad_request("`data` must be a JSON object")),
     };
-    let size = serde_json::to_vec(&data)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
-    if size > max_payload_bytes {
-        return Err(Rejection::too_large(format!(
-            "`data` is larger than {max_payload_bytes} bytes"
-        )));
-    }
     let target = Target {
         rooms: string_list(obj.get("rooms"), "rooms")?,
         users: {
@@ -202,7 +195,6 @@ mod tests {
         let e = parse_emit(
             &json!({"event": "x", "data": {"a": 1}, "rooms": "order:1", "user": 7, "users": ["u2", 3],
                     "branch": "b", "role": "r", "broadcast": false, "except": ["user:7"]}),
-            1 << 20,
         )
         .unwrap();
         assert_eq!(e.target.rooms, vec!["order:1"]);
@@ -227,13 +219,8 @@ mod tests {
             json!({"event": "x", "broadcast": "yes"}),
             json!({"event": "x", "except": 3}),
         ] {
-            let err = parse_emit(&body, 1 << 20).expect_err(&body.to_string());
+            let err = parse_emit(&body).expect_err(&body.to_string());
             assert_eq!(err.code.as_str(), "bad_request", "{body}");
         }
-        let big = json!({"event": "x", "data": {"blob": "a".repeat(2000)}});
-        assert_eq!(
-            parse_emit(&big, 1024).unwrap_err().code.as_str(),
-            "too_large"
-        );
     }
 }

@@ -17,15 +17,16 @@ impl Hub {
     /// Emits one event: validates it against the catalog, appends it to the log
     /// and delivers it. Returns once it is committed, with its offset.
     pub async fn emit(&self, emit: Emit) -> Result<Receipt, Rejection> {
-        let prepared = events::prepare(emit)?;
+        let prepared = events::prepare(emit, self.inner.options.max_payload_bytes)?;
         self.append_one(prepared).await
     }
 
     /// Emits many events. Each is validated on its own; the valid ones are
     /// committed together, in order. One result per event, in order.
     pub async fn emit_many(&self, emits: Vec<Emit>) -> Vec<Result<Receipt, Rejection>> {
+        let max = self.inner.options.max_payload_bytes;
         let checked: Vec<Result<Prepared, Rejection>> =
-            emits.into_iter().map(events::prepare).collect();
+            emits.into_iter().map(|e| events::prepare(e, max)).collect();
         let valid: Vec<Prepared> = checked
             .iter()
             .filter_map(|r| r.as_ref().ok().cloned())

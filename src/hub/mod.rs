@@ -108,6 +108,8 @@ pub struct HubOptions {
     pub retention: Duration,
     /// This node's name (commits from other nodes are delivered from the shared log).
     pub node: String,
+    /// The largest `data` of an emit, in bytes of JSON (`MAX_PAYLOAD_BYTES`).
+    pub max_payload_bytes: usize,
 }
 
 /// The emitter. Cheap to clone; every clone is the same hub.
