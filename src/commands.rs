@@ -218,6 +218,65 @@ impl<'a> Fields<'a> {
         })
     }
 
+    /// An optional id.
+    pub(crate) fn opt_id(&self, key: &str) -> Result<Option<String>, Rejection> {
+        self.get(key).map(|_| self.id(key)).transpose()
+    }
+
+    /// An optional object (absent is empty).
+    pub(crate) fn object(&self, key: &str) -> Result<Map<String, Value>, Rejection> {
+        match self.get(key) {
+            None => Ok(Map::new()),
+            Some(Value::Object(o)) => Ok(o.clone()),
+            Some(_) => Err(Rejection::bad_request(format!(
+                "`{key}` must be a JSON object"
+            ))),
+        }
+    }
+
+    /// An optional flag (absent is `false`).
+    pub(crate) fn flag(&self, key: &str) -> Result<bool, Rejection> {
+        match self.get(key) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(Rejection::bad_request(format!(
+                "`{key}` must be true or false"
+            ))),
+        }
+    }
+
+    /// One string or a list of strings (absent is empty).
+    pub(crate) fn strings(&self, key: &str) -> Result<Vec<String>, Rejection> {
+        let bad = || Rejection::bad_request(format!("`{key}` must be a list of strings"));
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
+                .collect(),
+            Some(_) => Err(bad()),
+        }
+    }
+
+    /// One id or a list of ids (absent is empty).
+    pub(crate) fn ids(&self, key: &str) -> Result<Vec<String>, Rejection> {
+        let bad = || Rejection::bad_request(format!("`{key}` must be a list of strings"));
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(_) => crate::events::id_value(Some(i)).ok_or_else(bad),
+                    _ => Err(bad()),
+                })
+                .collect(),
+            Some(_) => Err(bad()),
+        }
+    }
+
     /// An optional log offset (`since`).
     pub(crate) fn offset(&self, key: &str) -> Result<Option<String>, Rejection> {
         match self.get(key) {

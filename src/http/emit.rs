@@ -3,12 +3,13 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{ApiError, Controller, JsonBody};
+use crate::commands::Fields;
 use crate::error::Rejection;
-use crate::events::{self, Emit, Target};
+use crate::events::{Emit, Target};
 use crate::hub::Receipt;
 
 /// The most events in one batch.
@@ -114,76 +115,30 @@ fn receipt_json(r: &Receipt) -> Value {
 /// Reads an emit request: `{ event, data, rooms?, user?, users?, branch?, role?, broadcast?, except? }`.
 /// Only its shape: the hub checks the rest (see [`crate::events::prepare`]).
 pub fn parse_emit(body: &Value) -> Result<Emit, Rejection> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| Rejection::bad_request("an emit must be a JSON object"))?;
-    let event = match obj.get("event") {
-        Some(Value::String(e)) => e.clone(),
-        Some(_) => return Err(Rejection::bad_request("`event` must be a string")),
+    let f =
+        Fields::of(body).map_err(|_| Rejection::bad_request("an emit must be a JSON object"))?;
+    let event = match f.get("event") {
         None => return Err(Rejection::bad_request("`event` is required")),
+        Some(_) => f.string("event")?.to_string(),
     };
-    let data: Map<String, Value> = match obj.get("data") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(d)) => d.clone(),
-        Some(_) => return Err(Rejection::bad_request("`data` must be a JSON object")),
-    };
+    let mut users = f.ids("users")?;
+    if let Some(user) = f.opt_id("user")? {
+        users.insert(0, user);
+    }
     let target = Target {
-        rooms: string_list(obj.get("rooms"), "rooms")?,
-        users: {
-            let mut users = string_list(obj.get("users"), "users")?;
-            if let Some(u) = id(obj.get("user"), "user")? {
-                users.insert(0, u);
-            }
-            users
-        },
-        branch: id(obj.get("branch"), "branch")?,
-        role: id(obj.get("role"), "role")?,
-        broadcast: match obj.get("broadcast") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(Rejection::bad_request("`broadcast` must be true or false")),
-        },
-        except: string_list(obj.get("except"), "except")?,
+        rooms: f.strings("rooms")?,
+        users,
+        branch: f.opt_id("branch")?,
+        role: f.opt_id("role")?,
+        broadcast: f.flag("broadcast")?,
+        except: f.strings("except")?,
     };
     Ok(Emit {
         event,
-        data,
+        data: f.object("data")?,
         target,
         idempotency_key: None,
     })
-}
-
-fn id(v: Option<&Value>, field: &str) -> Result<Option<String>, Rejection> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(id) => events::id_value(Some(id)).map(Some).ok_or_else(|| {
-            Rejection::bad_request(format!(
-                "`{field}` must be a non-empty string or an integer"
-            ))
-        }),
-    }
-}
-
-fn string_list(v: Option<&Value>, field: &str) -> Result<Vec<String>, Rejection> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => Ok(s.clone()),
-                Value::Number(n) if field == "users" && events::whole_number(n).is_some() => {
-                    Ok(events::id_value(Some(i)).unwrap_or_default())
-                }
-                _ => Err(Rejection::bad_request(format!(
-                    "`{field}` must be a list of strings"
-                ))),
-            })
-            .collect(),
-        Some(_) => Err(Rejection::bad_request(format!(
-            "`{field}` must be a list of strings"
-        ))),
-    }
 }
 
 #[cfg(test)]
