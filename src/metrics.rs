@@ -366,4 +366,14 @@ mod tests {
         assert_eq!(class("x:y"), "custom");
         assert_eq!(class("totally-random-name"), "custom");
     }
+
+    /// The label values are listed by hand (every series exists from start-up):
+    /// an event added to the catalog must get its own class, not `custom`.
+    #[test]
+    fn every_catalog_event_has_its_class() {
+        for name in crate::events::CATALOG.iter().flat_map(|spec| spec.names) {
+            let prefix = name.split(':').next().unwrap();
+            assert_eq!(class(name), prefix, "{name}");
+        }
+    }
 }
