@@ -247,32 +247,28 @@ impl<'a> Fields<'a> {
 
     /// One string or a list of strings (absent is empty).
     pub(crate) fn strings(&self, key: &str) -> Result<Vec<String>, Rejection> {
-        let bad = || Rejection::bad_request(format!("`{key}` must be a list of strings"));
-        match self.get(key) {
-            None => Ok(Vec::new()),
-            Some(Value::String(s)) => Ok(vec![s.clone()]),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
-                .collect(),
-            Some(_) => Err(bad()),
-        }
+        self.list(key, |i| i.as_str().map(str::to_string))
     }
 
-    /// One id or a list of ids (absent is empty).
+    /// One string or a list of ids, strings or whole numbers (absent is empty).
     pub(crate) fn ids(&self, key: &str) -> Result<Vec<String>, Rejection> {
+        self.list(key, |i| match i {
+            Value::String(s) => Some(s.clone()),
+            _ => crate::events::id_value(Some(i)),
+        })
+    }
+
+    /// One string, or a list whose every item `item` reads.
+    fn list(
+        &self,
+        key: &str,
+        item: impl Fn(&Value) -> Option<String>,
+    ) -> Result<Vec<String>, Rejection> {
         let bad = || Rejection::bad_request(format!("`{key}` must be a list of strings"));
         match self.get(key) {
             None => Ok(Vec::new()),
             Some(Value::String(s)) => Ok(vec![s.clone()]),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => Ok(s.clone()),
-                    Value::Number(_) => crate::events::id_value(Some(i)).ok_or_else(bad),
-                    _ => Err(bad()),
-                })
-                .collect(),
+            Some(Value::Array(items)) => items.iter().map(|i| item(i).ok_or_else(bad)).collect(),
             Some(_) => Err(bad()),
         }
     }

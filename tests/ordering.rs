@@ -144,17 +144,22 @@ fn emit_to(rooms: Vec<String>) -> Emit {
     }
 }
 
+/// The hub's settings, with this replay limit.
+fn options(replay_limit: usize) -> HubOptions {
+    HubOptions {
+        replay_limit,
+        retention: Duration::from_secs(3600),
+        node: "sim".into(),
+        max_payload_bytes: 64 * 1024,
+    }
+}
+
 /// A hub on a fresh SQLite log whose sockets are a recorder (and what must
 /// outlive the test: the database's directory, the hub's tasks).
 async fn hub_on_sqlite() -> (Hub, Arc<Recorder>, impl Sized) {
     let (store, dir) = common::sqlite().await;
     let fabric = Arc::new(Recorder::default());
-    let options = HubOptions {
-        replay_limit: 100_000,
-        retention: Duration::from_secs(3600),
-        node: "sim".into(),
-        max_payload_bytes: 64 * 1024,
-    };
+    let options = options(100_000);
     let (hub, tasks) = Hub::start(Some(store), fabric.clone(), options)
         .await
         .unwrap();
@@ -395,12 +400,7 @@ async fn restarts_lose_nothing_for_clients_resuming_from_their_offsets() {
     let mut received: Vec<Vec<i64>> = vec![Vec::new(); 3];
     for life in 0..4 {
         let fabric = Arc::new(Recorder::default());
-        let options = HubOptions {
-            replay_limit: 100_000,
-            retention: Duration::from_secs(3600),
-            node: "sim".into(),
-            max_payload_bytes: 64 * 1024,
-        };
+        let options = options(100_000);
         let (hub, tasks) = Hub::start(Some(store.clone()), fabric.clone(), options)
             .await
             .unwrap();
@@ -472,12 +472,7 @@ async fn envelopes_stored_with_or_without_their_offset_read_back_with_it_once() 
     };
     store.append(&[row], 0).await.unwrap();
     let fabric = Arc::new(Recorder::default());
-    let options = HubOptions {
-        replay_limit: 100,
-        retention: Duration::from_secs(3600),
-        node: "sim".into(),
-        max_payload_bytes: 64 * 1024,
-    };
+    let options = options(100);
     let (hub, _tasks) = Hub::start(Some(store), fabric, options).await.unwrap();
     let receipt = hub.emit(emit_to(vec!["order:o".into()])).await.unwrap();
     let read = hub.read_events(&["order:o".into()], 0, 10).await.unwrap();
