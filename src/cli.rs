@@ -50,6 +50,7 @@ struct TokenArgs {
 
 /// Parses the command line and runs it. Returns the process exit code.
 pub fn main() -> i32 {
+    crate::memory::no_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token(t)) => token(t),

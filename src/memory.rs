@@ -10,6 +10,13 @@
 //! So every runtime worker, when it runs out of work, asks the allocator to
 //! return what it does not use, at most once per [`TIDY_EVERY`]. Under load a
 //! worker parks often, and the interval keeps that to a few calls per minute.
+//!
+//! And livehub runs without transparent huge pages: mimalloc is built not to
+//! ask for them on its arenas (its `no_thp` feature), and [`no_huge_pages`]
+//! turns them off where the kernel would give them unasked. With them, one
+//! live object keeps a whole 2 MiB page resident where 4 KiB would do: the
+//! same run came back to 59 MiB from a 29 MiB start with them, 30 MiB from
+//! 17 MiB without.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -56,3 +63,13 @@ fn tidy() {
 
 #[cfg(not(any(feature = "mimalloc", all(target_os = "linux", target_env = "gnu"))))]
 fn tidy() {}
+
+/// Turns transparent huge pages off for this process (Linux; elsewhere
+/// nothing). Call first thing, so that no arena gets them.
+pub(crate) fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process; it takes no pointers.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
