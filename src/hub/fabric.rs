@@ -43,6 +43,14 @@ pub enum SendOutcome {
 /// bounds what one slow reader can hold, whatever the size of the events.
 pub(crate) const OUTGOING_BYTE_BUDGET: usize = 4 << 20;
 
+/// Outgoing packets one connection may have queued before it counts as too slow.
+///
+/// A controller's batch (up to 1,000 events) can land on one socket in a single
+/// burst, so the buffer holds two full batches: a client that keeps up never
+/// trips it, one that stopped reading does. Queue slots are allocated as they
+/// fill, so an idle connection does not pay for the headroom.
+pub(crate) const SOCKET_BUFFER_PACKETS: usize = 2048;
+
 /// This node's sockets and rooms, for `/health` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Census {

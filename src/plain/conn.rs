@@ -12,7 +12,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use socketioxide::socket::Sid;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Front;
@@ -21,7 +20,6 @@ use super::registry::{Conn, Outgoing, close};
 use crate::auth::{AuthError, Claims};
 use crate::error::{ErrorCode, Rejection};
 use crate::hub::Fabric;
-use crate::realtime::SOCKET_BUFFER_PACKETS;
 use crate::session::limits::{ConnectionSlot, EventLimiter};
 use crate::session::state::Outcome;
 use crate::session::{Job, Reply, Session, handlers};
@@ -143,8 +141,7 @@ async fn accepted(
         EventLimiter::per_minute(ctx.settings.rate_limit_per_minute),
         Some(hello.slot),
     ));
-    let (tx, rx) = mpsc::channel(SOCKET_BUFFER_PACKETS);
-    let conn = Arc::new(Conn::new(sid, tx, session.clone()));
+    let conn = Arc::new(Conn::new(sid, session.clone()));
     let probe: Arc<dyn crate::session::ReceiptProbe> = conn.clone();
     let _ = session.probe.set(Arc::downgrade(&probe));
     let info = Arc::new(Info {
@@ -170,7 +167,8 @@ async fn accepted(
         session: session.clone(),
         info,
     };
-    link.run(sink, stream, rx).await;
+    link.run(sink, stream).await;
+    conn.finished();
 
     front.registry.remove(sid);
     if let Some(slot) = &session.connection {
@@ -197,7 +195,7 @@ struct Link {
 }
 
 impl Link {
-    async fn run(&self, mut sink: Sink, mut stream: Stream, mut rx: mpsc::Receiver<Outgoing>) {
+    async fn run(&self, mut sink: Sink, mut stream: Stream) {
         let (ping_every, idle_after) = (self.front.ping_every, self.front.idle_after);
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
@@ -208,10 +206,10 @@ impl Link {
             tokio::select! {
                 biased;
                 _ = self.conn.kill.cancelled() => break,
-                frame = rx.recv() => {
+                frame = self.conn.next_out() => {
                     let Some(frame) = frame else { break };
                     let written = tokio::select! {
-                        r = write_batch(&mut sink, &self.conn, frame, &mut rx) => r,
+                        r = write_batch(&mut sink, &self.conn, frame) => r,
                         _ = self.conn.kill.cancelled() => break,
                     };
                     if written.is_err() {
@@ -248,7 +246,7 @@ impl Link {
                 }
             }
         }
-        Box::pin(self.finish(sink, stream, rx)).await;
+        Box::pin(self.finish(sink, stream)).await;
     }
 
     /// Sends what is still queued (an `auth:expired` before its close, say),
@@ -256,12 +254,12 @@ impl Link {
     /// (within [`CLOSE_PATIENCE`], then [`ANSWER_PATIENCE`]). Dropping the
     /// connection before the client has read our close (while its own frames
     /// sit unread here) resets it, and the client sees 1006 instead of the code.
-    async fn finish(&self, mut sink: Sink, mut stream: Stream, mut rx: mpsc::Receiver<Outgoing>) {
+    async fn finish(&self, mut sink: Sink, mut stream: Stream) {
         let Some((code, reason)) = self.conn.close_reason() else {
             return;
         };
         let flush = async {
-            while let Ok(out) = rx.try_recv() {
+            while let Some(out) = self.conn.try_next_out() {
                 sink.feed(message(out)).await?;
             }
             sink.send(Message::Close(Some(CloseFrame {
@@ -413,21 +411,12 @@ impl Link {
 }
 
 /// Writes `first` and whatever else is waiting (up to a batch), then flushes once.
-async fn write_batch(
-    sink: &mut Sink,
-    conn: &Conn,
-    first: Outgoing,
-    rx: &mut mpsc::Receiver<Outgoing>,
-) -> Result<(), axum::Error> {
-    conn.dequeued(&first);
+async fn write_batch(sink: &mut Sink, conn: &Conn, first: Outgoing) -> Result<(), axum::Error> {
     sink.feed(message(first)).await?;
     for _ in 1..WRITE_BATCH {
-        match rx.try_recv() {
-            Ok(out) => {
-                conn.dequeued(&out);
-                sink.feed(message(out)).await?
-            }
-            Err(_) => break,
+        match conn.try_next_out() {
+            Some(out) => sink.feed(message(out)).await?,
+            None => break,
         }
     }
     sink.flush().await

@@ -12,6 +12,7 @@
 
 pub(crate) mod conn;
 pub(crate) mod frames;
+mod outbox;
 pub(crate) mod registry;
 
 use std::net::{IpAddr, Ipv4Addr};

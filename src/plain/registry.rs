@@ -14,10 +14,10 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::frames;
+use super::outbox::{Outbox, Refused};
 use crate::cluster::relay::{Relay, RelayTarget, Relayed};
 use crate::hub::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
 use crate::session::Session;
@@ -51,7 +51,7 @@ pub(crate) struct Conn {
     pub sid: Sid,
     /// The connection's session (for shutdown's cleanup).
     pub session: Arc<Session>,
-    out: mpsc::Sender<Outgoing>,
+    out: Outbox,
     /// The probe waiting for its pong: its payload and who to tell.
     probe: Mutex<Option<(axum::body::Bytes, tokio::sync::oneshot::Sender<()>)>>,
     rooms: Mutex<HashSet<String>>,
@@ -67,13 +67,13 @@ pub(crate) struct Conn {
 use crate::hub::fabric::OUTGOING_BYTE_BUDGET as BYTE_BUDGET;
 
 impl Conn {
-    /// A connection whose outgoing frames go to `out`.
-    pub(crate) fn new(sid: Sid, out: mpsc::Sender<Outgoing>, session: Arc<Session>) -> Conn {
+    /// A connection, its outgoing queue empty.
+    pub(crate) fn new(sid: Sid, session: Arc<Session>) -> Conn {
         Conn {
             sid,
             probe: Mutex::default(),
             session,
-            out,
+            out: Outbox::default(),
             rooms: Mutex::default(),
             aliases: Mutex::default(),
             closing: Mutex::default(),
@@ -91,20 +91,43 @@ impl Conn {
             self.queued_bytes.fetch_sub(len, Relaxed);
             return SendOutcome::Slow;
         }
-        match self.out.try_send(Outgoing::Text(frame)) {
+        match self.out.push(Outgoing::Text(frame)) {
             Ok(()) => SendOutcome::Sent,
-            Err(e) => {
+            Err(refused) => {
                 self.queued_bytes.fetch_sub(len, Relaxed);
-                match e {
-                    mpsc::error::TrySendError::Full(_) => SendOutcome::Slow,
-                    mpsc::error::TrySendError::Closed(_) => SendOutcome::Gone,
+                match refused {
+                    Refused::Full => SendOutcome::Slow,
+                    Refused::Closed => SendOutcome::Gone,
                 }
             }
         }
     }
 
+    /// The next frame to write, once one is waiting (`None` once closed).
+    pub(crate) async fn next_out(&self) -> Option<Outgoing> {
+        let out = self.out.next().await;
+        if let Some(out) = &out {
+            self.dequeued(out);
+        }
+        out
+    }
+
+    /// The next frame to write, if one is waiting.
+    pub(crate) fn try_next_out(&self) -> Option<Outgoing> {
+        let out = self.out.try_next();
+        if let Some(out) = &out {
+            self.dequeued(out);
+        }
+        out
+    }
+
+    /// The connection's task has finished: nothing more is queued for it.
+    pub(crate) fn finished(&self) {
+        self.out.close();
+    }
+
     /// A frame left the queue for the socket.
-    pub(crate) fn dequeued(&self, out: &Outgoing) {
+    fn dequeued(&self, out: &Outgoing) {
         if let Outgoing::Text(frame) = out {
             self.queued_bytes
                 .fetch_sub(frame.len(), std::sync::atomic::Ordering::Relaxed);
@@ -413,7 +436,7 @@ impl crate::session::ReceiptProbe for Conn {
         let nonce = axum::body::Bytes::from(rand::random::<[u8; 8]>().to_vec());
         let (done, answered) = tokio::sync::oneshot::channel();
         *self.probe.lock() = Some((nonce.clone(), done));
-        let queued = self.out.try_send(Outgoing::Probe(nonce)).is_ok();
+        let queued = self.out.push(Outgoing::Probe(nonce)).is_ok();
         Box::pin(async move {
             queued
                 && tokio::time::timeout(PROBE_PATIENCE, answered)

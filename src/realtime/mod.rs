@@ -25,13 +25,7 @@ use crate::hub::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
 use crate::session::{Session, Sessions};
 use crate::transport::{ConnInfo, Outbox, TransportControl};
 
-/// Outgoing packets one socket may have queued before it counts as too slow.
-///
-/// A controller's batch (up to 1,000 events) can land on one socket in a single
-/// burst, so the buffer holds two full batches: a client that keeps up never
-/// trips it, one that stopped reading does. Queue slots are allocated as they
-/// fill, so an idle socket does not pay for the headroom.
-pub const SOCKET_BUFFER_PACKETS: usize = 2048;
+use crate::hub::fabric::SOCKET_BUFFER_PACKETS;
 
 /// Events at most this big are not counted against a websocket's byte budget:
 /// the packet cap alone keeps what they can hold within the budget
