@@ -53,31 +53,69 @@ pub(crate) const ANSWER_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Serves one upgraded connection until it closes.
 ///
-/// This future is the connection's task, alive for as long as the connection:
-/// its size is memory held per idle connection. An async fn reserves room for
-/// the largest future it awaits, so the cold steps (authentication, refusal,
-/// closing, clean-up) are boxed: they cost one allocation while they run
-/// instead of their size for the connection's whole life.
-pub(crate) async fn serve(front: Arc<Front>, socket: WebSocket, hello: Hello) {
-    let (mut sink, mut stream) = socket.split();
+/// The future returned is the connection's task, alive for as long as the
+/// connection: its size is memory held per idle connection. So what only the
+/// start needs stays out of it. The socket is split before the future exists
+/// (an async fn keeps its arguments for its whole life), the rest of the start
+/// travels in one box, and the cold steps (authentication, refusal, clean-up)
+/// are boxed: they cost an allocation while they run instead of their size for
+/// the connection's whole life.
+pub(crate) fn serve(
+    front: Arc<Front>,
+    socket: WebSocket,
+    hello: Hello,
+) -> impl Future<Output = ()> + Send {
+    let (sink, stream) = socket.split();
+    let start = Box::new(Start {
+        front,
+        sink,
+        stream,
+        hello,
+    });
+    async move {
+        if let Some((link, sink, stream)) = Box::pin(admit(start)).await {
+            link.run(sink, stream).await;
+            Box::pin(link.clean_up()).await;
+        }
+    }
+}
+
+/// A connection before it is admitted.
+struct Start {
+    front: Arc<Front>,
+    sink: Sink,
+    stream: Stream,
+    hello: Hello,
+}
+
+/// Authenticates the connection (by its URL's token or its first frame) and
+/// registers it; a refused one is told why and closed.
+async fn admit(start: Box<Start>) -> Option<(Link, Sink, Stream)> {
+    let Start {
+        front,
+        mut sink,
+        mut stream,
+        hello,
+    } = *start;
     let (token, offset) = match hello.token.clone() {
         Some(token) => (token, hello.offset.clone()),
-        None => match Box::pin(await_auth_frame(&mut sink, &mut stream)).await {
+        None => match await_auth_frame(&mut sink, &mut stream).await {
             Some(auth) => (auth.token, auth.offset.or_else(|| hello.offset.clone())),
             None => {
                 hello.slot.release();
-                return Box::pin(refuse(sink, &AuthError::MissingToken)).await;
+                refuse(sink, &AuthError::MissingToken).await;
+                return None;
             }
         },
     };
-    let claims = match Box::pin(front.sessions.verifier.verify(&token)).await {
-        Ok(claims) => claims,
+    match front.sessions.verifier.verify(&token).await {
+        Ok(claims) => Some((register(front, claims, offset, hello), sink, stream)),
         Err(e) => {
             hello.slot.release();
-            return Box::pin(refuse(sink, &e)).await;
+            refuse(sink, &e).await;
+            None
         }
-    };
-    accepted(front, sink, stream, claims, offset, hello).await;
+    }
 }
 
 /// Waits for `{"type":"auth","token"}`; other frames are answered `unauthorized`.
@@ -120,15 +158,10 @@ async fn refuse(mut sink: Sink, e: &AuthError) {
         .await;
 }
 
-/// Registers an authenticated connection, runs it, and cleans up after it.
-async fn accepted(
-    front: Arc<Front>,
-    sink: Sink,
-    stream: Stream,
-    claims: Claims,
-    offset: Option<String>,
-    hello: Hello,
-) {
+/// Registers an authenticated connection: its session, its place in the
+/// registry, its hello frame, and its session queue (which starts with the
+/// connect job: automatic rooms, replay).
+fn register(front: Arc<Front>, claims: Claims, offset: Option<String>, hello: Hello) -> Link {
     let ctx = &front.sessions;
     let sid = Sid::new();
     let automatic = crate::rooms::automatic_rooms(&claims);
@@ -158,24 +191,13 @@ async fn accepted(
     ctx.expiry.watch(sid, session.claims().exp);
     let hello_frame = frames::connection_established(&sid.to_string(), &user, &automatic);
     conn.push(hello_frame.into());
-    // The session's queue starts with its connect job (automatic rooms, replay).
     tokio::spawn(handlers::run_queue(ctx.clone(), session.clone()));
-
-    let link = Link {
-        front: front.clone(),
-        conn: conn.clone(),
-        session: session.clone(),
+    Link {
+        front,
+        conn,
+        session,
         info,
-    };
-    link.run(sink, stream).await;
-    conn.finished();
-
-    front.registry.remove(sid);
-    if let Some(slot) = &session.connection {
-        slot.release();
     }
-    ctx.expiry.forget(sid);
-    Box::pin(handlers::on_disconnect(ctx, &session)).await;
 }
 
 /// What `getStatus` reports beside the session.
@@ -195,6 +217,20 @@ struct Link {
 }
 
 impl Link {
+    /// After the connection ended: out of the registry, its address slot and
+    /// expiry freed, then the session's own clean-up (presence, offline mark).
+    async fn clean_up(&self) {
+        self.conn.finished();
+        let sid = self.conn.sid;
+        self.front.registry.remove(sid);
+        if let Some(slot) = &self.session.connection {
+            slot.release();
+        }
+        let ctx = &self.front.sessions;
+        ctx.expiry.forget(sid);
+        handlers::on_disconnect(ctx, &self.session).await;
+    }
+
     async fn run(&self, mut sink: Sink, mut stream: Stream) {
         let (ping_every, idle_after) = (self.front.ping_every, self.front.idle_after);
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
