@@ -125,65 +125,86 @@ async fn commit(
     delivery: &DeliveryHandle,
     requests: Vec<AppendRequest>,
 ) {
-    let batch = new_events(&requests);
-    if batch.is_empty() {
+    let now = chrono::Utc::now();
+    let (rows, callers) = into_rows(requests, now);
+    if rows.is_empty() {
         // A flush: everything queued before it has been committed and handed on.
-        for req in requests {
-            let _ = req.reply.send(Vec::new());
+        for caller in callers {
+            let _ = caller.reply.send(Vec::new());
         }
         return;
     }
     let started = Instant::now();
-    let outcome = append_to(sink, &batch).await;
-    metrics::log_append(started.elapsed(), batch.len());
+    let cutoff = now.timestamp_millis() - IDEMPOTENCY_WINDOW.as_millis() as i64;
+    let outcome = append_to(sink, &rows, cutoff).await;
+    metrics::log_append(started.elapsed(), rows.len());
     let appended = match outcome {
         Ok(appended) => appended,
         Err(e) => {
-            tracing::error!(error = %e, events = batch.len(), "event log append failed");
-            for req in requests {
-                let _ = req.reply.send(refused(req.events.len(), APPEND_FAILED));
+            tracing::error!(error = %e, events = rows.len(), "event log append failed");
+            for caller in callers {
+                let _ = caller.reply.send(refused(caller.count, APPEND_FAILED));
             }
             return;
         }
     };
-    let (to_deliver, replies) = settle(requests, batch, appended, codec);
+    let (to_deliver, receipts) = settle(rows, appended, codec);
     // Deliver before answering: a caller that emits and then asks a socket what
     // it got must find the event already on its way.
     delivery.deliver(to_deliver).await;
-    for (reply, results, queued_at) in replies {
-        metrics::emit_latency(queued_at.elapsed());
-        let _ = reply.send(results);
+    let mut receipts = receipts.into_iter();
+    for caller in callers {
+        metrics::emit_latency(caller.queued_at.elapsed());
+        let _ = caller
+            .reply
+            .send(receipts.by_ref().take(caller.count).collect());
     }
 }
 
-/// The waiting requests' events as log rows, each envelope stamped now.
-fn new_events(requests: &[AppendRequest]) -> Vec<NewEvent> {
-    let now = chrono::Utc::now();
+/// A caller waiting for the receipts of its `count` events.
+struct Caller {
+    reply: oneshot::Sender<Vec<Result<Receipt, Rejection>>>,
+    count: usize,
+    queued_at: Instant,
+}
+
+/// The requests' events as log rows, in order, each envelope stamped `now`,
+/// and the callers waiting for them.
+fn into_rows(
+    requests: Vec<AppendRequest>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Vec<NewEvent>, Vec<Caller>) {
     let now_ms = now.timestamp_millis();
     let now_iso = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    requests
-        .iter()
-        .flat_map(|r| r.events.iter())
-        .map(|p| NewEvent {
-            event: p.event.clone(),
+    let mut rows = Vec::new();
+    let mut callers = Vec::with_capacity(requests.len());
+    for req in requests {
+        callers.push(Caller {
+            reply: req.reply,
+            count: req.events.len(),
+            queued_at: req.queued_at,
+        });
+        rows.extend(req.events.into_iter().map(|p| NewEvent {
             payload: events::envelope(&p.event, &p.data, &now_iso),
-            rooms: p.rooms.clone(),
-            except: p.except.clone(),
-            idempotency_key: p.idempotency_key.clone(),
+            event: p.event,
+            rooms: p.rooms,
+            except: p.except,
+            idempotency_key: p.idempotency_key,
             created_at_ms: now_ms,
-        })
-        .collect()
+        }));
+    }
+    (rows, callers)
 }
 
 /// Appends one batch to the sink.
-async fn append_to(sink: &mut Sink, batch: &[NewEvent]) -> StoreResult<Vec<Appended>> {
+async fn append_to(
+    sink: &mut Sink,
+    rows: &[NewEvent],
+    idempotency_cutoff_ms: i64,
+) -> StoreResult<Vec<Appended>> {
     match sink {
-        Sink::Store(store) => {
-            let now_ms = batch.first().map_or(0, |e| e.created_at_ms);
-            let cutoff = now_ms - IDEMPOTENCY_WINDOW.as_millis() as i64;
-            store.append(batch, cutoff).await
-        }
-        Sink::Memory { last_seq } => Ok(batch
+        Sink::Store(store) => store.append(rows, idempotency_cutoff_ms).await,
+        Sink::Memory { last_seq } => Ok(rows
             .iter()
             .map(|_| {
                 *last_seq += 1;
@@ -193,44 +214,36 @@ async fn append_to(sink: &mut Sink, batch: &[NewEvent]) -> StoreResult<Vec<Appen
     }
 }
 
-type Reply = (
-    oneshot::Sender<Vec<Result<Receipt, Rejection>>>,
-    Vec<Result<Receipt, Rejection>>,
-    Instant,
-);
-
-/// Pairs each committed event with its request: the events to deliver (new
+/// Pairs each row with what the append did to it: the events to deliver (new
 /// ones only, their offset added; a duplicate was delivered the first time)
-/// and each caller's receipts.
+/// and one receipt per row, in order.
 fn settle(
-    requests: Vec<AppendRequest>,
-    batch: Vec<NewEvent>,
+    rows: Vec<NewEvent>,
     appended: Vec<Appended>,
     codec: &OffsetCodec,
-) -> (Vec<Arc<LoggedEvent>>, Vec<Reply>) {
+) -> (Vec<Arc<LoggedEvent>>, Vec<Result<Receipt, Rejection>>) {
+    assert_eq!(rows.len(), appended.len(), "one outcome per event");
     let mut to_deliver = Vec::with_capacity(appended.len());
-    let mut outcomes = batch.into_iter().zip(appended);
-    let mut replies = Vec::with_capacity(requests.len());
-    for req in requests {
-        let mut results = Vec::with_capacity(req.events.len());
-        for p in req.events {
-            let (row, outcome) = outcomes.next().expect("one outcome per event");
-            let receipt = match outcome {
+    let receipts = rows
+        .into_iter()
+        .zip(appended)
+        .map(|(row, outcome)| {
+            Ok(match outcome {
                 Appended::New { seq } => {
                     let offset = codec.format(seq);
                     let payload = events::with_offset(row.payload, &offset);
                     let payload = RawValue::from_string(payload).expect("envelopes are valid JSON");
                     let receipt = Receipt {
                         offset,
-                        rooms: p.rooms.clone(),
+                        rooms: row.rooms.clone(),
                         duplicate: false,
                     };
                     to_deliver.push(Arc::new(LoggedEvent {
                         seq,
-                        event: p.event,
+                        event: row.event,
                         payload,
-                        rooms: p.rooms,
-                        except: p.except,
+                        rooms: row.rooms,
+                        except: row.except,
                     }));
                     receipt
                 }
@@ -239,10 +252,8 @@ fn settle(
                     rooms,
                     duplicate: true,
                 },
-            };
-            results.push(Ok(receipt));
-        }
-        replies.push((req.reply, results, req.queued_at));
-    }
-    (to_deliver, replies)
+            })
+        })
+        .collect();
+    (to_deliver, receipts)
 }

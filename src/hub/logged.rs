@@ -128,7 +128,7 @@ impl Hub {
         after: i64,
         limit: usize,
     ) -> Result<Vec<crate::store::StoredEvent>, Rejection> {
-        let Some(log) = &self.inner.log_reader else {
+        let Some(log) = self.log_reader() else {
             return Ok(Vec::new());
         };
         log.rooms(rooms, after, i64::MAX, limit).await.map_err(|e| {

@@ -123,8 +123,6 @@ struct Inner {
     delivery: DeliveryHandle,
     fabric: Arc<dyn Fabric>,
     store: Option<Store>,
-    /// The store's reads, with offsets.
-    log_reader: Option<LogReader>,
     codec: OffsetCodec,
     pruned_through: AtomicI64,
     options: HubOptions,
@@ -204,8 +202,7 @@ impl Hub {
             }
         }
         let shared = store.clone().filter(Store::is_shared);
-        let log_reader = store.clone().map(|s| LogReader::new(s, codec.clone()));
-        let shared_log = log_reader.clone().filter(|_| shared.is_some());
+        let shared_log = shared.clone().map(|s| LogReader::new(s, codec.clone()));
         let (delivery, deliverer) =
             delivery::spawn(fabric.clone(), last_seq, shared_log, quiet.clone());
         let tail = shared.map(|store| tail::spawn(store, node.to_string(), delivery.clone()));
@@ -221,7 +218,6 @@ impl Hub {
                 delivery,
                 fabric,
                 store,
-                log_reader,
                 codec,
                 pruned_through: AtomicI64::new(pruned),
                 options,
@@ -243,6 +239,12 @@ impl Hub {
                 tail,
             },
         ))
+    }
+
+    /// The log's reads, with offsets (none without a store).
+    fn log_reader(&self) -> Option<LogReader> {
+        let store = self.inner.store.clone()?;
+        Some(LogReader::new(store, self.inner.codec.clone()))
     }
 
     fn downgrade(&self) -> std::sync::Weak<Inner> {

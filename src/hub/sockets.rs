@@ -107,11 +107,11 @@ impl Hub {
         through: i64,
         sent: &mut usize,
     ) -> Result<Option<Fill>, JoinFailure> {
-        let (Some(log), Some(mut f)) = (&self.inner.log_reader, fill) else {
+        let (Some(log), Some(mut f)) = (self.log_reader(), fill) else {
             return Ok(None);
         };
         *sent += self
-            .send_from_store(log, sid, membership, &f, through)
+            .send_from_store(&log, sid, membership, &f, through)
             .await?;
         f.advance_to(through);
         Ok(Some(f))

@@ -31,6 +31,17 @@ struct Queue {
     closed: bool,
 }
 
+impl Queue {
+    /// The first frame, giving the room back when that empties a grown queue.
+    fn pop(&mut self) -> Option<Outgoing> {
+        let frame = self.frames.pop_front();
+        if self.frames.is_empty() && self.frames.capacity() > KEPT {
+            self.frames = VecDeque::new();
+        }
+        frame
+    }
+}
+
 /// Frames for one connection's task: many pushers, one reader.
 #[derive(Default)]
 pub(crate) struct Outbox {
@@ -58,23 +69,21 @@ impl Outbox {
 
     /// The next frame, if one is waiting.
     pub fn try_next(&self) -> Option<Outgoing> {
-        let mut queue = self.queue.lock();
-        let frame = queue.frames.pop_front();
-        if queue.frames.is_empty() && queue.frames.capacity() > KEPT {
-            queue.frames = VecDeque::new();
-        }
-        frame
+        self.queue.lock().pop()
     }
 
     /// The next frame, once one is waiting. Cancel-safe: a frame is only taken
     /// when this returns it.
     pub async fn next(&self) -> Option<Outgoing> {
         loop {
-            if let Some(frame) = self.try_next() {
-                return Some(frame);
-            }
-            if self.queue.lock().closed {
-                return None;
+            {
+                let mut queue = self.queue.lock();
+                if let Some(frame) = queue.pop() {
+                    return Some(frame);
+                }
+                if queue.closed {
+                    return None;
+                }
             }
             self.waiting.notified().await;
         }

@@ -105,20 +105,12 @@ impl Conn {
 
     /// The next frame to write, once one is waiting (`None` once closed).
     pub(crate) async fn next_out(&self) -> Option<Outgoing> {
-        let out = self.out.next().await;
-        if let Some(out) = &out {
-            self.dequeued(out);
-        }
-        out
+        self.dequeued(self.out.next().await)
     }
 
     /// The next frame to write, if one is waiting.
     pub(crate) fn try_next_out(&self) -> Option<Outgoing> {
-        let out = self.out.try_next();
-        if let Some(out) = &out {
-            self.dequeued(out);
-        }
-        out
+        self.dequeued(self.out.try_next())
     }
 
     /// The connection's task has finished: nothing more is queued for it.
@@ -126,12 +118,13 @@ impl Conn {
         self.out.close();
     }
 
-    /// A frame left the queue for the socket.
-    fn dequeued(&self, out: &Outgoing) {
-        if let Outgoing::Text(frame) = out {
+    /// A frame left the queue for the socket: its bytes no longer count.
+    fn dequeued(&self, out: Option<Outgoing>) -> Option<Outgoing> {
+        if let Some(Outgoing::Text(frame)) = &out {
             self.queued_bytes
                 .fetch_sub(frame.len(), std::sync::atomic::Ordering::Relaxed);
         }
+        out
     }
 
     /// A pong arrived: it answers the waiting probe if its payload matches.
