@@ -244,6 +244,7 @@ impl DeliveryHandle {
 /// Starts the deliverer at log position `start`. With a shared `store`, it
 /// fills gaps left by other nodes' commits from the log.
 pub(crate) fn spawn(
+    lane: &mut super::lane::Lane,
     fabric: Arc<dyn Fabric>,
     start: i64,
     shared_log: Option<LogReader>,
@@ -258,7 +259,7 @@ pub(crate) fn spawn(
         shared_log,
         quiet,
     };
-    let task = super::spawn_critical("deliverer", deliverer.run(rx));
+    let task = lane.spawn_critical("deliverer", deliverer.run(rx));
     let known = Arc::new(AtomicI64::new(start));
     (
         DeliveryHandle {
@@ -494,13 +495,21 @@ mod tests {
         answer.await.unwrap()
     }
 
+    /// A deliverer on its own lane, as the hub starts it.
+    fn start(fabric: Arc<Recorder>) -> DeliveryHandle {
+        let mut lane = super::super::lane::Lane::new().unwrap();
+        let (handle, _task) = spawn(&mut lane, fabric, 0, None, Default::default());
+        lane.start().unwrap();
+        handle
+    }
+
     #[tokio::test]
     async fn a_fill_from_the_ring_finds_its_start_by_seq_across_gaps() {
         let fabric = Arc::new(Recorder {
             capacity: usize::MAX,
             ..Default::default()
         });
-        let (handle, _task) = spawn(fabric.clone(), 0, None, Default::default());
+        let handle = start(fabric.clone());
         // Seqs 3 and 4 never arrive (skipped): the ring holds 1, 2, 5, 6, 7.
         handle
             .deliver([1, 2, 5, 6, 7].into_iter().map(event).collect())
@@ -528,7 +537,7 @@ mod tests {
             capacity: 3,
             ..Default::default()
         });
-        let (handle, _task) = spawn(fabric.clone(), 0, None, Default::default());
+        let handle = start(fabric.clone());
         handle.deliver((1..=10).map(event).collect()).await;
         assert_eq!(
             join_after(&handle, 0).await,

@@ -22,6 +22,8 @@
 //! * `sockets.rs`, the delivery half: [`Hub::join`] with its replay, ephemeral
 //!   sends, this node's connections and [`Census`]. The task behind it: the
 //!   deliverer ([`delivery`]), over a [`Fabric`] (the sockets of every front).
+//! * The writer and the deliverer run on a thread of their own (`lane.rs`),
+//!   not queued behind the sockets' tasks on the shared runtime.
 //! * The catalog's events by name: [`CatalogEmits`], an extension trait.
 //!
 //! # Emitting from Rust
@@ -51,6 +53,7 @@ mod catalog;
 mod census;
 pub mod delivery;
 pub mod fabric;
+mod lane;
 pub mod log;
 mod logged;
 pub mod offset;
@@ -130,29 +133,6 @@ struct Inner {
     quiet: Arc<quiet::QuietUsers>,
 }
 
-/// Runs a task livehub cannot work without. If it panics, nothing would be
-/// delivered any more while the process looked alive: exit instead, so that the
-/// supervisor restarts livehub and clients reconnect and replay.
-pub(crate) fn spawn_critical<F>(name: &'static str, task: F) -> tokio::task::JoinHandle<()>
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    use futures_util::FutureExt;
-    tokio::spawn(async move {
-        if std::panic::AssertUnwindSafe(task)
-            .catch_unwind()
-            .await
-            .is_err()
-        {
-            tracing::error!(
-                task = name,
-                "a critical task panicked; exiting so that a supervisor restarts livehub"
-            );
-            std::process::exit(70);
-        }
-    })
-}
-
 /// The hub's background tasks, to await on shutdown.
 pub struct HubTasks {
     writer: tokio::task::JoinHandle<()>,
@@ -203,14 +183,21 @@ impl Hub {
         }
         let shared = store.clone().filter(Store::is_shared);
         let shared_log = shared.clone().map(|s| LogReader::new(s, codec.clone()));
-        let (delivery, deliverer) =
-            delivery::spawn(fabric.clone(), last_seq, shared_log, quiet.clone());
+        let mut lane = lane::Lane::new().map_err(sqlx::Error::Io)?;
+        let (delivery, deliverer) = delivery::spawn(
+            &mut lane,
+            fabric.clone(),
+            last_seq,
+            shared_log,
+            quiet.clone(),
+        );
         let tail = shared.map(|store| tail::spawn(store, node.to_string(), delivery.clone()));
         let sink = match &store {
             Some(s) => log::Sink::Store(s.clone()),
             None => log::Sink::Memory { last_seq },
         };
-        let (log, writer) = log::spawn(sink, codec.clone(), delivery.clone());
+        let (log, writer) = log::spawn(&mut lane, sink, codec.clone(), delivery.clone());
+        lane.start().map_err(sqlx::Error::Io)?;
         let census = Arc::new(census::CensusBoard::default());
         let hub = Hub {
             inner: Arc::new(Inner {
