@@ -250,6 +250,36 @@ on_both!(offline_marks_survive_reading, |store: Store| async move {
     assert_eq!(store.offline_mark("u2").await.unwrap(), OfflineMark::Never);
 });
 
+on_both!(
+    many_marks_are_written_at_once_the_last_of_each_user_winning,
+    |store: Store| async move {
+        // More users than one statement takes, one of them twice, one `Never`.
+        let mut marks: Vec<(String, OfflineMark)> = (0..2500)
+            .map(|i| (format!("m{i}"), OfflineMark::Offline(i)))
+            .collect();
+        marks.push(("m7".into(), OfflineMark::Online(70)));
+        marks.push(("m8".into(), OfflineMark::Never));
+        store.set_offline_marks(&marks, 1).await.unwrap();
+        assert_eq!(
+            store.offline_mark("m0").await.unwrap(),
+            OfflineMark::Offline(0)
+        );
+        assert_eq!(
+            store.offline_mark("m2499").await.unwrap(),
+            OfflineMark::Offline(2499)
+        );
+        assert_eq!(
+            store.offline_mark("m7").await.unwrap(),
+            OfflineMark::Online(70)
+        );
+        assert_eq!(
+            store.offline_mark("m8").await.unwrap(),
+            OfflineMark::Offline(8),
+            "`Never` writes nothing: the stored mark stays"
+        );
+    }
+);
+
 #[tokio::test]
 async fn sqlite_log_survives_reopening_with_its_epoch() {
     let dir = tempfile::tempdir().unwrap();

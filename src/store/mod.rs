@@ -70,6 +70,21 @@ impl OfflineMark {
     }
 }
 
+/// The rows `(user_id, since_seq, online)` that write `marks`, as if written
+/// one after the other: one row per user, their last mark (one statement may
+/// not update a row twice); `Never` writes nothing.
+fn mark_rows(marks: &[(String, OfflineMark)]) -> Vec<(&str, i64, i64)> {
+    let mut last = std::collections::HashMap::with_capacity(marks.len());
+    for (user, mark) in marks {
+        if let Some(row) = mark.to_row() {
+            last.insert(user.as_str(), row);
+        }
+    }
+    last.into_iter()
+        .map(|(user, (seq, online))| (user, seq, online))
+        .collect()
+}
+
 /// The log's identity and extent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogMeta {

@@ -461,21 +461,24 @@ impl SqliteStore {
         marks: &[(String, OfflineMark)],
         now_ms: i64,
     ) -> StoreResult<()> {
+        let rows = super::mark_rows(marks);
+        // One statement per chunk, not per user: each statement is a round
+        // trip, and a connect storm writes thousands of marks a second.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for (user_id, mark) in marks {
-            let Some((seq, online)) = mark.to_row() else {
-                continue;
-            };
-            sqlx::query(
-                "INSERT INTO offline_users (user_id, since_seq, online, updated_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
-            )
-            .bind(user_id)
-            .bind(seq)
-            .bind(online)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in rows.chunks(MAX_ROWS_PER_INSERT / 4) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO offline_users (user_id, since_seq, online, updated_at) ",
+            );
+            q.push_values(chunk, |mut row, (user, seq, online)| {
+                row.push_bind(*user)
+                    .push_bind(*seq)
+                    .push_bind(*online)
+                    .push_bind(now_ms);
+            });
+            q.push(
+                " ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
+            );
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
