@@ -265,7 +265,7 @@ impl PgStore {
             q.push(
                 " ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
             );
-            q.build().execute(&mut *tx).await?;
+            q.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -457,7 +457,8 @@ impl PgStore {
 /// The NOTIFY channel of commits; the payload is `origin:last_seq`.
 const LOG_CHANNEL: &str = "livehub_log";
 
-/// Offline marks written by one statement (4 binds each; PostgreSQL takes 65,535).
+/// Offline marks written by one statement (4 binds each; PostgreSQL takes
+/// 65,535). Not kept prepared: each number of rows is another statement.
 const MARKS_PER_INSERT: usize = 1000;
 
 impl PgLogListener {

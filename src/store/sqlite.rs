@@ -17,6 +17,9 @@ use super::{
 };
 
 /// SQLite allows at most 32766 bound parameters per statement; stay well below.
+/// (Statements whose text grows with their rows are not kept prepared: each
+/// length would be one more cached statement of up to thousands of values,
+/// held by every connection for good.)
 const MAX_ROWS_PER_INSERT: usize = 4000;
 
 #[derive(Clone)]
@@ -478,7 +481,7 @@ impl SqliteStore {
             q.push(
                 " ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
             );
-            q.build().execute(&mut *tx).await?;
+            q.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -727,7 +730,7 @@ async fn insert_events(tx: &mut SqliteTx, fresh: &[(&NewEvent, i64)]) -> StoreRe
                 .push_bind((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)))
                 .push_bind(ev.created_at_ms);
         });
-        q.build().execute(&mut **tx).await?;
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
     let room_rows: Vec<(&str, i64)> = fresh
         .iter()
@@ -738,7 +741,7 @@ async fn insert_events(tx: &mut SqliteTx, fresh: &[(&NewEvent, i64)]) -> StoreRe
         q.push_values(chunk, |mut row, (room, seq)| {
             row.push_bind(*room).push_bind(*seq);
         });
-        q.build().execute(&mut **tx).await?;
+        q.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
 }
