@@ -20,12 +20,10 @@ use socketioxide::socket::Sid;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
 use crate::config::Config;
-use crate::hub::fabric::OUTGOING_BYTE_BUDGET;
+use crate::hub::fabric::{OUTGOING_BYTE_BUDGET, SOCKET_BUFFER_PACKETS};
 use crate::hub::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
 use crate::session::{Session, Sessions};
 use crate::transport::{ConnInfo, Outbox, TransportControl};
-
-use crate::hub::fabric::SOCKET_BUFFER_PACKETS;
 
 /// Events at most this big are not counted against a websocket's byte budget:
 /// the packet cap alone keeps what they can hold within the budget

@@ -105,7 +105,10 @@ async fn write_forever(
         last_write = Some(tokio::time::Instant::now());
         let batch: Vec<(String, OfflineMark, u64)> = users
             .into_iter()
-            .filter_map(|u| pending.get(&u).map(|e| (u.clone(), e.0, e.1)))
+            .filter_map(|u| {
+                let (mark, version) = *pending.get(&u)?;
+                Some((u, mark, version))
+            })
             .collect();
         write(&store, &batch).await;
         for (user, _, version) in &batch {

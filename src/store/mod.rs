@@ -85,6 +85,34 @@ fn mark_rows(marks: &[(String, OfflineMark)]) -> Vec<(&str, i64, i64)> {
         .collect()
 }
 
+/// Offline marks written by one statement: 4 binds each, within SQLite's
+/// budget (see `sqlite::MAX_ROWS_PER_INSERT`) and PostgreSQL's 65,535.
+const MARKS_PER_INSERT: usize = 1000;
+
+/// The statement that writes mark rows (at most [`MARKS_PER_INSERT`]), one
+/// text for both dialects: the builder writes each one's placeholders. Run it
+/// unprepared (`persistent(false)`): every number of rows is another statement.
+fn upsert_marks<'a, DB>(rows: &'a [(&'a str, i64, i64)], now_ms: i64) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT INTO offline_users (user_id, since_seq, online, updated_at) ",
+    );
+    q.push_values(rows, |mut row, (user, seq, online)| {
+        row.push_bind(*user)
+            .push_bind(*seq)
+            .push_bind(*online)
+            .push_bind(now_ms);
+    });
+    q.push(
+        " ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
+    );
+    q
+}
+
 /// The log's identity and extent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogMeta {

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgPool, Postgres, Row};
 
 use super::chat::{MESSAGE_COLUMNS, NewMessage, SearchQuery, StoredMessage};
 use super::{
@@ -252,20 +252,9 @@ impl PgStore {
         // One statement per chunk, not per user: each statement is a round
         // trip, and a connect storm writes thousands of marks a second.
         let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(MARKS_PER_INSERT) {
-            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO offline_users (user_id, since_seq, online, updated_at) ",
-            );
-            q.push_values(chunk, |mut row, (user, seq, online)| {
-                row.push_bind(*user)
-                    .push_bind(*seq)
-                    .push_bind(*online)
-                    .push_bind(now_ms);
-            });
-            q.push(
-                " ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
-            );
-            q.build().persistent(false).execute(&mut *tx).await?;
+        for chunk in rows.chunks(super::MARKS_PER_INSERT) {
+            let mut upsert = super::upsert_marks::<Postgres>(chunk, now_ms);
+            upsert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -456,10 +445,6 @@ impl PgStore {
 
 /// The NOTIFY channel of commits; the payload is `origin:last_seq`.
 const LOG_CHANNEL: &str = "livehub_log";
-
-/// Offline marks written by one statement (4 binds each; PostgreSQL takes
-/// 65,535). Not kept prepared: each number of rows is another statement.
-const MARKS_PER_INSERT: usize = 1000;
 
 impl PgLogListener {
     pub(super) async fn next(&mut self) -> StoreResult<Option<(String, i64)>> {

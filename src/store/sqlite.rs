@@ -468,20 +468,9 @@ impl SqliteStore {
         // One statement per chunk, not per user: each statement is a round
         // trip, and a connect storm writes thousands of marks a second.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in rows.chunks(MAX_ROWS_PER_INSERT / 4) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO offline_users (user_id, since_seq, online, updated_at) ",
-            );
-            q.push_values(chunk, |mut row, (user, seq, online)| {
-                row.push_bind(*user)
-                    .push_bind(*seq)
-                    .push_bind(*online)
-                    .push_bind(now_ms);
-            });
-            q.push(
-                " ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
-            );
-            q.build().persistent(false).execute(&mut *tx).await?;
+        for chunk in rows.chunks(super::MARKS_PER_INSERT) {
+            let mut upsert = super::upsert_marks::<Sqlite>(chunk, now_ms);
+            upsert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
