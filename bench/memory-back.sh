@@ -21,7 +21,12 @@ env -i PATH="$PATH" HOME=/tmp HOST=127.0.0.1 PORT="$PORT" JWT_SECRET=$SECRET API
 PID=$!
 trap 'kill $PID' EXIT
 $LG --server "127.0.0.1:$PORT" wait-ready >/dev/null
-rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$PID/status"; }
+# RSS, and its parts: the heap and other anonymous memory, and the pages of
+# the binary and libraries (file-backed: code the burst ran for the first time).
+rss() {
+  awk '/^VmRSS/ {t=$2} /^RssAnon/ {a=$2} /^RssFile/ {f=$2}
+       END {printf "%d (anon %d, file %d)", t/1024, a/1024, f/1024}' "/proc/$PID/status"
+}
 burst() {
   $LG --server "127.0.0.1:$PORT" --jwt-secret $SECRET --api-key k --out "$DIR/$1.json" \
     fanout --sockets 5000 --rate 50 --duration 10 2>/dev/null

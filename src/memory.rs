@@ -17,9 +17,25 @@
 //! live object keeps a whole 2 MiB page resident where 4 KiB would do: the
 //! same run came back to 59 MiB from a 29 MiB start with them, 30 MiB from
 //! 17 MiB without.
+//!
+//! Last, hash tables keep the room of their busiest moment: livehub's maps of
+//! connections, users and rooms give it back once they are under a quarter
+//! full ([`give_back_room`]). What stays after that (measured by walking
+//! mimalloc's heap 30 s after the run) is about 5 MiB in use: socketioxide's
+//! room and socket maps (about 2 MiB, which it never shrinks), the
+//! quiet-users table and the recent events, and a few small objects that
+//! outlived the burst, each keeping its 64 KiB allocator page resident.
 
 use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash};
 use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+/// Tables with room for fewer entries than this keep it: regrowing them would
+/// cost more than they hold.
+const KEEP_ROOM_FOR: usize = 256;
 
 /// The least time between two tidy-ups of one worker's heap.
 const TIDY_EVERY: Duration = Duration::from_secs(2);
@@ -71,5 +87,103 @@ pub(crate) fn no_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process; it takes no pointers.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+/// A hash table that can be asked to give back room it no longer needs.
+///
+/// Hash tables keep the capacity of their busiest moment: once 5,000 clients
+/// have come and gone, every map sized for them would keep its table for good
+/// (measured after `bench/memory-back.sh`: about a megabyte in livehub's own
+/// maps, beside what socketioxide's room maps keep). Maps of connections,
+/// users and rooms call [`give_back_room`] where entries leave.
+pub(crate) trait Sparse {
+    /// Entries held.
+    fn held(&self) -> usize;
+    /// Entries there is room for without growing.
+    fn room(&self) -> usize;
+    /// Shrinks to what the entries need.
+    fn shrink(&mut self);
+}
+
+/// The standard tables, both the same way.
+macro_rules! sparse_tables {
+    ($($table:ident<$($param:ident),+>),+) => {$(
+        impl<$($param),+> Sparse for $table<$($param),+>
+        where
+            K: Eq + Hash,
+            S: BuildHasher,
+        {
+            fn held(&self) -> usize {
+                self.len()
+            }
+            fn room(&self) -> usize {
+                self.capacity()
+            }
+            fn shrink(&mut self) {
+                self.shrink_to_fit();
+            }
+        }
+    )+};
+}
+sparse_tables!(HashMap<K, V, S>, HashSet<K, S>);
+
+/// Shrinks `table` once it holds under a quarter of its room. The quarter
+/// leaves a shrunk table room to grow before its next resize, so a table whose
+/// size hovers does not shrink and regrow back and forth.
+pub(crate) fn give_back_room(table: &mut impl Sparse) {
+    if is_sparse(table.held(), table.room()) {
+        table.shrink();
+    }
+}
+
+/// [`give_back_room`] for a map shared between threads (each of its shards
+/// is locked in turn, never all at once).
+pub(crate) fn give_back_shared_room<K, V, S>(map: &DashMap<K, V, S>)
+where
+    K: Eq + Hash,
+    S: BuildHasher + Clone,
+{
+    if is_sparse(map.len(), map.capacity()) {
+        map.shrink_to_fit();
+    }
+}
+
+fn is_sparse(held: usize, room: usize) -> bool {
+    room > KEEP_ROOM_FOR && held * 4 < room
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_that_emptied_gives_its_room_back() {
+        let mut map: HashMap<u32, u64> = (0..10_000).map(|i| (i, 0)).collect();
+        map.retain(|k, _| *k < 100);
+        give_back_room(&mut map);
+        assert!(map.capacity() < 1_000, "room for {}", map.capacity());
+        assert_eq!(map.len(), 100, "entries stay");
+
+        let shared: DashMap<u32, u64> = (0..10_000).map(|i| (i, 0)).collect();
+        shared.retain(|k, _| *k < 10);
+        give_back_shared_room(&shared);
+        assert!(shared.capacity() < 1_000, "room for {}", shared.capacity());
+        assert_eq!(shared.len(), 10);
+    }
+
+    #[test]
+    fn a_table_still_a_quarter_full_or_small_keeps_its_room() {
+        let mut busy: HashSet<u32> = (0..10_000).collect();
+        busy.retain(|k| *k < 4_000);
+        give_back_room(&mut busy);
+        // Shrunk, it would have room for about 7,000 (a table of 8,192).
+        assert!(busy.capacity() > 10_000, "over a quarter full: no resize");
+
+        let mut small: HashSet<u32> = (0..200).collect();
+        let room = small.capacity();
+        small.clear();
+        give_back_room(&mut small);
+        assert_eq!(small.capacity(), room, "too small to be worth a resize");
     }
 }

@@ -27,6 +27,8 @@ use socketioxide::socket::Sid;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::memory::give_back_shared_room;
+
 /// Per-connection facts, attached to every request on that connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -234,6 +236,7 @@ impl TransportControl {
     pub fn forget(&self, sid: Sid) {
         self.upgraded.remove(&sid);
         self.polling.remove(&sid.to_string());
+        give_back_shared_room(&self.upgraded);
     }
 
     /// Forgets upgrades whose connection is gone and kills past their time
@@ -245,6 +248,9 @@ impl TransportControl {
     pub fn sweep(&self) -> usize {
         self.upgraded.retain(|_, conn| !conn.is_closed());
         self.killed.retain(|_, at| at.elapsed() < KILLED_TTL);
+        // Here rather than per polling request: those come and go too often.
+        give_back_shared_room(&self.polling);
+        give_back_shared_room(&self.killed);
         self.upgraded.len() + self.polling.len()
     }
 }

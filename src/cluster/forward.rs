@@ -326,6 +326,7 @@ async fn forget_idle(forwarder: std::sync::Weak<Forwarder>) {
         let Some(f) = forwarder.upgrade() else { return };
         f.local
             .retain(|_, written| written.elapsed() < OWNER_TTL * 2);
+        crate::memory::give_back_shared_room(&f.local);
     }
 }
 

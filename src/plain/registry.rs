@@ -233,6 +233,8 @@ impl Registry {
         for room in conn.rooms() {
             self.leave(sid, &room);
         }
+        crate::memory::give_back_shared_room(&self.conns);
+        crate::memory::give_back_shared_room(&self.rooms);
     }
 
     pub(crate) fn get(&self, sid: Sid) -> Option<Arc<Conn>> {
@@ -356,6 +358,7 @@ impl Fabric for Registry {
         }
         self.rooms.remove_if_mut(room, |_, members| {
             members.remove(&sid);
+            crate::memory::give_back_room(members);
             members.is_empty()
         });
     }

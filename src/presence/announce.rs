@@ -169,8 +169,16 @@ impl Announcer {
             .signal(&rooms, &[rooms::user_room(user)], event, &payload);
     }
 
+    /// A room's gathered transitions, taken out of the map.
+    fn take_pending(&self, room: &str) -> Option<Pending> {
+        let mut pending = self.inner.pending.lock();
+        let taken = pending.remove(room);
+        crate::memory::give_back_room(&mut *pending);
+        taken
+    }
+
     async fn flush(&self, room: &str) {
-        let Some(pending) = self.inner.pending.lock().remove(room) else {
+        let Some(pending) = self.take_pending(room) else {
             return;
         };
         if pending.users.is_empty() {

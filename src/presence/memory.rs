@@ -6,6 +6,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::{Change, Viewer};
+use crate::memory::{give_back_room, give_back_shared_room};
 
 #[derive(Debug)]
 struct Viewing {
@@ -51,6 +52,7 @@ impl MemoryPresence {
             entry.sockets.retain(|s| s != sid);
             if entry.sockets.is_empty() && before > 0 {
                 viewers.remove(user);
+                give_back_room(&mut *viewers);
                 user_changed = true;
             }
         }
@@ -58,6 +60,7 @@ impl MemoryPresence {
         drop(viewers);
         if count == 0 {
             self.rooms.remove_if(room, |_, v| v.is_empty());
+            give_back_shared_room(&self.rooms);
         }
         Change {
             user_changed,
@@ -106,6 +109,7 @@ impl MemoryPresence {
         };
         if last {
             self.users.remove_if(user, |_, s| s.is_empty());
+            give_back_shared_room(&self.users);
         }
         last
     }

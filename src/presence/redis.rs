@@ -467,6 +467,7 @@ impl RedisPresence {
         let local_last = self.inner.local.disconnect_user(user, sid).await;
         if local_last {
             self.inner.user_info.remove(user);
+            crate::memory::give_back_shared_room(&self.inner.user_info);
         }
         let keys = self.inner.keys.user(user);
         let numbered = Some(self.inner.keys.user_transitions(user));

@@ -55,6 +55,7 @@ impl Typing {
                         true
                     }
                 });
+                crate::memory::give_back_shared_room(&inner.active);
                 for (room, user) in expired {
                     announce(&inner.hub, &room, &user, false);
                 }

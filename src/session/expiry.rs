@@ -75,6 +75,7 @@ impl Expiry {
         if let Some(old) = d.by_socket.remove(&sid) {
             d.by_time.remove(&(old, sid));
         }
+        crate::memory::give_back_room(&mut d.by_socket);
     }
 }
 
@@ -117,6 +118,7 @@ async fn run(shared: std::sync::Weak<Shared>, wake: Arc<Notify>, hub: Hub) {
                 d.by_socket.remove(&sid);
                 due.push((exp, sid));
             }
+            crate::memory::give_back_room(&mut d.by_socket);
         }
         drop(state);
         for (exp, sid) in due {

@@ -53,7 +53,7 @@ impl<K: Eq + Hash + Clone> CountsByKey<K> {
 
     /// Takes one from `key`: the count after (0 for a key that is not counted).
     pub fn decrement(&self, key: &K) -> usize {
-        match self.0.entry(key.clone()) {
+        let left = match self.0.entry(key.clone()) {
             dashmap::Entry::Occupied(mut e) => {
                 *e.get_mut() -= 1;
                 let left = *e.get();
@@ -62,8 +62,13 @@ impl<K: Eq + Hash + Clone> CountsByKey<K> {
                 }
                 left
             }
-            dashmap::Entry::Vacant(_) => 0,
+            dashmap::Entry::Vacant(_) => return 0,
+        };
+        if left == 0 {
+            // The entry (and its shard's lock) is gone by now.
+            crate::memory::give_back_shared_room(&self.0);
         }
+        left
     }
 
     /// Keys with a count above zero.

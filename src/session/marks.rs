@@ -115,6 +115,7 @@ async fn write_forever(
             // Only if no newer mark arrived meanwhile (that one has its own write queued).
             pending.remove_if(user, |_, (_, v)| v == version);
         }
+        crate::memory::give_back_shared_room(&pending);
         for done in flushes {
             let _ = done.send(());
         }
