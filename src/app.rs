@@ -188,6 +188,7 @@ impl App {
         }
 
         let ready = Arc::new(AtomicBool::new(false));
+        crate::metrics::start_draining(Arc::downgrade(&ready));
         if let Some(membership) = &membership {
             let hub = hub.clone();
             membership.start(move || hub.open_connections());

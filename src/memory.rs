@@ -33,10 +33,6 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-/// Tables with room for fewer entries than this keep it: regrowing them would
-/// cost more than they hold.
-const KEEP_ROOM_FOR: usize = 256;
-
 /// The least time between two tidy-ups of one worker's heap.
 const TIDY_EVERY: Duration = Duration::from_secs(2);
 
@@ -148,6 +144,10 @@ where
         map.shrink_to_fit();
     }
 }
+
+/// Tables with room for fewer entries than this keep it: regrowing them would
+/// cost more than they hold.
+const KEEP_ROOM_FOR: usize = 256;
 
 fn is_sparse(held: usize, room: usize) -> bool {
     room > KEEP_ROOM_FOR && held * 4 < room

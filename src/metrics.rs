@@ -5,12 +5,11 @@
 //! scrape time by the `/metrics` route. Event names are folded into a small set
 //! of classes so that a controller inventing names cannot explode cardinality.
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{OnceLock, Weak};
+use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use parking_lot::Mutex;
 
 use crate::error::ErrorCode;
 use crate::events;
@@ -314,27 +313,25 @@ pub fn replayed(n: usize) {
 pub fn log_append(elapsed: Duration, events: usize) {
     histogram!("livehub_log_append_seconds").record(elapsed.as_secs_f64());
     counter!("livehub_events_logged_total").increment(events as u64);
-    drain_samples_if_due();
 }
 
-/// Folds recorded histogram samples into their buckets, at most every
-/// [`DRAIN_EVERY`]. The recorder keeps each sample until a scrape or an upkeep
-/// folds it in, and livehub builds the recorder itself (the exporter's own
-/// upkeep task comes only with its HTTP listener): a server nobody scraped
-/// kept 16 bytes per emit for good. The log writer records the histograms
-/// once per commit, so it is the one that drains them.
-fn drain_samples_if_due() {
-    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-    let Some(handle) = HANDLE.get() else { return };
-    let Some(mut last) = LAST.try_lock() else {
-        return; // another thread is on it
-    };
-    if last.is_some_and(|at| at.elapsed() < DRAIN_EVERY) {
-        return;
-    }
-    *last = Some(Instant::now());
-    drop(last);
-    handle.run_upkeep();
+/// Folds recorded histogram samples into their buckets every [`DRAIN_EVERY`]
+/// until `node` is gone (nothing holds it any more). The recorder keeps each
+/// sample until a scrape or an upkeep folds it in, and livehub builds the
+/// recorder itself (the exporter runs its own upkeep task only beside its HTTP
+/// listener, which livehub does not use): a server nobody scraped kept about
+/// 20 bytes per emit for good.
+pub(crate) fn start_draining<T: Send + Sync + 'static>(node: Weak<T>) {
+    let handle = install();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(DRAIN_EVERY).await;
+            if node.strong_count() == 0 {
+                return;
+            }
+            handle.run_upkeep();
+        }
+    });
 }
 
 /// From an emit's arrival at the log writer to its hand-off for delivery.
@@ -392,8 +389,9 @@ mod tests {
         assert_eq!(class("totally-random-name"), "custom");
     }
 
-    /// Samples folded into their buckets between scrapes (so that they do not
-    /// pile up in memory) are still counted by the next scrape.
+    /// What [`super::start_draining`] relies on: samples folded into their
+    /// buckets between scrapes (so that they do not pile up in memory) are
+    /// still counted by the next scrape.
     #[test]
     fn samples_drained_between_scrapes_still_count() {
         let handle = install();
