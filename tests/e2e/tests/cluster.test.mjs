@@ -191,6 +191,10 @@ describe("a node frozen (SIGSTOP) while it holds the log lock", { skip: env.skip
     // Only A's own sessions count (found by their client ports): node B's
     // pruner or heartbeat can sit idle in a transaction on log_meta for a
     // moment too, and catching B's would freeze A at a moment it holds nothing.
+    // And only a transaction that has locked the row (locking a row gives it a
+    // transaction id): a new connection that has only prepared its
+    // `SELECT … FOR UPDATE` holds the table's RowShareLock and no row, so B
+    // would append past it and the test would judge a freeze that blocked nothing.
     const portsOfA = () =>
       execFileSync("ss", ["-tnpH", "state", "established", "( dport = :5432 )"])
         .toString()
@@ -201,7 +205,7 @@ describe("a node frozen (SIGSTOP) while it holds the log lock", { skip: env.skip
       const ports = portsOfA();
       if (ports.length === 0) return false;
       return execFileSync("psql", [db, "-tAq", "-c",
-        `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid) WHERE l.relation = 'log_meta'::regclass AND l.mode = 'RowShareLock' AND s.state = 'idle in transaction' AND s.client_port IN (${ports.join(",")})`,
+        `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid) WHERE l.relation = 'log_meta'::regclass AND l.mode = 'RowShareLock' AND s.state = 'idle in transaction' AND s.backend_xid IS NOT NULL AND s.client_port IN (${ports.join(",")})`,
       ]).toString().trim() !== "0";
     };
     let frozen = false;
