@@ -14,7 +14,7 @@
 //! hub like any other emit (checked, logged, delivered to both fronts) when it
 //! targets a room or everyone.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,7 +53,44 @@ pub(crate) struct Admin<A: Adapter> {
     node: String,
     started: Instant,
     /// Login sessions handed out by this node (`auth.sessionId` on a reload).
-    logins: Mutex<HashSet<String>>,
+    logins: Mutex<Logins>,
+}
+
+/// How long a login session lets the UI back in without the password. The UI
+/// keeps its `sessionId` across reloads; a leaked one is good for this long at
+/// most, not until the server restarts.
+const LOGIN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Login sessions kept at most (the oldest is forgotten first), so that logins
+/// cannot grow memory whatever the lifetime.
+const MAX_LOGINS: usize = 256;
+
+/// The login sessions this node handed out, and when.
+#[derive(Default)]
+struct Logins(HashMap<String, Instant>);
+
+impl Logins {
+    /// Records a new login session at `now`.
+    fn issue(&mut self, id: String, now: Instant) {
+        self.0
+            .retain(|_, at| now.duration_since(*at) < LOGIN_LIFETIME);
+        if self.0.len() >= MAX_LOGINS
+            && let Some(oldest) = self
+                .0
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(id, _)| id.clone())
+        {
+            self.0.remove(&oldest);
+        }
+        self.0.insert(id, now);
+    }
+
+    /// Whether `id` is a login session still good at `now`.
+    fn admits(&self, id: &str, now: Instant) -> bool {
+        self.0
+            .get(id)
+            .is_some_and(|at| now.duration_since(*at) < LOGIN_LIFETIME)
+    }
 }
 
 /// A login session created by the middleware, for the connect handler to announce.
@@ -69,7 +106,7 @@ impl<A: Adapter> Admin<A> {
             hub,
             node,
             started: Instant::now(),
-            logins: Mutex::new(HashSet::new()),
+            logins: Mutex::new(Logins::default()),
         })
     }
 
@@ -81,7 +118,8 @@ impl<A: Adapter> Admin<A> {
             AdminAccess::Closed => Err(REFUSED),
             AdminAccess::Open => Ok(()),
             AdminAccess::Password { .. }
-                if field("sessionId").is_some_and(|id| self.logins.lock().contains(&id)) =>
+                if field("sessionId")
+                    .is_some_and(|id| self.logins.lock().admits(&id, Instant::now())) =>
             {
                 Ok(())
             }
@@ -103,7 +141,7 @@ impl<A: Adapter> Admin<A> {
                     return Err(REFUSED);
                 }
                 let login = hex::encode(rand::random::<[u8; 16]>());
-                self.logins.lock().insert(login.clone());
+                self.logins.lock().issue(login.clone(), Instant::now());
                 s.extensions.insert(NewLogin(login));
                 Ok(())
             }
@@ -498,5 +536,43 @@ impl<A: Adapter> Admin<A> {
         }
         seen.0 = present;
         changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_session_lets_the_ui_back_in_until_its_lifetime_ends() {
+        let start = Instant::now();
+        let mut logins = Logins::default();
+        logins.issue("a".into(), start);
+        assert!(logins.admits("a", start + LOGIN_LIFETIME - Duration::from_secs(1)));
+        assert!(!logins.admits("a", start + LOGIN_LIFETIME));
+        assert!(!logins.admits("b", start), "an id never issued");
+    }
+
+    #[test]
+    fn logins_are_bounded_and_the_oldest_goes_first() {
+        let start = Instant::now();
+        let mut logins = Logins::default();
+        for i in 0..MAX_LOGINS + 1 {
+            logins.issue(i.to_string(), start + Duration::from_secs(i as u64));
+        }
+        let now = start + Duration::from_secs(MAX_LOGINS as u64);
+        assert!(!logins.admits("0", now), "the oldest was forgotten");
+        assert!(logins.admits("1", now));
+        assert!(logins.admits(&MAX_LOGINS.to_string(), now));
+        assert_eq!(logins.0.len(), MAX_LOGINS);
+    }
+
+    #[test]
+    fn expired_logins_are_dropped_when_a_new_one_is_issued() {
+        let start = Instant::now();
+        let mut logins = Logins::default();
+        logins.issue("old".into(), start);
+        logins.issue("new".into(), start + LOGIN_LIFETIME);
+        assert_eq!(logins.0.len(), 1);
     }
 }
