@@ -11,10 +11,19 @@
 //! The deliverer keeps the most recent events in a ring so that a join can fill
 //! the last stretch from memory. When the ring does not reach back far enough it
 //! says so, and the caller reads that stretch from the database and tries again.
+//!
+//! The deliverer runs on the shared runtime, among the write tasks it wakes
+//! (one per socket per event), not on the log writer's thread: a wake-up from a
+//! worker goes to that worker's own queue, one from another thread through the
+//! runtime's shared queue, and there the writer's next commit also waited for
+//! the deliverer's turn. It gives its worker back every [`YIELD_AFTER`] at most,
+//! so a controller's batch of a thousand events does not hold a worker for
+//! seconds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -244,7 +253,6 @@ impl DeliveryHandle {
 /// Starts the deliverer at log position `start`. With a shared `store`, it
 /// fills gaps left by other nodes' commits from the log.
 pub(crate) fn spawn(
-    lane: &mut super::lane::Lane,
     fabric: Arc<dyn Fabric>,
     start: i64,
     shared_log: Option<LogReader>,
@@ -259,7 +267,7 @@ pub(crate) fn spawn(
         shared_log,
         quiet,
     };
-    let task = lane.spawn_critical("deliverer", deliverer.run(rx));
+    let task = tokio::spawn(super::lane::critical("deliverer", deliverer.run(rx)));
     let known = Arc::new(AtomicI64::new(start));
     (
         DeliveryHandle {
@@ -281,12 +289,52 @@ struct Deliverer {
     quiet: Arc<super::quiet::QuietUsers>,
 }
 
+/// How long the deliverer may keep its worker thread before it lets the
+/// runtime's other tasks run. An event to thousands of sockets takes a few
+/// milliseconds; a controller's batch can hold a thousand of them.
+const YIELD_AFTER: Duration = Duration::from_millis(20);
+
+/// Time since the deliverer last let its worker go.
+struct Busy(Instant);
+
+impl Default for Busy {
+    fn default() -> Self {
+        Busy(Instant::now())
+    }
+}
+
+impl Busy {
+    /// The next op; the time counts from here when there was none waiting.
+    async fn next(&mut self, rx: &mut mpsc::Receiver<Op>) -> Option<Op> {
+        match rx.try_recv() {
+            Ok(op) => Some(op),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let op = rx.recv().await;
+                self.0 = Instant::now();
+                op
+            }
+        }
+    }
+
+    /// Yields once the deliverer has been running for [`YIELD_AFTER`]. Not after
+    /// every event: a yield puts the deliverer behind the writes it just
+    /// queued, one per socket, and the next event would wait for all of them.
+    async fn yield_if_long(&mut self) {
+        if self.0.elapsed() >= YIELD_AFTER {
+            tokio::task::yield_now().await;
+            self.0 = Instant::now();
+        }
+    }
+}
+
 /// Events read per query while catching up with other nodes' commits.
 const CATCH_UP_PAGE: usize = 1000;
 
 impl Deliverer {
     async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        while let Some(op) = rx.recv().await {
+        let mut busy = Busy::default();
+        while let Some(op) = busy.next(&mut rx).await {
             match op {
                 Op::Deliver(events) => {
                     for event in events {
@@ -299,6 +347,7 @@ impl Deliverer {
                             self.catch_up(event.seq - 1).await;
                         }
                         self.deliver(event);
+                        busy.yield_if_long().await;
                     }
                 }
                 Op::Remote(through) => self.catch_up(through).await,
@@ -440,10 +489,15 @@ mod tests {
     struct Recorder {
         sent: Mutex<Vec<i64>>,
         capacity: usize,
+        /// Events delivered, each taking `delivery_takes` of the thread.
+        delivered: std::sync::atomic::AtomicUsize,
+        delivery_takes: Duration,
     }
 
     impl Fabric for Recorder {
         fn deliver(&self, _: &LoggedEvent) -> usize {
+            std::thread::sleep(self.delivery_takes);
+            self.delivered.fetch_add(1, Ordering::SeqCst);
             0
         }
         fn force_reconnect(&self, _: Sid) {}
@@ -495,11 +549,9 @@ mod tests {
         answer.await.unwrap()
     }
 
-    /// A deliverer on its own lane, as the hub starts it.
+    /// A deliverer, as the hub starts it.
     fn start(fabric: Arc<Recorder>) -> DeliveryHandle {
-        let mut lane = super::super::lane::Lane::new().unwrap();
-        let (handle, _task) = spawn(&mut lane, fabric, 0, None, Default::default());
-        lane.start().unwrap();
+        let (handle, _task) = spawn(fabric, 0, None, Default::default());
         handle
     }
 
@@ -529,6 +581,33 @@ mod tests {
             JoinReply::Joined { sent: 3, at: 7 }
         );
         assert_eq!(*fabric.sent.lock(), vec![5, 6, 7]);
+    }
+
+    #[tokio::test]
+    async fn a_long_batch_lets_other_tasks_run_before_it_ends() {
+        // One thread, as a worker under load: the deliverer shares it.
+        let fabric = Arc::new(Recorder {
+            delivery_takes: Duration::from_millis(2),
+            ..Default::default()
+        });
+        let handle = start(fabric.clone());
+        let events = 100;
+        handle.deliver((1..=events).map(event).collect()).await;
+        let seen = tokio::spawn({
+            let fabric = fabric.clone();
+            async move { fabric.delivered.load(Ordering::SeqCst) }
+        })
+        .await
+        .unwrap();
+        assert!(
+            seen < events as usize,
+            "another task ran only after all {events} events ({seen} delivered when it ran)"
+        );
+        assert_eq!(
+            handle.barrier().await,
+            events,
+            "and the batch was delivered"
+        );
     }
 
     #[tokio::test]

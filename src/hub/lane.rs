@@ -1,4 +1,4 @@
-//! The hub's own thread, for the log writer and the deliverer.
+//! The log writer's own thread.
 //!
 //! An emit's way to its sockets has three waits after the request: the writer
 //! hands the batch to SQLite's thread, takes the commit back, and hands the
@@ -6,16 +6,37 @@
 //! behind whatever else is runnable, and under fan-out that is one write task
 //! per socket per event: thousands. Measured at 5,000 sockets × 50 emits/s, the
 //! commit took 37 ms on average from the writer's side while SQLite's own work
-//! took well under one. On a thread of their own the two tasks are woken by
-//! the operating system, as SQLite's thread is, and they are never behind the
-//! sockets. What they do there is short: batch, commit, hand each socket its
-//! bytes (sends never wait; a full buffer is a slow client).
+//! took well under one. On a thread of its own the writer is woken by the
+//! operating system, as SQLite's thread is, and it is never behind the sockets.
+//!
+//! The deliverer is not here: it runs on the shared runtime (see
+//! [`super::delivery`]). Its work is waking one write task per socket, and from
+//! a worker thread those wake-ups go to that worker's own queue and run there
+//! with the bytes still in its cache; from this thread each one went through the
+//! runtime's shared queue, and the writer waited behind the deliverer's turn.
 
 use std::future::Future;
 
 use futures_util::FutureExt;
 use tokio::runtime::{Builder, Runtime};
 use tokio::sync::oneshot;
+
+/// Runs a task livehub cannot work without. If it panics, nothing would be
+/// delivered any more while the process looked alive: exit instead, so that
+/// the supervisor restarts livehub and clients reconnect and replay.
+pub(crate) async fn critical<F: Future<Output = ()>>(name: &'static str, task: F) {
+    if std::panic::AssertUnwindSafe(task)
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            task = name,
+            "a critical task panicked; exiting so that a supervisor restarts livehub"
+        );
+        std::process::exit(70);
+    }
+}
 
 /// A single-threaded runtime on a thread of its own, running the tasks spawned
 /// on it until all of them have ended.
@@ -36,9 +57,7 @@ impl Lane {
         })
     }
 
-    /// Runs a task livehub cannot work without. If it panics, nothing would be
-    /// delivered any more while the process looked alive: exit instead, so that
-    /// the supervisor restarts livehub and clients reconnect and replay.
+    /// Runs a [`critical`] task on the lane.
     pub fn spawn_critical<F>(&mut self, name: &'static str, task: F) -> tokio::task::JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -47,17 +66,7 @@ impl Lane {
         self.running.push(ended);
         self.runtime.spawn(async move {
             let _running = running;
-            if std::panic::AssertUnwindSafe(task)
-                .catch_unwind()
-                .await
-                .is_err()
-            {
-                tracing::error!(
-                    task = name,
-                    "a critical task panicked; exiting so that a supervisor restarts livehub"
-                );
-                std::process::exit(70);
-            }
+            critical(name, task).await
         })
     }
 

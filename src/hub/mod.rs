@@ -22,8 +22,8 @@
 //! * `sockets.rs`, the delivery half: [`Hub::join`] with its replay, ephemeral
 //!   sends, this node's connections and [`Census`]. The task behind it: the
 //!   deliverer ([`delivery`]), over a [`Fabric`] (the sockets of every front).
-//! * The writer and the deliverer run on a thread of their own (`lane.rs`),
-//!   not queued behind the sockets' tasks on the shared runtime.
+//! * The writer runs on a thread of its own (`lane.rs`), not queued behind the
+//!   sockets' tasks on the shared runtime; the deliverer runs among them.
 //! * The catalog's events by name: [`CatalogEmits`], an extension trait.
 //!
 //! # Emitting from Rust
@@ -183,19 +183,14 @@ impl Hub {
         }
         let shared = store.clone().filter(Store::is_shared);
         let shared_log = shared.clone().map(|s| LogReader::new(s, codec.clone()));
-        let mut lane = lane::Lane::new().map_err(sqlx::Error::Io)?;
-        let (delivery, deliverer) = delivery::spawn(
-            &mut lane,
-            fabric.clone(),
-            last_seq,
-            shared_log,
-            quiet.clone(),
-        );
+        let (delivery, deliverer) =
+            delivery::spawn(fabric.clone(), last_seq, shared_log, quiet.clone());
         let tail = shared.map(|store| tail::spawn(store, node.to_string(), delivery.clone()));
         let sink = match &store {
             Some(s) => log::Sink::Store(s.clone()),
             None => log::Sink::Memory { last_seq },
         };
+        let mut lane = lane::Lane::new().map_err(sqlx::Error::Io)?;
         let (log, writer) = log::spawn(&mut lane, sink, codec.clone(), delivery.clone());
         lane.start().map_err(sqlx::Error::Io)?;
         let census = Arc::new(census::CensusBoard::default());
