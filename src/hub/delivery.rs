@@ -266,6 +266,7 @@ pub(crate) fn spawn(
         position: position.clone(),
         shared_log,
         quiet,
+        busy: Busy::default(),
     };
     let task = tokio::spawn(super::lane::critical("deliverer", deliverer.run(rx)));
     let known = Arc::new(AtomicI64::new(start));
@@ -287,6 +288,8 @@ struct Deliverer {
     shared_log: Option<LogReader>,
     /// Users' last events, recorded before the position passes them.
     quiet: Arc<super::quiet::QuietUsers>,
+    /// How long it has kept its worker.
+    busy: Busy,
 }
 
 /// How long the deliverer may keep its worker thread before it lets the
@@ -333,8 +336,7 @@ const CATCH_UP_PAGE: usize = 1000;
 
 impl Deliverer {
     async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        let mut busy = Busy::default();
-        while let Some(op) = busy.next(&mut rx).await {
+        while let Some(op) = self.busy.next(&mut rx).await {
             match op {
                 Op::Deliver(events) => {
                     for event in events {
@@ -347,7 +349,7 @@ impl Deliverer {
                             self.catch_up(event.seq - 1).await;
                         }
                         self.deliver(event);
-                        busy.yield_if_long().await;
+                        self.busy.yield_if_long().await;
                     }
                 }
                 Op::Remote(through) => self.catch_up(through).await,
@@ -356,6 +358,8 @@ impl Deliverer {
                     let _ = reply.send(self.position.load(Ordering::Acquire));
                 }
             }
+            // Joins come by the thousand in a reconnect storm.
+            self.busy.yield_if_long().await;
         }
         tracing::debug!("deliverer stopped");
     }
@@ -381,13 +385,16 @@ impl Deliverer {
                             break;
                         }
                         match RawValue::from_string(stored.payload) {
-                            Ok(payload) => self.deliver(Arc::new(LoggedEvent {
-                                seq: stored.seq,
-                                event: stored.event,
-                                payload,
-                                rooms: stored.rooms,
-                                except: stored.except,
-                            })),
+                            Ok(payload) => {
+                                self.deliver(Arc::new(LoggedEvent {
+                                    seq: stored.seq,
+                                    event: stored.event,
+                                    payload,
+                                    rooms: stored.rooms,
+                                    except: stored.except,
+                                }));
+                                self.busy.yield_if_long().await;
+                            }
                             Err(e) => {
                                 tracing::error!(seq = stored.seq, error = %e, "unreadable event in the log; skipped");
                                 self.position.store(stored.seq, Ordering::Release);
@@ -491,6 +498,8 @@ mod tests {
         capacity: usize,
         /// Events delivered, each taking `delivery_takes` of the thread.
         delivered: std::sync::atomic::AtomicUsize,
+        /// Sockets put in rooms, each also taking `delivery_takes`.
+        joined: std::sync::atomic::AtomicUsize,
         delivery_takes: Duration,
     }
 
@@ -511,7 +520,10 @@ mod tests {
             SendOutcome::Sent
         }
         fn disconnect(&self, _: Sid) {}
-        fn join(&self, _: Sid, _: &[String]) {}
+        fn join(&self, _: Sid, _: &[String]) {
+            std::thread::sleep(self.delivery_takes);
+            self.joined.fetch_add(1, Ordering::SeqCst);
+        }
         fn leave(&self, _: Sid, _: &str) {}
         fn rooms_of(&self, _: Sid) -> Vec<String> {
             Vec::new()
@@ -583,31 +595,64 @@ mod tests {
         assert_eq!(*fabric.sent.lock(), vec![5, 6, 7]);
     }
 
-    #[tokio::test]
-    async fn a_long_batch_lets_other_tasks_run_before_it_ends() {
-        // One thread, as a worker under load: the deliverer shares it.
-        let fabric = Arc::new(Recorder {
+    /// A fabric whose deliveries and joins each take 2 ms of the thread.
+    fn slow_fabric() -> Arc<Recorder> {
+        Arc::new(Recorder {
             delivery_takes: Duration::from_millis(2),
             ..Default::default()
-        });
-        let handle = start(fabric.clone());
-        let events = 100;
-        handle.deliver((1..=events).map(event).collect()).await;
-        let seen = tokio::spawn({
-            let fabric = fabric.clone();
-            async move { fabric.delivered.load(Ordering::SeqCst) }
         })
-        .await
-        .unwrap();
+    }
+
+    /// What `count` said when a task spawned now first ran. The tests run on
+    /// one thread, as a worker under load: the deliverer shares it.
+    async fn when_another_task_ran(count: impl Fn() -> usize + Send + 'static) -> usize {
+        tokio::spawn(async move { count() }).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_long_batch_lets_other_tasks_run_before_it_ends() {
+        let fabric = slow_fabric();
+        let handle = start(fabric.clone());
+        handle.deliver((1..=100).map(event).collect()).await;
+        let f = fabric.clone();
+        let seen = when_another_task_ran(move || f.delivered.load(Ordering::SeqCst)).await;
         assert!(
-            seen < events as usize,
-            "another task ran only after all {events} events ({seen} delivered when it ran)"
+            seen < 100,
+            "another task ran only after all 100 events ({seen} delivered when it ran)"
         );
-        assert_eq!(
-            handle.barrier().await,
-            events,
-            "and the batch was delivered"
+        assert_eq!(handle.barrier().await, 100, "and the batch was delivered");
+    }
+
+    #[tokio::test]
+    async fn a_storm_of_joins_lets_other_tasks_run_before_it_ends() {
+        let fabric = slow_fabric();
+        let handle = start(fabric.clone());
+        let mut replies = Vec::new();
+        for _ in 0..100 {
+            let (reply, answer) = oneshot::channel();
+            let membership = Arc::new(Membership::default());
+            let rooms = vec!["r".into()];
+            let (sid, fill) = (Sid::new(), None);
+            handle
+                .join(JoinOp {
+                    sid,
+                    membership,
+                    rooms,
+                    fill,
+                    reply,
+                })
+                .await;
+            replies.push(answer);
+        }
+        let f = fabric.clone();
+        let seen = when_another_task_ran(move || f.joined.load(Ordering::SeqCst)).await;
+        assert!(
+            seen < 100,
+            "another task ran only after all 100 joins ({seen} done when it ran)"
         );
+        for answer in replies {
+            assert!(matches!(answer.await, Ok(JoinReply::Joined { .. })));
+        }
     }
 
     #[tokio::test]
