@@ -316,17 +316,17 @@ pub fn log_append(elapsed: Duration, events: usize) {
 }
 
 /// Folds recorded histogram samples into their buckets every [`DRAIN_EVERY`]
-/// until `node` is gone (nothing holds it any more). The recorder keeps each
+/// for as long as something holds `owner` (the app). The recorder keeps each
 /// sample until a scrape or an upkeep folds it in, and livehub builds the
 /// recorder itself (the exporter runs its own upkeep task only beside its HTTP
 /// listener, which livehub does not use): a server nobody scraped kept about
 /// 20 bytes per emit for good.
-pub(crate) fn start_draining<T: Send + Sync + 'static>(node: Weak<T>) {
+pub(crate) fn start_draining<T: Send + Sync + 'static>(owner: Weak<T>) {
     let handle = install();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(DRAIN_EVERY).await;
-            if node.strong_count() == 0 {
+            if owner.strong_count() == 0 {
                 return;
             }
             handle.run_upkeep();

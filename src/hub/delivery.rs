@@ -348,8 +348,7 @@ impl Deliverer {
                             // Other nodes committed the seqs before ours: they come first.
                             self.catch_up(event.seq - 1).await;
                         }
-                        self.deliver(event);
-                        self.busy.yield_if_long().await;
+                        self.deliver(event).await;
                     }
                 }
                 Op::Remote(through) => self.catch_up(through).await,
@@ -392,8 +391,8 @@ impl Deliverer {
                                     payload,
                                     rooms: stored.rooms,
                                     except: stored.except,
-                                }));
-                                self.busy.yield_if_long().await;
+                                }))
+                                .await;
                             }
                             Err(e) => {
                                 tracing::error!(seq = stored.seq, error = %e, "unreadable event in the log; skipped");
@@ -422,7 +421,8 @@ impl Deliverer {
         }
     }
 
-    fn deliver(&mut self, event: Arc<LoggedEvent>) {
+    /// Delivers one event, then lets the worker go if it has had it long.
+    async fn deliver(&mut self, event: Arc<LoggedEvent>) {
         let reached = self.fabric.deliver(&event);
         metrics::event_delivered(&event.event, reached);
         self.quiet.record(&event.rooms, event.seq);
@@ -431,6 +431,7 @@ impl Deliverer {
             self.ring.pop_front();
         }
         self.ring.push_back(event);
+        self.busy.yield_if_long().await;
     }
 
     fn join(&mut self, op: JoinOp) {

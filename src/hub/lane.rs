@@ -18,7 +18,7 @@
 use std::future::Future;
 
 use futures_util::FutureExt;
-use tokio::runtime::{Builder, Runtime};
+use tokio::runtime::Builder;
 use tokio::sync::oneshot;
 
 /// Runs a task livehub cannot work without. If it panics, nothing would be
@@ -38,51 +38,33 @@ pub(crate) async fn critical<F: Future<Output = ()>>(name: &'static str, task: F
     }
 }
 
-/// A single-threaded runtime on a thread of its own, running the tasks spawned
-/// on it until all of them have ended.
-pub(crate) struct Lane {
-    runtime: Runtime,
-    running: Vec<oneshot::Receiver<()>>,
-}
-
-impl Lane {
-    pub fn new() -> std::io::Result<Lane> {
-        let runtime = Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(crate::memory::worker_parked)
-            .build()?;
-        Ok(Lane {
-            runtime,
-            running: Vec::new(),
-        })
-    }
-
-    /// Runs a [`critical`] task on the lane.
-    pub fn spawn_critical<F>(&mut self, name: &'static str, task: F) -> tokio::task::JoinHandle<()>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let (running, ended) = oneshot::channel::<()>();
-        self.running.push(ended);
-        self.runtime.spawn(async move {
-            let _running = running;
-            critical(name, task).await
-        })
-    }
-
-    /// Starts the thread. It ends once every task spawned here has ended
-    /// (they end when the last [`super::Hub`] is dropped and their queues drain).
-    pub fn start(self) -> std::io::Result<()> {
-        let Lane { runtime, running } = self;
-        std::thread::Builder::new()
-            .name("livehub-log".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    for task in running {
-                        let _ = task.await;
-                    }
-                });
-            })
-            .map(|_| ())
-    }
+/// Runs the [`critical`] `task` on a single-threaded runtime of its own, on a
+/// thread named `thread` that ends with the task (when the last
+/// [`super::Hub`] is dropped and its queue drains).
+pub(crate) fn spawn_critical<F>(
+    thread: &str,
+    name: &'static str,
+    task: F,
+) -> std::io::Result<tokio::task::JoinHandle<()>>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let runtime = Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(crate::memory::worker_parked)
+        .build()?;
+    // The caller awaits the task's handle; the thread waits for this instead.
+    let (running, ended) = oneshot::channel::<()>();
+    let handle = runtime.spawn(async move {
+        let _running = running;
+        critical(name, task).await
+    });
+    std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let _ = ended.await;
+            });
+        })?;
+    Ok(handle)
 }

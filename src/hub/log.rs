@@ -76,14 +76,14 @@ pub(crate) enum Sink {
 /// Starts the writer. It stops when every [`LogHandle`] is dropped, after
 /// committing and delivering what was queued.
 pub(crate) fn spawn(
-    lane: &mut super::lane::Lane,
     sink: Sink,
     codec: OffsetCodec,
     delivery: DeliveryHandle,
-) -> (LogHandle, tokio::task::JoinHandle<()>) {
+) -> std::io::Result<(LogHandle, tokio::task::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let task = lane.spawn_critical("log writer", run(rx, sink, codec, delivery));
-    (LogHandle { tx }, task)
+    let writer = run(rx, sink, codec, delivery);
+    let task = super::lane::spawn_critical("livehub-log", "log writer", writer)?;
+    Ok((LogHandle { tx }, task))
 }
 
 async fn run(

@@ -190,9 +190,8 @@ impl Hub {
             Some(s) => log::Sink::Store(s.clone()),
             None => log::Sink::Memory { last_seq },
         };
-        let mut lane = lane::Lane::new().map_err(sqlx::Error::Io)?;
-        let (log, writer) = log::spawn(&mut lane, sink, codec.clone(), delivery.clone());
-        lane.start().map_err(sqlx::Error::Io)?;
+        let (log, writer) =
+            log::spawn(sink, codec.clone(), delivery.clone()).map_err(sqlx::Error::Io)?;
         let census = Arc::new(census::CensusBoard::default());
         let hub = Hub {
             inner: Arc::new(Inner {
