@@ -8,8 +8,8 @@
 #
 # Prints the trial's latency (publish -> receive, and the emit's own answer),
 # the CPU split by process and thread (the load generator shares the cores, so
-# it is part of the picture), and the server's hottest symbols per thread
-# group. perf.data and the load generator's JSON stay in
+# it is part of the picture), the server's samples by what the code does, and
+# its hottest symbols. perf.data and the load generator's JSON stay in
 # bench/results/profile-<time>-<server>/ for `perf report -i`.
 #
 # Needs: perf (linux-perf) and permission to sample every CPU (root, or
@@ -103,39 +103,49 @@ print(f"publish -> receive: p50 {got['p50_ms']:.0f} ms, p99 {got['p99_ms']:.0f} 
       f"lost {trial['deliveries']['lost']}")
 EOF_PY
 
-report() { perf report -i "$out/perf.data" --stdio "$@" 2>/dev/null | grep -v '^#' | grep -v '^$'; }
-echo
-echo "== CPU by process and thread name (% of all samples, every core)"
-report --sort pid | python3 -c '
-import sys, collections
-server = set(open(sys.argv[1]).read().split())
-loadgen = set(open(sys.argv[2]).read().split())
-share = collections.Counter()
-for line in sys.stdin:
-    pct, _, who = line.strip().partition("%")
-    tid, _, name = who.strip().partition(":")
-    owner = "server" if tid in server else "loadgen" if tid in loadgen else "other"
-    share[(owner, name.strip() if owner == "server" else "")] += float(pct)
-for (owner, name), pct in share.most_common():
-    if pct >= 0.5:
-        print(f"{pct:6.2f}%  {owner} {name}")
-' "$out/server.tids" "$out/loadgen.tids"
-echo
-report --tid "$(paste -sd, "$out/server.tids")" --sort dso,sym >"$out/server-symbols.txt"
-echo "== the server's samples by where the code runs (the kernel's share is its TCP sends and receives)"
-python3 -c '
-import sys, collections
-share = collections.Counter()
+# One report keyed by thread, split here: perf's own --tid filter lets other
+# threads' kernel samples into a `dso,sym` report.
+perf report -i "$out/perf.data" --stdio --sort pid,dso,sym 2>/dev/null | grep -v '^#' | grep -v '^$' \
+  >"$out/symbols.txt"
+python3 - "$out/symbols.txt" "$out/server.tids" "$out/loadgen.tids" <<'EOF_PY'
+import collections, re, sys
+server = set(open(sys.argv[2]).read().split())
+loadgen = set(open(sys.argv[3]).read().split())
+# What the code does, by symbol (first match wins).
+kinds = [
+    ("kernel (loopback TCP, wake-ups)", r"\[k\]"),
+    ("copies", r"memmove|memcpy"),
+    ("encoding and allocating", r"serde|into_str|to_value|serialize_packet|encode|mi_|alloc::|Bytes|free"),
+    ("finding each socket", r"get_socket|hash|sip::|BroadcastRooms|FilterMap"),
+    ("queueing to each socket", r"mpsc::list::Tx|batch_semaphore|AtomicWaker::wake|Local<T>::push_back|Socket<A>::emit|reserve"),
+    ("livehub's own code", r"livehub::"),
+    ("websocket write path", r"tungstenite|engineioxide|Rx<T>::pop|Rx<T,S>::recv|bilock|Feed|poll_write|notify|register"),
+]
+owners, threads, kind, hot = (collections.Counter() for _ in range(4))
 for line in open(sys.argv[1]):
-    fields = line.split()
-    if len(fields) >= 2 and fields[0].endswith("%"):
-        share[fields[1]] += float(fields[0].rstrip("%"))
-total = sum(share.values()) or 1
-for dso, pct in share.most_common(5):
-    print(f"{100 * pct / total:6.2f}% of the server  {dso}")
-' "$out/server-symbols.txt"
-echo
-echo "== the server's hottest symbols (% of all samples)"
-head -30 "$out/server-symbols.txt"
+    m = re.match(r"\s*([\d.]+)%\s+(\d+):(\S+)\s+(.*)", line)
+    if not m:
+        continue
+    pct, tid, name, what = float(m[1]), m[2], m[3], m[4]
+    owner = "server" if tid in server else "loadgen" if tid in loadgen else "other"
+    owners[owner] += pct
+    if owner != "server":
+        continue
+    threads[name] += pct
+    hot[" ".join(what.split())] += pct
+    kind[next((k for k, rx in kinds if re.search(rx, what)), "other")] += pct
+print("\n== CPU by process (% of all samples, every core)")
+for owner, pct in owners.most_common():
+    print(f"{pct:6.1f}%  {owner}")
+print("\n== the server's threads")
+for name, pct in threads.most_common(5):
+    print(f"{pct:6.1f}%  {name}")
+print("\n== the server's samples by what the code does")
+for k, pct in kind.most_common():
+    print(f"{pct:6.1f}%  {k}")
+print("\n== the server's hottest symbols")
+for what, pct in hot.most_common(25):
+    print(f"{pct:6.2f}%  {what}")
+EOF_PY
 echo
 echo "perf.data and the raw results: $out"
