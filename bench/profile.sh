@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Where a fan-out's CPU goes: one server under the fixed fan-out load, the whole
-# machine sampled with `perf` in the middle of the trial.
+# Where a server's CPU goes: one server under a fixed load (a fan-out, or a
+# connect storm), the whole machine sampled with `perf` in the middle of it.
 #
 #   bench/profile.sh                       livehub (SQLite log), 5,000 sockets x 50 emits/s
 #   bench/profile.sh --server floor        the bare socketioxide floor, same load
 #   bench/profile.sh --sockets 1000 --rate 100 --env EVENT_LOG=off
+#   bench/profile.sh --case storm          JWT handshakes by 64 workers (--workers N)
 #
-# Prints the trial's latency (publish -> receive, and the emit's own answer),
+# Prints the load's own figures (a fan-out's latency, publish -> receive and
+# the emit's own answer; a storm's handshakes/s),
 # the CPU split by process and thread (the load generator shares the cores, so
 # it is part of the picture), the server's samples by what the code does, and
 # its hottest symbols. perf.data and the load generator's JSON stay in
@@ -24,15 +26,17 @@ LIVEHUB=${BENCH_LIVEHUB:-$REPO/target/release/livehub}
 LOADGEN=$BENCH_DIR/loadgen/target/release/loadgen
 FLOOR=$BENCH_DIR/floor/target/release/floor
 
-server=livehub sockets=5000 rate=50 seconds=8 extra_env=()
+case=fanout server=livehub sockets=5000 rate=50 workers=64 seconds=8 extra_env=()
 while (($#)); do
   case "$1" in
+    --case) case=$2; shift 2 ;;
     --server) server=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
     --sockets) sockets=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --env) extra_env+=("$2"); shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -45,8 +49,9 @@ case "$server" in
   floor) [[ -x "$FLOOR" ]] || die "$FLOOR is missing: cd bench/floor && cargo build --release --locked" ;;
   *) die "--server is livehub or floor" ;;
 esac
+[[ "$case" == fanout || "$case" == storm ]] || die "--case is fanout or storm"
 
-out=$BENCH_DIR/results/profile-$(date -u +%Y%m%dT%H%M%SZ)-$server
+out=$BENCH_DIR/results/profile-$(date -u +%Y%m%dT%H%M%SZ)-$case-$server
 mkdir -p "$out"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/livehub-profile.XXXXXX")
 secret="profile-$(date +%s)-$RANDOM$RANDOM"
@@ -72,17 +77,24 @@ server_pid=$!
 "$LOADGEN" --server "127.0.0.1:$port" wait-ready --timeout 60 --pid "$server_pid" \
   || { tail -20 "$out/server.log" >&2; die "the server did not start"; }
 
-# The trial runs longer than the sample, which starts once the sockets are in
-# and the warm-up trial has passed.
+# The load runs longer than the sample, which starts once the load is steady
+# (a fan-out's sockets are in and its warm-up trial has passed).
 trial=$((seconds + 6))
-"$LOADGEN" --server "127.0.0.1:$port" --jwt-secret "$secret" --api-key "$key" \
-  fanout --sockets "$sockets" --rate "$rate" --duration "$trial" --warmup 2 \
-  --out "$out/loadgen.json" >/dev/null 2>"$out/loadgen.log" &
+loadgen=("$LOADGEN" --server "127.0.0.1:$port" --jwt-secret "$secret" --api-key "$key")
+if [[ "$case" == fanout ]]; then
+  "${loadgen[@]}" fanout --sockets "$sockets" --rate "$rate" --duration "$trial" --warmup 2 \
+    --out "$out/loadgen.json" >/dev/null 2>"$out/loadgen.log" &
+else
+  "${loadgen[@]}" connect-storm --workers "$workers" --duration "$trial" --warmup 2 \
+    --out "$out/loadgen.json" >/dev/null 2>"$out/loadgen.log" &
+fi
 loadgen_pid=$!
-until grep -q "warm-up" "$out/loadgen.log" 2>/dev/null; do
-  kill -0 "$loadgen_pid" 2>/dev/null || { cat "$out/loadgen.log" >&2; die "the load generator stopped"; }
-  sleep 0.5
-done
+if [[ "$case" == fanout ]]; then
+  until grep -q "warm-up" "$out/loadgen.log" 2>/dev/null; do
+    kill -0 "$loadgen_pid" 2>/dev/null || { cat "$out/loadgen.log" >&2; die "the load generator stopped"; }
+    sleep 0.5
+  done
+fi
 sleep 4
 perf record -a -F 999 -o "$out/perf.data" -- sleep "$seconds" >/dev/null 2>"$out/perf.log" &
 perf_pid=$!
@@ -93,14 +105,24 @@ ls "/proc/$server_pid/task" >"$out/server.tids"
 ls "/proc/$loadgen_pid/task" >"$out/loadgen.tids" 2>/dev/null || true
 wait "$loadgen_pid" || die "the load generator failed: $(tail -3 "$out/loadgen.log")"
 
-echo "== $server, $sockets sockets x $rate emits/s (${extra_env[*]:-default settings})"
+if [[ "$case" == fanout ]]; then
+  echo "== $server, $sockets sockets x $rate emits/s (${extra_env[*]:-default settings})"
+else
+  echo "== $server, connect storm by $workers workers (${extra_env[*]:-default settings})"
+fi
 python3 - "$out/loadgen.json" <<'EOF_PY'
 import json, sys
-trial = json.load(open(sys.argv[1]))["result"]["trial"]
-got, emits = trial["latency"], trial["emits"]["latency"]
-print(f"publish -> receive: p50 {got['p50_ms']:.0f} ms, p99 {got['p99_ms']:.0f} ms; "
-      f"emit answered: p50 {emits['p50_ms']:.0f} ms, p99 {emits['p99_ms']:.0f} ms; "
-      f"lost {trial['deliveries']['lost']}")
+result = json.load(open(sys.argv[1]))["result"]
+if "trial" in result:
+    trial = result["trial"]
+    got, emits = trial["latency"], trial["emits"]["latency"]
+    print(f"publish -> receive: p50 {got['p50_ms']:.0f} ms, p99 {got['p99_ms']:.0f} ms; "
+          f"emit answered: p50 {emits['p50_ms']:.0f} ms, p99 {emits['p99_ms']:.0f} ms; "
+          f"lost {trial['deliveries']['lost']}")
+else:
+    lat = result["latency"]
+    print(f"{result['handshakes_per_s']:,.0f} handshakes/s; p50 {lat['p50_ms']:.1f} ms, "
+          f"p99 {lat['p99_ms']:.1f} ms; refused {result['refused']}, failed {result['failed']}")
 EOF_PY
 
 # One report keyed by thread, split here: perf's own --tid filter lets other
@@ -114,6 +136,8 @@ loadgen = set(open(sys.argv[3]).read().split())
 # What the code does, by symbol (first match wins).
 kinds = [
     ("kernel (loopback TCP, wake-ups)", r"\[k\]"),
+    ("tokens (JWT: HMAC, base64)", r"jsonwebtoken|sha2|hmac|base64"),
+    ("the database (SQLite, sqlx)", r"sqlite3|sqlx"),
     ("copies", r"memmove|memcpy"),
     ("encoding and allocating", r"serde|into_str|to_value|serialize_packet|encode|mi_|alloc::|Bytes|free"),
     ("finding each socket", r"get_socket|hash|sip::|BroadcastRooms|FilterMap"),

@@ -174,5 +174,6 @@ async fn on_disconnect<A: Adapter>(
     }
     transport.forget(socket.id);
     ctx.expiry.forget(socket.id);
-    handlers::on_disconnect(&ctx, &session).await;
+    // Boxed: socketioxide spawns this handler's future, copying it whole.
+    Box::pin(handlers::on_disconnect(&ctx, &session)).await;
 }
