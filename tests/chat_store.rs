@@ -30,7 +30,7 @@ impl Fabric for NoSockets {
     fn rooms_of(&self, _: Sid) -> Vec<String> {
         Vec::new()
     }
-    fn signal(&self, _: &[String], _: &[String], _: &str, _: &Value) {}
+    fn signal(&self, _: &[String], _: &[String], _: &str, _: &serde_json::value::RawValue) {}
     fn disconnect_room(&self, _: String) -> BoxFuture<Result<(), String>> {
         Box::pin(async { Ok(()) })
     }

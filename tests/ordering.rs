@@ -105,7 +105,7 @@ impl Fabric for Recorder {
             .map(|s| s.rooms.iter().cloned().collect())
             .unwrap_or_default()
     }
-    fn signal(&self, _: &[String], _: &[String], _: &str, _: &serde_json::Value) {}
+    fn signal(&self, _: &[String], _: &[String], _: &str, _: &serde_json::value::RawValue) {}
     fn disconnect_room(&self, _: String) -> BoxFuture<Result<(), String>> {
         Box::pin(async { Ok(()) })
     }

@@ -529,7 +529,7 @@ mod tests {
         fn rooms_of(&self, _: Sid) -> Vec<String> {
             Vec::new()
         }
-        fn signal(&self, _: &[String], _: &[String], _: &str, _: &serde_json::Value) {}
+        fn signal(&self, _: &[String], _: &[String], _: &str, _: &RawValue) {}
         fn disconnect_room(&self, _: String) -> BoxFuture<Result<(), String>> {
             Box::pin(async { Ok(()) })
         }

@@ -108,8 +108,9 @@ pub trait Fabric: Send + Sync + 'static {
     }
 
     /// Sends an ephemeral (unlogged) event to `rooms` on every node, except the
-    /// socket `except` (the one that caused it).
-    fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &serde_json::Value);
+    /// sockets in the `except` rooms. The payload comes serialised once, for
+    /// every front and node.
+    fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &RawValue);
 
     /// Disconnects every socket in `room` on every node, with a Socket.IO
     /// disconnect (the client does not reconnect by itself).
@@ -167,13 +168,7 @@ impl Fabric for Fabrics {
         self.0.iter().flat_map(|f| f.user_rooms(user)).collect()
     }
 
-    fn signal(
-        &self,
-        rooms: &[String],
-        except: &[String],
-        event: &str,
-        payload: &serde_json::Value,
-    ) {
+    fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &RawValue) {
         self.0
             .iter()
             .for_each(|f| f.signal(rooms, except, event, payload));

@@ -178,9 +178,19 @@ impl Hub {
     }
 
     /// Sends an ephemeral event (presence, typing…) to rooms on every node,
-    /// except sockets in the `except` rooms. Not logged, not replayed.
-    pub(crate) fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &Value) {
-        self.inner.fabric.signal(rooms, except, event, payload);
+    /// except sockets in the `except` rooms. Not logged, not replayed. The
+    /// payload is serialised here, once, for every front and node.
+    pub(crate) fn signal(
+        &self,
+        rooms: &[String],
+        except: &[String],
+        event: &str,
+        payload: &impl serde::Serialize,
+    ) {
+        match serde_json::value::to_raw_value(payload) {
+            Ok(payload) => self.inner.fabric.signal(rooms, except, event, &payload),
+            Err(e) => tracing::error!(error = %e, event, "a signal's payload did not serialise"),
+        }
     }
 
     /// Sends an ephemeral event to one socket on this node (`pong`, `replay:reset`…).

@@ -188,10 +188,20 @@ impl RelayTarget for Registry {
                 except,
                 event,
                 payload,
-            } => self.signal_here(&rooms, &except, &event, &payload),
+            } => match serde_json::value::to_raw_value(&payload) {
+                Ok(payload) => self.signal_here(&rooms, &except, &event, &payload),
+                Err(e) => tracing::warn!(error = %e, "a relayed signal did not serialise"),
+            },
             Relayed::DisconnectRoom { room } => self.disconnect_here(room),
         }
     }
+}
+
+/// The `room` a signal's payload names, if any.
+#[derive(serde::Deserialize)]
+struct RoomField<'a> {
+    #[serde(borrow)]
+    room: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl Registry {
@@ -200,19 +210,17 @@ impl Registry {
         let _ = self.relay.set(relay);
     }
 
-    fn signal_here(
-        &self,
-        rooms: &[String],
-        except: &[String],
-        event: &str,
-        payload: &serde_json::Value,
-    ) {
+    fn signal_here(&self, rooms: &[String], except: &[String], event: &str, payload: &RawValue) {
         let conns = self.members(rooms, except);
         if conns.is_empty() {
             return;
         }
-        let room = payload.get("room").and_then(|r| r.as_str());
-        self.fan_out(conns, event, &payload.to_string(), room);
+        // Only events that name a room are renamed per connection.
+        let room = frames::names_a_room(event)
+            .then(|| serde_json::from_str::<RoomField>(payload.get()).ok())
+            .flatten()
+            .and_then(|f| f.room);
+        self.fan_out(conns, event, payload.get(), room.as_deref());
     }
 
     fn disconnect_here(&self, room: String) {
@@ -374,20 +382,14 @@ impl Fabric for Registry {
             .collect()
     }
 
-    fn signal(
-        &self,
-        rooms: &[String],
-        except: &[String],
-        event: &str,
-        payload: &serde_json::Value,
-    ) {
+    fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &RawValue) {
         self.signal_here(rooms, except, event, payload);
         if let Some(relay) = self.relay.get() {
             relay.publish(Relayed::Signal {
                 rooms: rooms.to_vec(),
                 except: except.to_vec(),
                 event: event.to_string(),
-                payload: payload.clone(),
+                payload: serde_json::from_str(payload.get()).unwrap_or_default(),
             });
         }
     }

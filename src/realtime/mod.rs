@@ -162,7 +162,7 @@ struct Signal {
     rooms: Vec<String>,
     except: Vec<String>,
     event: String,
-    payload: serde_json::Value,
+    payload: Box<RawValue>,
 }
 
 /// Sends signals one after the other, through the adapter (every node), or —
@@ -196,7 +196,7 @@ async fn broadcast<A: Adapter>(
             .except(signal.except.clone());
         let sent = tokio::time::timeout(
             CLUSTER_BROADCAST_TIMEOUT,
-            everywhere.emit(&signal.event, &signal.payload),
+            everywhere.emit(&signal.event, &*signal.payload),
         )
         .await;
         match sent {
@@ -210,7 +210,7 @@ async fn broadcast<A: Adapter>(
         tracing::debug!("cluster broadcast failed; delivering on this node only");
     }
     let here = ns.local().to(signal.rooms).except(signal.except);
-    let _ = here.emit(&signal.event, &signal.payload).await;
+    let _ = here.emit(&signal.event, &*signal.payload).await;
 }
 
 impl<A: Adapter> IoFabric<A> {
@@ -274,12 +274,11 @@ impl<A: Adapter> Fabric for IoFabric<A> {
             // Other nodes have no shared log to read this from: send it through
             // the adapter, in commit order (the one signal task), and to this
             // node's sockets at least when the cluster does not answer.
-            let payload = serde_json::from_str(event.payload.get()).unwrap_or_default();
             let _ = self.cross_node_events.send(Signal {
                 rooms: event.rooms.clone(),
                 except: event.except.clone(),
                 event: event.event.clone(),
-                payload,
+                payload: event.payload.to_owned(),
             });
             return 0;
         }
@@ -378,18 +377,12 @@ impl<A: Adapter> Fabric for IoFabric<A> {
             .collect()
     }
 
-    fn signal(
-        &self,
-        rooms: &[String],
-        except: &[String],
-        event: &str,
-        payload: &serde_json::Value,
-    ) {
+    fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &RawValue) {
         let signal = Signal {
             rooms: rooms.to_vec(),
             except: except.to_vec(),
             event: event.to_string(),
-            payload: payload.clone(),
+            payload: payload.to_owned(),
         };
         if self.signals.try_send(signal).is_err() {
             crate::metrics::signal_dropped();

@@ -518,17 +518,27 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
 
 /// Tells the user's branch room their status.
 fn signal_status(hub: &crate::hub::Hub, claims: &Claims, status: &str) {
+    /// The `presence` payload, serialised straight from its fields: a connect
+    /// storm sends two per connect.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Presence<'a> {
+        user_id: &'a str,
+        name: &'a str,
+        status: &'a str,
+        timestamp: String,
+    }
     if let Some(branch) = &claims.branch_id {
         hub.signal(
             &[format!("branch:{branch}")],
             &[],
             "presence",
-            &json!({
-                "userId": claims.sub,
-                "name": claims.display_name(),
-                "status": status,
-                "timestamp": events::now_iso8601(),
-            }),
+            &Presence {
+                user_id: &claims.sub,
+                name: claims.display_name(),
+                status,
+                timestamp: events::now_iso8601(),
+            },
         );
     }
 }
