@@ -23,11 +23,8 @@
 # another), bench/loadgen and bench/floor.
 set -euo pipefail
 
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$BENCH_DIR/.." && pwd)
-LIVEHUB=${BENCH_LIVEHUB:-$REPO/target/release/livehub}
-LOADGEN=$BENCH_DIR/loadgen/target/release/loadgen
-FLOOR=$BENCH_DIR/floor/target/release/floor
+SCRIPT=instructions.sh
+source "$(dirname "${BASH_SOURCE[0]}")/one-server.sh"
 
 server=livehub workers=8 seconds=15 extra_env=()
 while (($#)); do
@@ -41,56 +38,31 @@ while (($#)); do
   esac
 done
 
-die() { echo "instructions.sh: $*" >&2; exit 1; }
 command -v valgrind >/dev/null || die "valgrind is not installed"
-[[ -x "$LOADGEN" ]] || die "$LOADGEN is missing: cd bench/loadgen && cargo build --release --locked"
-case "$server" in
-  livehub) [[ -x "$LIVEHUB" ]] || die "$LIVEHUB is missing: cargo build --release" ;;
-  floor) [[ -x "$FLOOR" ]] || die "$FLOOR is missing: cd bench/floor && cargo build --release --locked" ;;
-  *) die "--server is livehub or floor" ;;
-esac
+check_binaries "$server"
 
 out=$BENCH_DIR/results/instructions-$(date -u +%Y%m%dT%H%M%SZ)-$server
 mkdir -p "$out"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/livehub-instructions.XXXXXX")
-secret="instructions-$(date +%s)-$RANDOM$RANDOM"
-key="instructions-key-$RANDOM"
-port=$("$LOADGEN" free-port)
-server_pid=""
+server_pid="" server_tmp=""
 cleanup() {
   [[ -n "$server_pid" ]] && { kill -KILL "$server_pid"; wait "$server_pid"; } 2>/dev/null
-  rm -rf "$tmp"
+  [[ -n "$server_tmp" ]] && rm -rf "$server_tmp"
 }
 trap cleanup EXIT
-
-# vgdb finds the server by a name made of USER and HOST: both set here, the
-# same for the server and for callgrind_control.
+# vgdb finds the server by a name made of USER and HOST (HOST is the address
+# the server listens on): the same for the server and for callgrind_control.
 names=(USER=bench HOST=127.0.0.1)
-base=(env -i PATH="$PATH" HOME="${HOME:-/tmp}" "${names[@]}" PORT="$port"
-      JWT_SECRET="$secret" API_KEYS="$key")
-case "$server" in
-  livehub) cmd=("${base[@]}" RATE_LIMIT_PER_MINUTE=0 LOG_LEVEL=warn
-                DATABASE_URL="sqlite://$tmp/livehub.db" "${extra_env[@]}") ;;
-  floor) cmd=("${base[@]}" "${extra_env[@]}") ;;
-esac
-cmd+=(valgrind --tool=callgrind --vgdb-prefix="$tmp/vgdb"
-      --callgrind-out-file="$out/callgrind.out")
-case "$server" in
-  livehub) cmd+=("$LIVEHUB" serve) ;;
-  floor) cmd+=("$FLOOR") ;;
-esac
-"${cmd[@]}" >"$out/server.log" 2>&1 &
-server_pid=$!
-"$LOADGEN" --server "127.0.0.1:$port" wait-ready --timeout 180 --pid "$server_pid" \
-  || { tail -20 "$out/server.log" >&2; die "the server did not start"; }
+vgdb_prefix=$out/vgdb
+start_server "$server" "$out" USER=bench "${extra_env[@]}" -- \
+  valgrind --tool=callgrind --vgdb-prefix="$vgdb_prefix" --callgrind-out-file="$out/callgrind.out"
 
 storm() {
   "$LOADGEN" --server "127.0.0.1:$port" --jwt-secret "$secret" --api-key "$key" \
     connect-storm --workers "$workers" --duration "$1" --warmup 0 --out "$2" >/dev/null 2>&1
 }
-control() { env "${names[@]}" callgrind_control --vgdb-prefix="$tmp/vgdb" "$@" >/dev/null 2>&1; }
+control() { env "${names[@]}" callgrind_control --vgdb-prefix="$vgdb_prefix" "$@" >/dev/null 2>&1; }
 # Warm up (first allocations, statement caches), then count a fixed stretch.
-storm 3 "$tmp/warm.json"
+storm 3 "$out/warm.json"
 control --zero "$server_pid"
 storm "$seconds" "$out/loadgen.json"
 control --dump=counted "$server_pid"

@@ -20,11 +20,8 @@
 # numbers), bench/loadgen and bench/floor.
 set -euo pipefail
 
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$BENCH_DIR/.." && pwd)
-LIVEHUB=${BENCH_LIVEHUB:-$REPO/target/release/livehub}
-LOADGEN=$BENCH_DIR/loadgen/target/release/loadgen
-FLOOR=$BENCH_DIR/floor/target/release/floor
+SCRIPT=profile.sh
+source "$(dirname "${BASH_SOURCE[0]}")/one-server.sh"
 
 case=fanout server=livehub sockets=5000 rate=50 workers=64 seconds=8 extra_env=()
 while (($#)); do
@@ -41,41 +38,20 @@ while (($#)); do
   esac
 done
 
-die() { echo "profile.sh: $*" >&2; exit 1; }
 command -v perf >/dev/null || die "perf is not installed"
-[[ -x "$LOADGEN" ]] || die "$LOADGEN is missing: cd bench/loadgen && cargo build --release --locked"
-case "$server" in
-  livehub) [[ -x "$LIVEHUB" ]] || die "$LIVEHUB is missing: cargo build --release" ;;
-  floor) [[ -x "$FLOOR" ]] || die "$FLOOR is missing: cd bench/floor && cargo build --release --locked" ;;
-  *) die "--server is livehub or floor" ;;
-esac
+check_binaries "$server"
 [[ "$case" == fanout || "$case" == storm ]] || die "--case is fanout or storm"
 
 out=$BENCH_DIR/results/profile-$(date -u +%Y%m%dT%H%M%SZ)-$case-$server
 mkdir -p "$out"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/livehub-profile.XXXXXX")
-secret="profile-$(date +%s)-$RANDOM$RANDOM"
-key="profile-key-$RANDOM"
-port=$("$LOADGEN" free-port)
-server_pid="" perf_pid=""
+server_pid="" server_tmp="" perf_pid=""
 cleanup() {
   [[ -n "$perf_pid" ]] && kill "$perf_pid" 2>/dev/null
   [[ -n "$server_pid" ]] && { kill -KILL "$server_pid"; wait "$server_pid"; } 2>/dev/null
-  rm -rf "$tmp"
+  [[ -n "$server_tmp" ]] && rm -rf "$server_tmp"
 }
 trap cleanup EXIT
-
-base=(env -i PATH="$PATH" HOME="${HOME:-/tmp}" HOST=127.0.0.1 PORT="$port"
-      JWT_SECRET="$secret" API_KEYS="$key")
-case "$server" in
-  livehub) cmd=("${base[@]}" RATE_LIMIT_PER_MINUTE=0 LOG_LEVEL=warn
-                DATABASE_URL="sqlite://$tmp/livehub.db" "${extra_env[@]}" "$LIVEHUB" serve) ;;
-  floor) cmd=("${base[@]}" "${extra_env[@]}" "$FLOOR") ;;
-esac
-"${cmd[@]}" >"$out/server.log" 2>&1 &
-server_pid=$!
-"$LOADGEN" --server "127.0.0.1:$port" wait-ready --timeout 60 --pid "$server_pid" \
-  || { tail -20 "$out/server.log" >&2; die "the server did not start"; }
+start_server "$server" "$out" "${extra_env[@]}"
 
 # The load runs longer than the sample, which starts once the load is steady
 # (a fan-out's sockets are in and its warm-up trial has passed).
