@@ -11,7 +11,7 @@
 #   --only a,b        only these cases: fanout-search fanout-fixed idle connect-storm
 #                     emit-api replay-user reconnect-storm replay-room
 #   --servers a,b     only these servers: livehub-sqlite livehub-normal livehub-plain
-#                     livehub-pg livehub-nolog floor node
+#                     livehub-pg livehub-nolog livehub-nopresence floor node
 #   --out FILE        where the Markdown report goes
 #   --skip-build      use the binaries and node_modules already built
 #   --no-pg           skip PostgreSQL even if it is reachable
@@ -156,6 +156,8 @@ start_server() {
   case "$kind" in
     livehub-sqlite|livehub-plain) cmd=("${livehub[@]}" "$sqlite" "$LIVEHUB" serve) ;;
     livehub-nolog)  cmd=("${livehub[@]}" "$sqlite" EVENT_LOG=off "$LIVEHUB" serve) ;;
+    # No automatic online/offline statuses: what presence costs a connect storm.
+    livehub-nopresence) cmd=("${livehub[@]}" "$sqlite" PRESENCE_BROADCAST_LIMIT=0 "$LIVEHUB" serve) ;;
     livehub-normal) cmd=("${livehub[@]}" "$sqlite?synchronous=normal" "$LIVEHUB" serve) ;;
     livehub-pg)     pg_reset || return 1
                     cmd=("${livehub[@]}" DATABASE_URL="$PG_URL" "$LIVEHUB" serve) ;;
@@ -195,7 +197,7 @@ CASES=(
   "fanout-search|Fan-out search, $BENCH_SEARCH_SOCKETS sockets in one room|livehub-sqlite livehub-nolog floor node|fanout-search --sockets $BENCH_SEARCH_SOCKETS --trial $BENCH_SEARCH_TRIAL_S --max-trials $BENCH_SEARCH_MAX_TRIALS --start-rate $BENCH_SEARCH_START_RATE --tolerance $BENCH_SEARCH_TOLERANCE"
   "fanout-fixed|Fan-out, $BENCH_FIXED_SOCKETS sockets at $BENCH_FIXED_RATE emits/s|livehub-sqlite livehub-plain floor node|fanout --sockets $BENCH_FIXED_SOCKETS --rate $BENCH_FIXED_RATE --duration $BENCH_FIXED_S --warmup $BENCH_WARMUP_S"
   "idle|Idle memory, $BENCH_IDLE_CONNECTIONS websockets|livehub-sqlite livehub-plain floor node|idle --connections $BENCH_IDLE_CONNECTIONS --server-pid @PID@"
-  "connect-storm|Connect storm (JWT handshakes), $BENCH_STORM_WORKERS workers|livehub-sqlite floor node|connect-storm --workers $BENCH_STORM_WORKERS --duration $BENCH_STORM_S --warmup $BENCH_WARMUP_S"
+  "connect-storm|Connect storm (JWT handshakes), $BENCH_STORM_WORKERS workers|livehub-sqlite livehub-nopresence floor node|connect-storm --workers $BENCH_STORM_WORKERS --duration $BENCH_STORM_S --warmup $BENCH_WARMUP_S"
   "emit-api|Emit API alone, $BENCH_EMIT_CLIENTS keep-alive clients|livehub-sqlite livehub-normal livehub-pg livehub-nolog floor node|emit-api --clients $BENCH_EMIT_CLIENTS --duration $BENCH_EMIT_S --warmup $BENCH_WARMUP_S"
   "replay-user|Replay of $BENCH_REPLAY_EVENTS missed events (user room, auth.offset)|livehub-sqlite livehub-pg|replay --via user --events $BENCH_REPLAY_EVENTS"
   "reconnect-storm|Reconnect storm: $BENCH_RECONNECT_SOCKETS clients drop at once and come back with offsets, $BENCH_RECONNECT_RATE emits/s|livehub-sqlite livehub-pg|reconnect-storm --sockets $BENCH_RECONNECT_SOCKETS --rate $BENCH_RECONNECT_RATE --warmup $BENCH_RECONNECT_WARMUP_S --duration $BENCH_RECONNECT_S"
