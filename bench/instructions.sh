@@ -53,7 +53,7 @@ trap cleanup EXIT
 # the server listens on): the same for the server and for callgrind_control.
 names=(USER=bench HOST=127.0.0.1)
 vgdb_prefix=$out/vgdb
-start_server "$server" "$out" USER=bench "${extra_env[@]}" -- \
+start_server "$server" "$out" "${names[0]}" "${extra_env[@]}" -- \
   valgrind --tool=callgrind --vgdb-prefix="$vgdb_prefix" --callgrind-out-file="$out/callgrind.out"
 
 storm() {
@@ -68,13 +68,9 @@ storm "$seconds" "$out/loadgen.json"
 control --dump=counted "$server_pid"
 
 counted=$(ls "$out"/callgrind.out.* | head -n1)
-python3 - "$out/loadgen.json" "$counted" "$server" <<'EOF_PY'
-import json, re, sys
-handshakes = json.load(open(sys.argv[1]))["result"]["handshakes"]
-total = int(re.search(r"^summary: (\d+)", open(sys.argv[2]).read(), re.M)[1])
-print(f"== {sys.argv[3]}: {handshakes:,} handshakes, {total / handshakes:,.0f} instructions per handshake")
-EOF_PY
 handshakes=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['result']['handshakes'])" "$out/loadgen.json")
+total=$(sed -n 's/^summary: //p' "$counted")
+echo "== $server: $handshakes handshakes, $((total / handshakes)) instructions per handshake"
 # Inclusive counts per handshake; the runtime's, std's and future combinators'
 # own frames (which include everything they poll) are left out.
 per_handshake() {

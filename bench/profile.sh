@@ -57,13 +57,14 @@ start_server "$server" "$out" "${extra_env[@]}"
 # (a fan-out's sockets are in and its warm-up trial has passed).
 trial=$((seconds + 6))
 loadgen=("$LOADGEN" --server "127.0.0.1:$port" --jwt-secret "$secret" --api-key "$key")
-if [[ "$case" == fanout ]]; then
-  "${loadgen[@]}" fanout --sockets "$sockets" --rate "$rate" --duration "$trial" --warmup 2 \
-    --out "$out/loadgen.json" >/dev/null 2>"$out/loadgen.log" &
-else
-  "${loadgen[@]}" connect-storm --workers "$workers" --duration "$trial" --warmup 2 \
-    --out "$out/loadgen.json" >/dev/null 2>"$out/loadgen.log" &
-fi
+case "$case" in
+  fanout) load=(fanout --sockets "$sockets" --rate "$rate")
+          title="$sockets sockets x $rate emits/s" ;;
+  storm) load=(connect-storm --workers "$workers")
+         title="connect storm by $workers workers" ;;
+esac
+"${loadgen[@]}" "${load[@]}" --duration "$trial" --warmup 2 \
+  --out "$out/loadgen.json" >/dev/null 2>"$out/loadgen.log" &
 loadgen_pid=$!
 if [[ "$case" == fanout ]]; then
   until grep -q "warm-up" "$out/loadgen.log" 2>/dev/null; do
@@ -81,11 +82,7 @@ ls "/proc/$server_pid/task" >"$out/server.tids"
 ls "/proc/$loadgen_pid/task" >"$out/loadgen.tids" 2>/dev/null || true
 wait "$loadgen_pid" || die "the load generator failed: $(tail -3 "$out/loadgen.log")"
 
-if [[ "$case" == fanout ]]; then
-  echo "== $server, $sockets sockets x $rate emits/s (${extra_env[*]:-default settings})"
-else
-  echo "== $server, connect storm by $workers workers (${extra_env[*]:-default settings})"
-fi
+echo "== $server, $title (${extra_env[*]:-default settings})"
 python3 - "$out/loadgen.json" <<'EOF_PY'
 import json, sys
 result = json.load(open(sys.argv[1]))["result"]
@@ -134,18 +131,14 @@ for line in open(sys.argv[1]):
     threads[name] += pct
     hot[" ".join(what.split())] += pct
     kind[next((k for k, rx in kinds if re.search(rx, what)), "other")] += pct
-print("\n== CPU by process (% of all samples, every core)")
-for owner, pct in owners.most_common():
-    print(f"{pct:6.1f}%  {owner}")
-print("\n== the server's threads")
-for name, pct in threads.most_common(5):
-    print(f"{pct:6.1f}%  {name}")
-print("\n== the server's samples by what the code does")
-for k, pct in kind.most_common():
-    print(f"{pct:6.1f}%  {k}")
-print("\n== the server's hottest symbols")
-for what, pct in hot.most_common(25):
-    print(f"{pct:6.2f}%  {what}")
+def show(title, counts, top=None, digits=1):
+    print(f"\n== {title}")
+    for what, pct in counts.most_common(top):
+        print(f"{pct:6.{digits}f}%  {what}")
+show("CPU by process (% of all samples, every core)", owners)
+show("the server's threads", threads, 5)
+show("the server's samples by what the code does", kind)
+show("the server's hottest symbols", hot, 25, 2)
 EOF_PY
 echo
 echo "perf.data and the raw results: $out"

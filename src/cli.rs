@@ -194,7 +194,7 @@ pub fn log_filter(level: &str) -> String {
             }
             directives.push(capped(d));
         } else {
-            verbose_default |= !d.contains('=') && matches!(d, "debug" | "trace");
+            verbose_default |= matches!(d, "debug" | "trace");
             directives.push(d.to_string());
         }
     }

@@ -197,13 +197,6 @@ impl RelayTarget for Registry {
     }
 }
 
-/// The `room` a signal's payload names, if any.
-#[derive(serde::Deserialize)]
-struct RoomField<'a> {
-    #[serde(borrow)]
-    room: Option<std::borrow::Cow<'a, str>>,
-}
-
 impl Registry {
     /// Relays signals and disconnects to the other nodes of a cluster.
     pub(crate) fn set_relay(&self, relay: Relay) {
@@ -217,9 +210,8 @@ impl Registry {
         }
         // Only events that name a room are renamed per connection.
         let room = frames::names_a_room(event)
-            .then(|| serde_json::from_str::<RoomField>(payload.get()).ok())
-            .flatten()
-            .and_then(|f| f.room);
+            .then(|| room_field(payload.get()))
+            .flatten();
         self.fan_out(conns, event, payload.get(), room.as_deref());
     }
 
