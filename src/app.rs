@@ -433,6 +433,8 @@ fn closer<A: Adapter>(
         let front = front.clone();
         Box::pin(async move {
             futures_util::join!(realtime::drain(&io, &sessions), plain::drain(&front));
+            // Their `offline`s too, to the branch's sockets on other nodes.
+            sessions.statuses.flush();
             // The departures just recorded must reach the database before it closes.
             sessions.flush_marks().await;
             io.close().await

@@ -14,12 +14,14 @@
 pub mod announce;
 mod memory;
 pub mod redis;
+pub mod status;
 pub mod typing;
 
 use serde::Serialize;
 
 pub use announce::Announcer;
 pub use memory::MemoryPresence;
+pub use status::Statuses;
 pub use typing::Typing;
 
 /// A user viewing a room.

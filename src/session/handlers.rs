@@ -104,7 +104,7 @@ pub(crate) async fn apply(ctx: &Arc<Sessions>, session: &Arc<Session>, command: 
             Ok(fields(json!({ "exp": exp })))
         }
         Command::SetPresence { status } => {
-            signal_status(&ctx.hub, &session.claims(), &status);
+            ctx.statuses.changed(&session.claims(), &status);
             Ok(fields(json!({ "status": status })))
         }
         Command::ChatSend(message) => {
@@ -253,7 +253,7 @@ async fn arrive(ctx: &Sessions, session: &Session, claims: &Claims) -> Option<Ar
         )
         .await;
     if first.changed && in_branch <= ctx.settings.presence_broadcast_limit {
-        signal_status(&ctx.hub, claims, "online");
+        ctx.statuses.connected(claims);
         reannounce_later(ctx, claims, "online", first.reannounce());
     }
     // A user with no event in the retained log has no queue, whatever their
@@ -509,37 +509,10 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
             .owed_from
             .map_or(ctx.hub.position(), |owed| owed.min(ctx.hub.position()));
         if in_branch < ctx.settings.presence_broadcast_limit {
-            signal_status(&ctx.hub, &claims, "offline");
+            ctx.statuses.changed(&claims, "offline");
             reannounce_later(ctx, &claims, "offline", last.reannounce());
         }
         ctx.mark_offline(&claims.sub, position);
-    }
-}
-
-/// Tells the user's branch room their status.
-fn signal_status(hub: &crate::hub::Hub, claims: &Claims, status: &str) {
-    /// The `presence` payload, serialised straight from its fields: a connect
-    /// storm sends two per connect.
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Presence<'a> {
-        user_id: &'a str,
-        name: &'a str,
-        status: &'a str,
-        timestamp: String,
-    }
-    if let Some(branch) = &claims.branch_id {
-        hub.signal(
-            &[format!("branch:{branch}")],
-            &[],
-            "presence",
-            &Presence {
-                user_id: &claims.sub,
-                name: claims.display_name(),
-                status,
-                timestamp: events::now_iso8601(),
-            },
-        );
     }
 }
 
@@ -548,11 +521,11 @@ fn signal_status(hub: &crate::hub::Hub, claims: &Claims, status: &str) {
 /// whose signal may have reached the branch after this one.
 fn reannounce_later(ctx: &Sessions, claims: &Claims, status: &'static str, number: Option<i64>) {
     let Some(number) = number else { return };
-    let (hub, presence, claims) = (ctx.hub.clone(), ctx.presence.clone(), claims.clone());
+    let (statuses, presence, claims) = (ctx.statuses.clone(), ctx.presence.clone(), claims.clone());
     tokio::spawn(async move {
         tokio::time::sleep(presence::SETTLE).await;
         if presence.transition_number(&claims.sub).await == Some(number) {
-            signal_status(&hub, &claims, status);
+            statuses.changed(&claims, status);
         }
     });
 }

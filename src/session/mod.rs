@@ -25,7 +25,7 @@ use crate::auth::Verifier;
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::presence::{Announcer, Presence, Typing};
+use crate::presence::{Announcer, Presence, Statuses, Typing};
 use crate::store::Store;
 use limits::ConnectionsPerIp;
 pub(crate) use state::{Job, Reply, Session};
@@ -89,6 +89,8 @@ pub(crate) struct Sessions {
     pub presence: Presence,
     /// Tells rooms who came and went.
     pub announcer: Announcer,
+    /// Tells branches their users' statuses.
+    pub statuses: Statuses,
     /// Typing indicators.
     pub typing: Typing,
     /// Chat.
@@ -133,6 +135,7 @@ impl Sessions {
                 parts.presence.clone(),
                 parts.presence_broadcast_limit,
             ),
+            statuses: Statuses::on_hub(parts.hub.clone()),
             typing: Typing::start(parts.hub.clone()),
             expiry: expiry::Expiry::start(parts.hub.clone()),
             hub: parts.hub,

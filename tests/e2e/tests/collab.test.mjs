@@ -121,6 +121,31 @@ describe("who is viewing a shipment", () => {
     assert.equal((await offline).status, "offline");
     closeAll(watcher);
   });
+
+  it("does not announce users who come and go within the 50 ms a status is held", async () => {
+    const watcher = await connect(server.url, { token: userToken("burst-watch", { branchId: "burst" }), ...ws });
+    await ack(watcher, "rooms");
+    const statuses = collect(watcher, "presence");
+    // A burst: 20 users connect, each leaving as soon as it is connected.
+    await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const s = await connect(server.url, { token: userToken(`flash-${i}`, { branchId: "burst" }), ...ws });
+        s.close();
+      }),
+    );
+    // Statuses still flow: a user who stays is announced.
+    const stayer = await connect(server.url, { token: userToken("stayer", { branchId: "burst" }), ...ws });
+    await until(() => statuses.some((p) => p.userId === "stayer" && p.status === "online"), { what: "the stayer online" });
+    await sleep(300);
+    const flashes = statuses.filter((p) => p.userId.startsWith("flash-"));
+    console.log(`# 20 users connected and left at once; the branch heard ${flashes.length} statuses of theirs`);
+    // Without the hold it hears 40 (an online and an offline each); a stalled
+    // server may let a few pairs straddle the hold.
+    assert.ok(flashes.length < 10, `the branch heard ${flashes.map((p) => `${p.userId} ${p.status}`).join(", ")}`);
+    const last = new Map(flashes.map((p) => [p.userId, p.status]));
+    assert.deepEqual([...last].filter(([, s]) => s !== "offline"), [], "every flash user the branch heard of ends offline");
+    closeAll(watcher, stayer);
+  });
 });
 
 describe("chat", () => {
