@@ -253,13 +253,20 @@ on_both!(offline_marks_survive_reading, |store: Store| async move {
 on_both!(
     many_marks_are_written_at_once_the_last_of_each_user_winning,
     |store: Store| async move {
-        // More users than one statement takes, one of them twice, one `Never`.
+        // Thousands of users, one of them twice, one `Never`.
         let mut marks: Vec<(String, OfflineMark)> = (0..2500)
             .map(|i| (format!("m{i}"), OfflineMark::Offline(i)))
             .collect();
         marks.push(("m7".into(), OfflineMark::Online(70)));
         marks.push(("m8".into(), OfflineMark::Never));
+        // Ids are the tokens' `sub`: anything a string can hold.
+        let odd = "o'brien \"x\" \\ ü ,]";
+        marks.push((odd.into(), OfflineMark::Offline(5)));
         store.set_offline_marks(&marks, 1).await.unwrap();
+        assert_eq!(
+            store.offline_mark(odd).await.unwrap(),
+            OfflineMark::Offline(5)
+        );
         assert_eq!(
             store.offline_mark("m0").await.unwrap(),
             OfflineMark::Offline(0)

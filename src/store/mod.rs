@@ -85,32 +85,26 @@ fn mark_rows(marks: &[(String, OfflineMark)]) -> Vec<(&str, i64, i64)> {
         .collect()
 }
 
-/// Offline marks written by one statement: 4 binds each, within SQLite's
-/// budget (see `sqlite::MAX_ROWS_PER_INSERT`) and PostgreSQL's 65,535.
-const MARKS_PER_INSERT: usize = 1000;
+/// The most rows one cached multi-row statement takes.
+pub(crate) const ROWS_PER_CACHED_STATEMENT: usize = 64;
 
-/// The statement that writes mark rows (at most [`MARKS_PER_INSERT`]), one
-/// text for both dialects: the builder writes each one's placeholders. Run it
-/// unprepared (`persistent(false)`): every number of rows is another statement.
-fn upsert_marks<'a, DB>(rows: &'a [(&'a str, i64, i64)], now_ms: i64) -> sqlx::QueryBuilder<DB>
-where
-    DB: sqlx::Database,
-    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    let mut q = sqlx::QueryBuilder::new(
-        "INSERT INTO offline_users (user_id, since_seq, online, updated_at) ",
-    );
-    q.push_values(rows, |mut row, (user, seq, online)| {
-        row.push_bind(*user)
-            .push_bind(*seq)
-            .push_bind(*online)
-            .push_bind(now_ms);
-    });
-    q.push(
-        " ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, online = excluded.online, updated_at = excluded.updated_at",
-    );
-    q
+/// Splits `rows` into runs whose lengths are powers of two, at most
+/// [`ROWS_PER_CACHED_STATEMENT`], longest first. A multi-row statement's text
+/// grows with its rows, so writing each batch as one statement parsed it anew
+/// every time (in SQLite about 2,000 instructions per row, more than running
+/// it); with these runs a batch of any size uses one of seven texts, each
+/// prepared once per connection and kept small.
+pub(crate) fn cached_runs<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = ROWS_PER_CACHED_STATEMENT.min(1 << rest.len().ilog2());
+        let (run, tail) = rest.split_at(len);
+        rest = tail;
+        Some(run)
+    })
 }
 
 /// The log's identity and extent.
@@ -530,5 +524,34 @@ pub(crate) fn rooms_from_json(json: Option<&str>) -> StoreResult<Vec<String>> {
     match json {
         None => Ok(Vec::new()),
         Some(s) => serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_lengths(n: usize) -> Vec<usize> {
+        let rows: Vec<usize> = (0..n).collect();
+        cached_runs(&rows).map(<[usize]>::len).collect()
+    }
+
+    #[test]
+    fn batches_are_written_in_runs_of_a_few_lengths_keeping_every_row_in_order() {
+        assert!(run_lengths(0).is_empty());
+        assert_eq!(run_lengths(1), [1]);
+        assert_eq!(run_lengths(77), [64, 8, 4, 1]);
+        assert_eq!(run_lengths(130), [64, 64, 2]);
+        let mut lengths = std::collections::BTreeSet::new();
+        for n in 0..2000 {
+            let rows: Vec<usize> = (0..n).collect();
+            let joined: Vec<usize> = cached_runs(&rows).flatten().copied().collect();
+            assert_eq!(joined, rows, "{n} rows");
+            lengths.extend(run_lengths(n));
+        }
+        assert_eq!(
+            lengths.into_iter().collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, 64]
+        );
     }
 }

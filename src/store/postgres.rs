@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Row};
 
 use super::chat::{MESSAGE_COLUMNS, NewMessage, SearchQuery, StoredMessage};
 use super::{
@@ -248,15 +248,27 @@ impl PgStore {
         marks: &[(String, OfflineMark)],
         now_ms: i64,
     ) -> StoreResult<()> {
+        // One statement for the whole batch, not one per user (each is a
+        // round trip, and a connect storm writes thousands of marks a second),
+        // and always the same text, so it is prepared once: the rows go in as
+        // three arrays.
         let rows = super::mark_rows(marks);
-        // One statement per chunk, not per user: each statement is a round
-        // trip, and a connect storm writes thousands of marks a second.
-        let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(super::MARKS_PER_INSERT) {
-            let mut upsert = super::upsert_marks::<Postgres>(chunk, now_ms);
-            upsert.build().persistent(false).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
+        let users: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        let online: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        sqlx::query(
+            "INSERT INTO offline_users (user_id, since_seq, online, updated_at)
+             SELECT u, s, o, $4 FROM unnest($1::text[], $2::int8[], $3::int8[]) AS r(u, s, o)
+             ON CONFLICT (user_id) DO UPDATE
+               SET since_seq = excluded.since_seq, online = excluded.online,
+                   updated_at = excluded.updated_at",
+        )
+        .bind(users)
+        .bind(seqs)
+        .bind(online)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -16,12 +16,6 @@ use super::{
     rooms_from_json, rooms_to_json, stored_event,
 };
 
-/// SQLite allows at most 32766 bound parameters per statement; stay well below.
-/// (Statements whose text grows with their rows are not kept prepared: each
-/// length would be one more cached statement of up to thousands of values,
-/// held by every connection for good.)
-const MAX_ROWS_PER_INSERT: usize = 4000;
-
 #[derive(Clone)]
 pub(super) struct SqliteStore {
     pub(super) pool: SqlitePool,
@@ -465,12 +459,24 @@ impl SqliteStore {
         now_ms: i64,
     ) -> StoreResult<()> {
         let rows = super::mark_rows(marks);
-        // One statement per chunk, not per user: each statement is a round
-        // trip, and a connect storm writes thousands of marks a second.
+        // A few statements per batch, not one per user: each is a round trip,
+        // and a connect storm writes thousands of marks a second.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in rows.chunks(super::MARKS_PER_INSERT) {
-            let mut upsert = super::upsert_marks::<Sqlite>(chunk, now_ms);
-            upsert.build().persistent(false).execute(&mut *tx).await?;
+        for run in super::cached_runs(&rows) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO offline_users (user_id, since_seq, online, updated_at) ",
+            );
+            q.push_values(run, |mut row, (user, seq, online)| {
+                row.push_bind(*user)
+                    .push_bind(*seq)
+                    .push_bind(*online)
+                    .push_bind(now_ms);
+            });
+            q.push(
+                " ON CONFLICT (user_id) DO UPDATE SET since_seq = excluded.since_seq, \
+                 online = excluded.online, updated_at = excluded.updated_at",
+            );
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -704,10 +710,11 @@ async fn claim_key(
     }))
 }
 
-/// Inserts the new events, `(event, seq)`, and their room rows, in
-/// statements under SQLite's bound-parameter limit.
+/// Inserts the new events, `(event, seq)`, and their room rows, in runs of
+/// cached statements (see `cached_runs`; 6 × 64 bound values at most, far
+/// under SQLite's limit).
 async fn insert_events(tx: &mut SqliteTx, fresh: &[(&NewEvent, i64)]) -> StoreResult<()> {
-    for chunk in fresh.chunks(MAX_ROWS_PER_INSERT / 6) {
+    for chunk in super::cached_runs(fresh) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO events (seq, event, payload, rooms, except_rooms, created_at) ",
         );
@@ -719,18 +726,18 @@ async fn insert_events(tx: &mut SqliteTx, fresh: &[(&NewEvent, i64)]) -> StoreRe
                 .push_bind((!ev.except.is_empty()).then(|| rooms_to_json(&ev.except)))
                 .push_bind(ev.created_at_ms);
         });
-        q.build().persistent(false).execute(&mut **tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
     let room_rows: Vec<(&str, i64)> = fresh
         .iter()
         .flat_map(|(ev, seq)| ev.rooms.iter().map(move |r| (r.as_str(), *seq)))
         .collect();
-    for chunk in room_rows.chunks(MAX_ROWS_PER_INSERT / 2) {
+    for chunk in super::cached_runs(&room_rows) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO event_rooms (room, seq) ");
         q.push_values(chunk, |mut row, (room, seq)| {
             row.push_bind(*room).push_bind(*seq);
         });
-        q.build().persistent(false).execute(&mut **tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
