@@ -28,30 +28,52 @@ fn id_claim(v: Option<&Value>) -> Option<String> {
     }
 }
 
+/// The claims livehub reads, each as the token has it. Deserialised straight
+/// from the token's payload: the other claims are skipped, not kept.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct TokenClaims {
+    sub: Option<Value>,
+    exp: Option<Value>,
+    #[serde(rename = "branchId")]
+    branch_id_camel: Option<Value>,
+    branch_id: Option<Value>,
+    role: Option<Value>,
+    name: Option<Value>,
+    rooms: Option<Value>,
+}
+
+/// A claim's non-empty string.
+fn text_claim(v: Option<Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
 impl Claims {
     /// Reads claims from a verified token payload. `None` when `sub` or `exp`
     /// is missing or of the wrong type.
     pub fn from_json(v: Value) -> Option<Claims> {
-        let sub = id_claim(v.get("sub"))?;
-        let exp = v.get("exp")?.as_u64()?;
-        let branch_id = id_claim(v.get("branchId")).or_else(|| id_claim(v.get("branch_id")));
-        let role = v
-            .get("role")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(String::from);
-        let name = v
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.chars().take(100).collect());
-        let rooms = match v.get("rooms") {
+        serde_json::from_value(v).ok().and_then(Claims::from_token)
+    }
+
+    /// [`Claims::from_json`] for claims already read from a token.
+    pub(crate) fn from_token(t: TokenClaims) -> Option<Claims> {
+        let sub = id_claim(t.sub.as_ref())?;
+        let exp = t.exp?.as_u64()?;
+        let branch_id =
+            id_claim(t.branch_id_camel.as_ref()).or_else(|| id_claim(t.branch_id.as_ref()));
+        let role = text_claim(t.role);
+        let name = text_claim(t.name).map(|s| s.chars().take(100).collect());
+        let rooms = match t.rooms {
             None | Some(Value::Null) => None,
             Some(Value::Array(items)) => Some(
                 items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
+                    .into_iter()
+                    .filter_map(|item| match item {
+                        Value::String(s) => Some(s),
+                        _ => None,
+                    })
                     .collect(),
             ),
             // A `rooms` claim of the wrong shape grants nothing rather than everything.
@@ -105,5 +127,21 @@ mod tests {
         assert!(Claims::from_json(json!({"sub": "u", "exp": "soon"})).is_none());
         assert!(Claims::from_json(json!({"sub": {"id": 1}, "exp": 1})).is_none());
         assert!(Claims::from_json(json!([])).is_none());
+    }
+
+    #[test]
+    fn other_claims_are_ignored_and_odd_optional_ones_dropped() {
+        let c = Claims::from_json(json!({
+            "sub": "u", "exp": 1, "iat": 0, "iss": "x", "aud": ["a"], "extra": {"deep": [1]},
+            "role": 7, "name": "", "rooms": ["order:*", 3, null],
+        }))
+        .unwrap();
+        assert_eq!(c.role, None);
+        assert_eq!(c.name, None);
+        assert_eq!(c.rooms, Some(vec!["order:*".to_string()]));
+        let long = "n".repeat(300);
+        let d =
+            Claims::from_json(json!({"sub": "u", "exp": 1, "name": long, "rooms": null})).unwrap();
+        assert_eq!((d.name.unwrap().len(), d.rooms), (100, None));
     }
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 pub use apikey::ApiKeys;
 pub use claims::Claims;
+use claims::TokenClaims;
 pub use jwks::JwksCache;
 
 use crate::config::JwtConfig;
@@ -45,8 +46,10 @@ struct VerifierInner {
     secret: Option<DecodingKey>,
     public_key: Option<(DecodingKey, AlgorithmFamily)>,
     jwks: Option<JwksCache>,
-    issuer: Option<String>,
-    audience: Option<String>,
+    /// The claim checks for each family's algorithms, built once.
+    hmac: Validation,
+    rsa: Validation,
+    ec: Validation,
 }
 
 /// Reads a PEM public key: RSA first, then EC.
@@ -62,6 +65,8 @@ pub fn decoding_key_from_pem(pem: &[u8]) -> Option<(DecodingKey, AlgorithmFamily
 impl Verifier {
     /// Builds a verifier from validated settings.
     pub fn new(config: &JwtConfig) -> Verifier {
+        use Algorithm::*;
+        let checks = |algorithms: &[Algorithm]| validation(config, algorithms);
         Verifier {
             inner: Arc::new(VerifierInner {
                 secret: config
@@ -73,8 +78,9 @@ impl Verifier {
                     .as_ref()
                     .and_then(|(_, pem)| decoding_key_from_pem(pem)),
                 jwks: config.jwks_url.clone().map(JwksCache::new),
-                issuer: config.issuer.clone(),
-                audience: config.audience.clone(),
+                hmac: checks(&[HS256, HS384, HS512]),
+                rsa: checks(&[RS256, RS384, RS512, PS256, PS384, PS512]),
+                ec: checks(&[ES256, ES384]),
             }),
         }
     }
@@ -89,65 +95,83 @@ impl Verifier {
     /// The signature is checked before any claim, so a forged expired token is
     /// "invalid", never "expired". There is no leeway: a live socket is cut at `exp`.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
-        let family = header.alg.family();
+        let inner = &*self.inner;
         let fetched;
-        let key = match family {
-            AlgorithmFamily::Hmac => self.inner.secret.as_ref(),
-            AlgorithmFamily::Rsa | AlgorithmFamily::Ec => {
-                let from_jwks = match (&self.inner.jwks, &header.kid) {
-                    (Some(jwks), Some(kid)) => jwks.key(kid, header.alg).await,
-                    _ => None,
-                };
-                match from_jwks {
-                    Some(key) => {
-                        fetched = key;
-                        Some(&*fetched)
+        let (key, checks) = match (&inner.secret, &inner.public_key, &inner.jwks) {
+            // Only a secret: every token must be HMAC, which `decode` checks
+            // against the header itself (reading it here too cost a connect
+            // storm a third of a header parse per handshake).
+            (Some(secret), None, None) => (secret, &inner.hmac),
+            _ => {
+                let header =
+                    jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
+                let family = header.alg.family();
+                let key = match family {
+                    AlgorithmFamily::Hmac => inner.secret.as_ref(),
+                    AlgorithmFamily::Rsa | AlgorithmFamily::Ec => {
+                        let from_jwks = match (&inner.jwks, &header.kid) {
+                            (Some(jwks), Some(kid)) => jwks.key(kid, header.alg).await,
+                            _ => None,
+                        };
+                        match from_jwks {
+                            Some(key) => {
+                                fetched = key;
+                                Some(&*fetched)
+                            }
+                            None => inner
+                                .public_key
+                                .as_ref()
+                                .filter(|(_, f)| *f == family)
+                                .map(|(k, _)| k),
+                        }
                     }
-                    None => self
-                        .inner
-                        .public_key
-                        .as_ref()
-                        .filter(|(_, f)| *f == family)
-                        .map(|(k, _)| k),
-                }
+                    // No EdDSA key is ever configured.
+                    AlgorithmFamily::Ed => None,
+                };
+                let checks = match family {
+                    AlgorithmFamily::Rsa => &inner.rsa,
+                    AlgorithmFamily::Ec => &inner.ec,
+                    AlgorithmFamily::Hmac | AlgorithmFamily::Ed => &inner.hmac,
+                };
+                (key.ok_or(AuthError::InvalidToken)?, checks)
             }
-            AlgorithmFamily::Ed => None,
         };
-        let key = key.ok_or(AuthError::InvalidToken)?;
-        let data = jsonwebtoken::decode::<Value>(token, key, &self.validation(header.alg))
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::TokenExpired,
-                _ => AuthError::InvalidToken,
-            })?;
-        Claims::from_json(data.claims).ok_or(AuthError::InvalidToken)
+        let data = jsonwebtoken::decode::<TokenClaims>(token, key, checks).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => AuthError::TokenExpired,
+            _ => AuthError::InvalidToken,
+        })?;
+        Claims::from_token(data.claims).ok_or(AuthError::InvalidToken)
     }
+}
 
-    fn validation(&self, alg: Algorithm) -> Validation {
-        let mut v = Validation::new(alg);
-        v.leeway = 0;
-        // A token not valid yet (`nbf` in the future) is refused as invalid.
-        v.validate_nbf = true;
-        // jsonwebtoken only checks `iss`/`aud` when present, so configured ones are required.
-        // `sub` is checked by `Claims::from_json`, which also takes numeric ids
-        // (plenty of backends mint `"sub": 42`, RFC 7519 notwithstanding).
-        let mut required = vec!["exp"];
-        if self.inner.issuer.is_some() {
-            required.push("iss");
-        }
-        if self.inner.audience.is_some() {
-            required.push("aud");
-        }
-        v.set_required_spec_claims(&required);
-        v.validate_aud = self.inner.audience.is_some();
-        if let Some(aud) = &self.inner.audience {
-            v.set_audience(&[aud]);
-        }
-        if let Some(iss) = &self.inner.issuer {
-            v.set_issuer(&[iss]);
-        }
-        v
+/// The claim checks for tokens signed with one of `algorithms` (one family).
+fn validation(config: &JwtConfig, algorithms: &[Algorithm]) -> Validation {
+    let mut v = Validation::new(algorithms[0]);
+    v.algorithms = algorithms.to_vec();
+    v.leeway = 0;
+    // A token not valid yet (`nbf` in the future) is refused as invalid.
+    v.validate_nbf = true;
+    // jsonwebtoken only checks `iss`/`aud` when present, so configured ones are required.
+    // `sub` is checked by `Claims::from_token`, which also takes numeric ids
+    // (plenty of backends mint `"sub": 42`, RFC 7519 notwithstanding).
+    let mut required = vec!["exp"];
+    if config.issuer.is_some() {
+        required.push("iss");
     }
+    if config.audience.is_some() {
+        required.push("aud");
+    }
+    v.set_required_spec_claims(&required);
+    v.validate_aud = config.audience.is_some();
+    if let Some(aud) = &config.audience {
+        v.set_audience(&[aud]);
+    }
+    if let Some(iss) = &config.issuer {
+        v.set_issuer(&[iss]);
+    }
+    v
 }
 
 /// Where a Socket.IO handshake carries its token, in the contract's order:
@@ -331,6 +355,25 @@ mod tests {
         assert_eq!(
             AuthError::InvalidToken.to_string(),
             "unauthorized: invalid token"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_secret_verifies_every_hmac_strength_and_nothing_else() {
+        let claims = json!({"sub": "u1", "exp": now() + 60});
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let t = jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap();
+            assert_eq!(verifier().verify(&t).await.map(|c| c.sub), Ok("u1".into()));
+        }
+        // Algorithm confusion: a header naming RS256 over an HMAC signature.
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let hs = sign(claims, SECRET);
+        let (_, rest) = hs.split_once('.').unwrap();
+        let header = b64.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+        assert_eq!(
+            verifier().verify(&format!("{header}.{rest}")).await,
+            Err(AuthError::InvalidToken)
         );
     }
 
