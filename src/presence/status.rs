@@ -54,9 +54,13 @@ struct Inner {
     held: Mutex<Held>,
 }
 
-/// One user's status, waiting.
+/// One user's status, waiting. The payload is built only if it is told:
+/// most statuses of a connect burst never are.
 struct Waiting {
-    status: Status,
+    name: String,
+    status: String,
+    /// When it changed, for the payload's `timestamp`.
+    at: chrono::DateTime<chrono::Utc>,
     /// What the branch had before the first held change, when known: a
     /// user's first connection follows `offline`.
     was: Option<&'static str>,
@@ -70,7 +74,7 @@ impl Waiting {
     }
 }
 
-/// Statuses waiting, by (branch room, user).
+/// Statuses waiting, by (branch id, user id).
 #[derive(Default)]
 struct Held {
     waiting: HashMap<(String, String), Waiting>,
@@ -80,41 +84,41 @@ struct Held {
 
 impl Held {
     /// Records a change: it replaces what the user had waiting, if anything.
-    fn record(&mut self, room: String, status: Status, was: Option<&'static str>, now: Instant) {
-        match self.waiting.entry((room, status.user_id.clone())) {
+    fn record(&mut self, key: (String, String), change: Waiting) {
+        match self.waiting.entry(key) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
-                held.status = status;
-                held.changed = now;
+                held.status = change.status;
+                held.name = change.name;
+                held.at = change.at;
+                held.changed = change.changed;
             }
             Entry::Vacant(slot) => {
-                slot.insert(Waiting {
-                    status,
-                    was,
-                    since: now,
-                    changed: now,
-                });
+                slot.insert(change);
             }
         }
     }
 
     /// Takes the statuses due at `now` that change what their branch knows,
-    /// and returns the time the next one falls due.
+    /// as `(branch room, payload)`, and returns when the next one falls due.
     fn take_due(&mut self, now: Instant) -> (Vec<(String, Status)>, Option<Instant>) {
-        let mut due = Vec::new();
-        let mut next: Option<Instant> = None;
-        self.waiting.retain(|(room, _), held| {
-            let at = held.due();
-            if at > now {
-                next = Some(next.map_or(at, |n| n.min(at)));
-                return true;
-            }
+        let due = self
+            .waiting
+            .extract_if(|_, held| held.due() <= now)
             // Came and went (or the reverse) within the hold: nothing to say.
-            if held.was != Some(held.status.status.as_str()) {
-                due.push((room.clone(), held.status.clone()));
-            }
-            false
-        });
+            .filter(|(_, held)| held.was != Some(held.status.as_str()))
+            .map(|((branch, user), held)| {
+                let timestamp = held.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let status = Status {
+                    user_id: user,
+                    name: held.name,
+                    status: held.status,
+                    timestamp,
+                };
+                (format!("branch:{branch}"), status)
+            })
+            .collect();
+        let next = self.waiting.values().map(Waiting::due).min();
         crate::memory::give_back_room(&mut self.waiting);
         (due, next)
     }
@@ -152,14 +156,17 @@ impl Statuses {
         let Some(branch) = &claims.branch_id else {
             return; // no branch, no room to tell
         };
-        let status = Status {
-            user_id: claims.sub.clone(),
+        let now = Instant::now();
+        let change = Waiting {
             name: claims.display_name().to_string(),
             status: status.to_string(),
-            timestamp: crate::events::now_iso8601(),
+            at: chrono::Utc::now(),
+            was,
+            since: now,
+            changed: now,
         };
         let mut held = self.inner.held.lock();
-        held.record(format!("branch:{branch}"), status, was, Instant::now());
+        held.record((branch.clone(), claims.sub.clone()), change);
         if !std::mem::replace(&mut held.ticking, true) {
             let this = self.clone();
             tokio::spawn(async move { this.tick().await });
