@@ -1,4 +1,4 @@
-//! Memory of a process, from /proc (Linux only, like the benchmark).
+//! Memory and CPU time of a process, from /proc (Linux only, like the benchmark).
 
 use anyhow::{Context, bail};
 
@@ -18,4 +18,47 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 /// This process's own RSS in KiB (0 if unreadable: informational only).
 pub fn own_rss_kib() -> u64 {
     rss_kib(std::process::id()).unwrap_or(0)
+}
+
+/// CPU time `pid` has used so far, user and system, all its threads (dead
+/// ones included), in seconds: `utime + stime` of /proc/<pid>/stat, in the
+/// kernel's USER_HZ ticks (100 per second on Linux, whatever the kernel's HZ).
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat (is the server running?)"))?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3 of the man page, utime 14, stime 15.
+    let tick = |field: usize| -> anyhow::Result<f64> {
+        let v = fields
+            .get(field - 3)
+            .with_context(|| format!("field {field} of /proc/{pid}/stat"))?;
+        Ok(v.parse::<u64>()
+            .with_context(|| format!("field {field} value {v:?}"))? as f64)
+    };
+    Ok((tick(14)? + tick(15)?) / USER_HZ)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cpu_time_is_read_and_grows_with_work() {
+        let me = std::process::id();
+        let before = cpu_seconds(me).unwrap();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = cpu_seconds(me).unwrap();
+        assert!(
+            after - before >= 0.1,
+            "{before} -> {after} after 300 ms of spinning"
+        );
+    }
 }

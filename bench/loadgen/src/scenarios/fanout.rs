@@ -47,6 +47,10 @@ pub struct Setup {
     /// same cluster, to measure cross-node delivery.
     #[arg(long)]
     pub emit_server: Option<std::net::SocketAddr>,
+    /// The server's pid: each trial then reports the server's CPU time while
+    /// it ran (the emits and the drain), per delivery and per emit.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// `fanout`: one rate, one duration.
@@ -223,6 +227,7 @@ impl Bench {
         let stray_before = self.recorder.stray.load(Relaxed);
 
         let shipment = self.setup.shipment.clone();
+        let cpu_before = self.server_cpu();
         let started = Instant::now();
         let outcome = emitter::paced(
             self.pool.clone(),
@@ -244,14 +249,28 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         *self.recorder.current.write().expect("recorder lock") = None;
+        let cpu = self
+            .server_cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
 
-        let json = score(&trial, &outcome, rate, secs, emitting);
+        let mut json = score(&trial, &outcome, rate, secs, emitting);
+        if let Some(cpu_s) = cpu {
+            let received = json["deliveries"]["received"].as_f64().unwrap_or(0.0);
+            let accepted = outcome.accepted() as f64;
+            json["server_cpu_s"] = cpu_s.into();
+            if received > 0.0 {
+                json["server_cpu_us_per_delivery"] = (cpu_s * 1e6 / received).into();
+            }
+            if accepted > 0.0 {
+                json["server_cpu_ms_per_emit"] = (cpu_s * 1e3 / accepted).into();
+            }
+        }
         let lost = self.swarm.lost() - lost_before;
         let loss = json["deliveries"]["lost"].as_u64().unwrap_or(u64::MAX);
         let p99 = trial.latency.p99_ms();
         let clean = loss == 0 && outcome.all_accepted() && lost == 0;
         let pass = BOUNDS_MS.map(|b| clean && p99 < b);
-        let mut json = json;
         json["sockets_lost"] = lost.into();
         json["stray_deliveries"] = (self.recorder.stray.load(Relaxed) - stray_before).into();
         json["pass_p99_lt_50ms"] = pass[0].into();
@@ -263,6 +282,14 @@ impl Bench {
         tokio::time::sleep(Duration::from_secs_f64(self.setup.settle)).await;
         self.wait_for_quiet().await;
         TrialResult { rate, pass, json }
+    }
+
+    /// The server's CPU time so far, when its pid was given and is readable.
+    fn server_cpu(&self) -> Option<f64> {
+        let pid = self.setup.server_pid?;
+        crate::procfs::cpu_seconds(pid)
+            .map_err(|e| eprintln!("fanout: no CPU time for pid {pid}: {e:#}"))
+            .ok()
     }
 
     /// After an overloaded trial the server may still be flushing its backlog;
