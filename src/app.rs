@@ -537,23 +537,43 @@ fn dev_banner(addr: SocketAddr, dev: &DevInfo, token: &str, no_demo: bool, admin
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Waits for a registered signal (forever if it could not be registered).
+#[cfg(unix)]
+async fn received(signal: Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(mut s) => {
+            s.recv().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+fn shutdown_signal() -> impl Future<Output = ()> + Send {
+    // Registered here, before `serve` prints the address, not when the future
+    // is first polled: on a busy machine the main thread can be descheduled
+    // right after printing while the workers already serve clients, and a
+    // SIGTERM then met the default action and killed livehub without its
+    // drain (seen twice in CI: exit by signal, no output, clients got 1006).
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let (terminate, interrupt) = signals;
+            tokio::select! {
+                () = received(terminate) => {},
+                () = received(interrupt) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
