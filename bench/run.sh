@@ -160,7 +160,7 @@ start_server() {
   case "$kind" in
     livehub-sqlite|livehub-plain) cmd=("${livehub[@]}" "$sqlite" "$LIVEHUB" serve) ;;
     livehub-nolog)  cmd=("${livehub[@]}" "$sqlite" EVENT_LOG=off "$LIVEHUB" serve) ;;
-    # No automatic online/offline statuses: what presence costs a connect storm.
+    # No automatic online/offline statuses: what recording them costs a connect storm.
     livehub-nopresence) cmd=("${livehub[@]}" "$sqlite" PRESENCE_BROADCAST_LIMIT=0 "$LIVEHUB" serve) ;;
     livehub-normal) cmd=("${livehub[@]}" "$sqlite?synchronous=normal" "$LIVEHUB" serve) ;;
     livehub-pg)     pg_reset || return 1

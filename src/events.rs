@@ -443,7 +443,7 @@ fn explicit_rooms(target: &Target) -> Result<Vec<String>, Rejection> {
     match (&target.role, &target.branch) {
         (Some(role), Some(branch)) => out.push(room_from_parts(format!("role:{role}:{branch}"))?),
         (Some(role), None) => out.push(room_from_parts(format!("role:{role}"))?),
-        (None, Some(branch)) => out.push(room_from_parts(format!("branch:{branch}"))?),
+        (None, Some(branch)) => out.push(room_from_parts(rooms::branch_room(branch))?),
         (None, None) => {}
     }
     finish(out)
@@ -474,7 +474,7 @@ fn default_rooms(
             }
             BranchIfGiven => {
                 if let Some(branch) = id_value(data.get("branchId")) {
-                    out.push(room_from_parts(format!("branch:{branch}"))?);
+                    out.push(room_from_parts(rooms::branch_room(&branch))?);
                 }
             }
             Everyone => out.push(EVERYONE.to_string()),

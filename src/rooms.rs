@@ -240,7 +240,7 @@ pub fn pattern_matches(pattern: &str, room: &str) -> bool {
 pub fn automatic_rooms(claims: &Claims) -> Vec<String> {
     let mut rooms = vec![user_room(&claims.sub)];
     if let Some(branch) = &claims.branch_id {
-        rooms.push(format!("branch:{branch}"));
+        rooms.push(branch_room(branch));
     }
     if let Some(role) = &claims.role {
         rooms.push(format!("role:{role}"));
@@ -257,6 +257,11 @@ pub(crate) const USER_PREFIX: &str = "user:";
 /// `user:{id}`.
 pub fn user_room(user_id: &str) -> String {
     format!("{USER_PREFIX}{user_id}")
+}
+
+/// `branch:{id}`.
+pub fn branch_room(branch_id: &str) -> String {
+    format!("branch:{branch_id}")
 }
 
 /// The internal room of all of a user's sockets, joined when a socket is

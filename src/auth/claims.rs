@@ -30,7 +30,7 @@ fn id_claim(v: Option<&Value>) -> Option<String> {
 
 /// The claims livehub reads, each as the token has it. Deserialised straight
 /// from the token's payload: the other claims are skipped, not kept.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 pub(crate) struct TokenClaims {
     sub: Option<Value>,
     exp: Option<Value>,

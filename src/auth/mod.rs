@@ -44,7 +44,7 @@ pub struct Verifier {
 
 struct VerifierInner {
     secret: Option<DecodingKey>,
-    public_key: Option<(DecodingKey, AlgorithmFamily)>,
+    public_key: Option<(Arc<DecodingKey>, AlgorithmFamily)>,
     jwks: Option<JwksCache>,
     /// The claim checks for each family's algorithms, built once.
     hmac: Validation,
@@ -76,7 +76,8 @@ impl Verifier {
                 public_key: config
                     .public_key_pem
                     .as_ref()
-                    .and_then(|(_, pem)| decoding_key_from_pem(pem)),
+                    .and_then(|(_, pem)| decoding_key_from_pem(pem))
+                    .map(|(key, family)| (Arc::new(key), family)),
                 jwks: config.jwks_url.clone().map(JwksCache::new),
                 hmac: checks(&[HS256, HS384, HS512]),
                 rsa: checks(&[RS256, RS384, RS512, PS256, PS384, PS512]),
@@ -105,33 +106,18 @@ impl Verifier {
             _ => {
                 let header =
                     jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
-                let family = header.alg.family();
-                let key = match family {
-                    AlgorithmFamily::Hmac => inner.secret.as_ref(),
-                    AlgorithmFamily::Rsa | AlgorithmFamily::Ec => {
-                        let from_jwks = match (&inner.jwks, &header.kid) {
-                            (Some(jwks), Some(kid)) => jwks.key(kid, header.alg).await,
-                            _ => None,
-                        };
-                        match from_jwks {
-                            Some(key) => {
-                                fetched = key;
-                                Some(&*fetched)
-                            }
-                            None => inner
-                                .public_key
-                                .as_ref()
-                                .filter(|(_, f)| *f == family)
-                                .map(|(k, _)| k),
-                        }
+                let (key, checks) = match header.alg.family() {
+                    AlgorithmFamily::Hmac => (inner.secret.as_ref(), &inner.hmac),
+                    AlgorithmFamily::Rsa => {
+                        fetched = self.public_key(&header).await;
+                        (fetched.as_deref(), &inner.rsa)
+                    }
+                    AlgorithmFamily::Ec => {
+                        fetched = self.public_key(&header).await;
+                        (fetched.as_deref(), &inner.ec)
                     }
                     // No EdDSA key is ever configured.
-                    AlgorithmFamily::Ed => None,
-                };
-                let checks = match family {
-                    AlgorithmFamily::Rsa => &inner.rsa,
-                    AlgorithmFamily::Ec => &inner.ec,
-                    AlgorithmFamily::Hmac | AlgorithmFamily::Ed => &inner.hmac,
+                    AlgorithmFamily::Ed => (None, &inner.hmac),
                 };
                 (key.ok_or(AuthError::InvalidToken)?, checks)
             }
@@ -143,6 +129,19 @@ impl Verifier {
             _ => AuthError::InvalidToken,
         })?;
         Claims::from_token(data.claims).ok_or(AuthError::InvalidToken)
+    }
+
+    /// The key for an RSA or EC token: the JWKS's for its `kid`, else the
+    /// configured PEM key when it is of the token's family.
+    async fn public_key(&self, header: &jsonwebtoken::Header) -> Option<Arc<DecodingKey>> {
+        let inner = &*self.inner;
+        if let (Some(jwks), Some(kid)) = (&inner.jwks, &header.kid)
+            && let Some(key) = jwks.key(kid, header.alg).await
+        {
+            return Some(key);
+        }
+        let (key, family) = inner.public_key.as_ref()?;
+        (*family == header.alg.family()).then(|| key.clone())
     }
 }
 

@@ -24,8 +24,9 @@ use tokio::time::Instant;
 use crate::auth::Claims;
 use crate::hub::Hub;
 
-/// How long a status is held, waiting for a change that supersedes it.
-pub const HOLD: Duration = Duration::from_millis(50);
+/// How long a status is held, waiting for a change that supersedes it: the
+/// window viewers' events are gathered in.
+pub const HOLD: Duration = super::announce::COALESCE_WINDOW;
 /// The longest a user's status waits however often it changes.
 pub const HOLD_AT_MOST: Duration = Duration::from_secs(1);
 
@@ -83,15 +84,17 @@ struct Held {
 }
 
 impl Held {
-    /// Records a change: it replaces what the user had waiting, if anything.
+    /// Records a change: it replaces what the user had waiting, if anything,
+    /// keeping when that began and what the branch had before it.
     fn record(&mut self, key: (String, String), change: Waiting) {
         match self.waiting.entry(key) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
-                held.status = change.status;
-                held.name = change.name;
-                held.at = change.at;
-                held.changed = change.changed;
+                *held = Waiting {
+                    was: held.was,
+                    since: held.since,
+                    ..change
+                };
             }
             Entry::Vacant(slot) => {
                 slot.insert(change);
@@ -115,7 +118,7 @@ impl Held {
                     status: held.status,
                     timestamp,
                 };
-                (format!("branch:{branch}"), status)
+                (crate::rooms::branch_room(&branch), status)
             })
             .collect();
         let next = self.waiting.values().map(Waiting::due).min();
@@ -144,21 +147,37 @@ impl Statuses {
 
     /// The user's first connection: `online`, after `offline`.
     pub fn connected(&self, claims: &Claims) {
-        self.record(claims, "online", Some("offline"));
+        self.of_claims(claims, "online", Some("offline"));
     }
 
     /// The user's status is now `status` (what it was before is not known).
     pub fn changed(&self, claims: &Claims, status: &str) {
-        self.record(claims, status, None);
+        self.of_claims(claims, status, None);
     }
 
-    fn record(&self, claims: &Claims, status: &str, was: Option<&'static str>) {
-        let Some(branch) = &claims.branch_id else {
-            return; // no branch, no room to tell
-        };
+    /// A user of `branch` is gone with a node that died: `offline`, told by
+    /// the node that noticed.
+    pub fn lapsed(&self, branch: &str, user: &str, name: &str) {
+        self.record(branch, user, name, "offline", None);
+    }
+
+    fn of_claims(&self, claims: &Claims, status: &str, was: Option<&'static str>) {
+        if let Some(branch) = &claims.branch_id {
+            self.record(branch, &claims.sub, claims.display_name(), status, was);
+        } // no branch, no room to tell
+    }
+
+    fn record(
+        &self,
+        branch: &str,
+        user: &str,
+        name: &str,
+        status: &str,
+        was: Option<&'static str>,
+    ) {
         let now = Instant::now();
         let change = Waiting {
-            name: claims.display_name().to_string(),
+            name: name.to_string(),
             status: status.to_string(),
             at: chrono::Utc::now(),
             was,
@@ -166,7 +185,7 @@ impl Statuses {
             changed: now,
         };
         let mut held = self.inner.held.lock();
-        held.record((branch.clone(), claims.sub.clone()), change);
+        held.record((branch.to_string(), user.to_string()), change);
         if !std::mem::replace(&mut held.ticking, true) {
             let this = self.clone();
             tokio::spawn(async move { this.tick().await });
@@ -212,18 +231,15 @@ impl Statuses {
 mod tests {
     use super::*;
 
-    /// What a board told: `(room, user, status)`.
+    /// What a board told, in order: `(room, payload)`.
+    type Log = Arc<Mutex<Vec<(String, Status)>>>;
+    /// The part most tests look at: `(room, user, status)`.
     type Told = (String, String, String);
-    type Log = Arc<Mutex<Vec<Told>>>;
 
-    /// A board that records what it told, in order.
     fn recording() -> (Statuses, Log) {
-        let told = Arc::new(Mutex::new(Vec::new()));
+        let told = Log::default();
         let sink = told.clone();
-        let board = Statuses::new(move |room, s| {
-            sink.lock()
-                .push((room.to_string(), s.user_id.clone(), s.status.clone()));
-        });
+        let board = Statuses::new(move |room, s| sink.lock().push((room.to_string(), s.clone())));
         (board, told)
     }
 
@@ -240,6 +256,9 @@ mod tests {
 
     fn told(log: &Log) -> Vec<Told> {
         std::mem::take(&mut *log.lock())
+            .into_iter()
+            .map(|(room, s)| (room, s.user_id, s.status))
+            .collect()
     }
 
     fn entry(room: &str, user: &str, status: &str) -> Told {
@@ -286,22 +305,33 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_latest_of_several_changes_is_told_with_its_own_time_and_name() {
-        let told = Arc::new(Mutex::new(Vec::new()));
-        let sink = told.clone();
-        let board = Statuses::new(move |_, s: &Status| sink.lock().push(s.clone()));
+        let (board, log) = recording();
         let ann = user("ann", Some("b1"));
         board.changed(&ann, "away");
         wait(Duration::from_millis(20)).await;
+        let before = crate::events::now_iso8601();
         board.changed(&ann, "busy");
-        let at = crate::events::now_iso8601();
+        let after = crate::events::now_iso8601();
         wait(HOLD * 2).await;
-        let told = told.lock();
+        let told = log.lock();
         assert_eq!(told.len(), 1);
-        assert_eq!(told[0].status, "busy");
-        assert_eq!(told[0].name, "ann's name");
+        let (_, s) = &told[0];
+        assert_eq!((s.status.as_str(), s.name.as_str()), ("busy", "ann's name"));
         // Paused time moves tokio's clock only: the wall-clock stamp is the
         // change's, taken when `busy` was recorded.
-        assert_eq!(told[0].timestamp[..19], at[..19]);
+        assert!(
+            before <= s.timestamp && s.timestamp <= after,
+            "{before} {} {after}",
+            s.timestamp
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_of_a_dead_node_is_told_offline() {
+        let (board, log) = recording();
+        board.lapsed("b1", "ann", "Ann");
+        wait(HOLD * 2).await;
+        assert_eq!(told(&log), [entry("branch:b1", "ann", "offline")]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -239,12 +239,7 @@ pub(crate) fn start_cluster_presence(
                     };
                     ctx.mark_offline(&user, since);
                     if let Some(branch) = branch {
-                        ctx.hub.signal(
-                            &[format!("branch:{branch}")],
-                            &[],
-                            "presence",
-                            &serde_json::json!({ "userId": user, "name": name, "status": "offline", "timestamp": crate::events::now_iso8601() }),
-                        );
+                        ctx.statuses.lapsed(&branch, &user, &name);
                     }
                 }
             }

@@ -86,7 +86,7 @@ fn mark_rows(marks: &[(String, OfflineMark)]) -> Vec<(&str, i64, i64)> {
 }
 
 /// The most rows one cached multi-row statement takes.
-pub(crate) const ROWS_PER_CACHED_STATEMENT: usize = 64;
+const ROWS_PER_CACHED_STATEMENT: usize = 64;
 
 /// Splits `rows` into runs whose lengths are powers of two, at most
 /// [`ROWS_PER_CACHED_STATEMENT`], longest first. A multi-row statement's text

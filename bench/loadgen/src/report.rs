@@ -670,10 +670,10 @@ Server RSS (`VmRSS` from `/proc/<pid>/status`) is read before and after; the dif
 is the cost per connection. A warm-up batch is opened and closed first.\n\
 - **Connect storm**: C workers loop TCP connect → websocket upgrade → `40{token}` → server's \
 `40` → `41` and close, each with a new token (a new `sub`, with a `branchId`, so livehub also \
-joins the branch room and announces presence: every worker's user is in the same branch, so \
-each connect's `online` and each disconnect's `offline` go to the other workers' sockets); \
-completed handshakes per second. livehub runs once more with `PRESENCE_BROADCAST_LIMIT=0`, \
-which turns those automatic statuses off, to show what they cost.\n\
+joins the branch room and records `online` and `offline` for the other workers' sockets in it; \
+livehub holds a status 50 ms and a user who came and went within that is never announced, so \
+few of these go out); completed handshakes per second. livehub runs once more with \
+`PRESENCE_BROADCAST_LIMIT=0`, which turns the automatic statuses off, to show what they cost.\n\
 - **Emit API**: C keep-alive clients post `shipment:updated` back to back (closed loop) to rooms \
 with no members: accepted emits per second and request latency. With the SQLite log, the \
 PostgreSQL log, and `EVENT_LOG=off`.\n\

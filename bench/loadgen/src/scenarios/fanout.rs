@@ -256,15 +256,7 @@ impl Bench {
 
         let mut json = score(&trial, &outcome, rate, secs, emitting);
         if let Some(cpu_s) = cpu {
-            let received = json["deliveries"]["received"].as_f64().unwrap_or(0.0);
-            let accepted = outcome.accepted() as f64;
-            json["server_cpu_s"] = cpu_s.into();
-            if received > 0.0 {
-                json["server_cpu_us_per_delivery"] = (cpu_s * 1e6 / received).into();
-            }
-            if accepted > 0.0 {
-                json["server_cpu_ms_per_emit"] = (cpu_s * 1e3 / accepted).into();
-            }
+            add_cpu(&mut json, cpu_s, delivered(&trial), outcome.accepted());
         }
         let lost = self.swarm.lost() - lost_before;
         let loss = json["deliveries"]["lost"].as_u64().unwrap_or(u64::MAX);
@@ -313,6 +305,17 @@ fn delivered(t: &Trial) -> u64 {
         .iter()
         .map(|c| c.load(Relaxed).min(t.sockets) as u64)
         .sum()
+}
+
+/// The server's CPU time over a trial, in all and per delivery and emit.
+fn add_cpu(json: &mut Value, cpu_s: f64, delivered: u64, accepted: u64) {
+    json["server_cpu_s"] = cpu_s.into();
+    if delivered > 0 {
+        json["server_cpu_us_per_delivery"] = (cpu_s * 1e6 / delivered as f64).into();
+    }
+    if accepted > 0 {
+        json["server_cpu_ms_per_emit"] = (cpu_s * 1e3 / accepted as f64).into();
+    }
 }
 
 fn score(t: &Trial, outcome: &emitter::Outcome, rate: f64, secs: f64, emitting: Duration) -> Value {
