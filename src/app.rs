@@ -433,8 +433,9 @@ fn closer<A: Adapter>(
         let front = front.clone();
         Box::pin(async move {
             futures_util::join!(realtime::drain(&io, &sessions), plain::drain(&front));
-            // Their `offline`s too, to the branch's sockets on other nodes.
+            // Their `offline`s and viewers' departures too, to the sockets on other nodes.
             sessions.statuses.flush();
+            sessions.announcer.flush_all().await;
             // The departures just recorded must reach the database before it closes.
             sessions.flush_marks().await;
             io.close().await

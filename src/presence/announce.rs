@@ -178,9 +178,22 @@ impl Announcer {
     }
 
     async fn flush(&self, room: &str) {
-        let Some(pending) = self.take_pending(room) else {
-            return;
-        };
+        if let Some(pending) = self.take_pending(room) {
+            self.announce_pending(room, pending).await;
+        }
+    }
+
+    /// Announces every room's gathered transitions now (shutdown: the
+    /// departures of this node's viewers must reach the other nodes before it
+    /// goes; their windows' timers would fire too late).
+    pub async fn flush_all(&self) {
+        let windows = std::mem::take(&mut *self.inner.pending.lock());
+        for (room, pending) in windows {
+            self.announce_pending(&room, pending).await;
+        }
+    }
+
+    async fn announce_pending(&self, room: &str, pending: Pending) {
         if pending.users.is_empty() {
             return;
         }

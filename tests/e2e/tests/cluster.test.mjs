@@ -143,8 +143,12 @@ describe("a node killed with SIGKILL", { skip: env.skip }, () => {
         last = p.offset;
       });
       await new Promise((r) => client.once("connect", r));
-      // A viewer on node B watches the doomed user's presence.
-      const watcher = await connect(b.url, { token: userToken("watcher"), ...ws });
+      // A viewer on node B watches the doomed user's presence, in the branch of
+      // a second user of node A who will not come back.
+      const watcher = await connect(b.url, { token: userToken("watcher", { branchId: "kb" }), ...ws });
+      const statuses = collect(watcher, "presence");
+      const stranded = await connect(a.url, { token: userToken("stranded", { branchId: "kb" }), ...ws });
+      await until(() => statuses.some((p) => p.userId === "stranded" && p.status === "online"), { what: "stranded online" });
       await ack(watcher, "join:shipment", { shipmentId: "K" });
       await ack(client, "join:shipment", { shipmentId: "K" });
 
@@ -172,10 +176,54 @@ describe("a node killed with SIGKILL", { skip: env.skip }, () => {
       // The dead node took its viewer with it: the room hears it within the entry expiry.
       const d = await disconnected;
       assert.equal(d.room, "shipment:K");
-      closeAll(client, watcher);
+      // And the branch hears that the user left with the node, once.
+      await until(() => statuses.some((p) => p.userId === "stranded" && p.status === "offline"), { timeout: 10000, what: "stranded offline" });
+      await sleep(300);
+      assert.deepEqual(
+        statuses.filter((p) => p.userId === "stranded").map((p) => p.status),
+        ["online", "offline"],
+      );
+      closeAll(client, watcher, stranded);
     } finally {
       await lb.close();
       await a.stop("SIGKILL");
+      await b.stop();
+    }
+  });
+});
+
+describe("a node drained with SIGTERM", { skip: env.skip }, () => {
+  it("its viewers' departures reach the rooms on the other node, every one", async () => {
+    const db = createDatabase(env.pg);
+    const cluster = clusterName();
+    const a = await startNode({ db, redis: env.redis, cluster, node: "stays" });
+    const b = await startNode({ db, redis: env.redis, cluster, node: "drains" });
+    const viewers = [];
+    try {
+      const observer = await connect(a.url, { token: userToken("observer"), ...ws });
+      viewers.push(observer);
+      await ack(observer, "join:shipment", { shipmentId: "DR" });
+      const arrivals = collect(observer, "user:viewing");
+      const gone = collect(observer, "user:disconnected");
+      const names = ["v1", "v2", "v3", "v4"];
+      for (const name of names) {
+        const v = await connect(b.url, { token: userToken(name), ...ws });
+        viewers.push(v);
+        await ack(v, "join:shipment", { shipmentId: "DR" });
+      }
+      await until(() => arrivals.length === names.length, { what: "every viewer announced" });
+      // They leave together as the node drains: one departure goes out at
+      // once, the others wait in the room's 50 ms window.
+      await b.stop("SIGTERM");
+      await until(() => gone.length >= names.length, {
+        timeout: 5000,
+        what: `every departure (heard ${gone.map((p) => p.userId)})`,
+      });
+      assert.deepEqual(gone.map((p) => p.userId).sort(), names);
+      assert.equal(b.exited.code, 0, b.stderr);
+    } finally {
+      closeAll(...viewers);
+      await a.stop();
       await b.stop();
     }
   });
