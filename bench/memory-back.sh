@@ -25,7 +25,7 @@ $LG --server "127.0.0.1:$PORT" wait-ready >/dev/null
 # the binary and libraries (file-backed: code the burst ran for the first time).
 rss() {
   awk '/^VmRSS/ {t=$2} /^RssAnon/ {a=$2} /^RssFile/ {f=$2}
-       END {printf "%d (anon %d, file %d)", t/1024, a/1024, f/1024}' "/proc/$PID/status"
+       END {printf "%.1f (anon %.1f, file %.1f)", t/1024, a/1024, f/1024}' "/proc/$PID/status"
 }
 burst() {
   $LG --server "127.0.0.1:$PORT" --jwt-secret $SECRET --api-key k --out "$DIR/$1.json" \
