@@ -153,6 +153,18 @@ pub(crate) const SERIES: &[Series] = &[
         help: "Time from an emit's arrival at the log writer to its hand-off for delivery.",
         label: None,
     },
+    Series {
+        name: "livehub_delivery_wait_seconds",
+        kind: Kind::Histogram,
+        help: "Time a committed event waits for the deliverer: from its hand-off to the start of its fan-out.",
+        label: None,
+    },
+    Series {
+        name: "livehub_fanout_seconds",
+        kind: Kind::Histogram,
+        help: "Time to queue one event to every socket of this node it is for.",
+        label: None,
+    },
 ];
 
 /// Installs the Prometheus recorder (once per process), registers every
@@ -337,6 +349,16 @@ pub(crate) fn start_draining<T: Send + Sync + 'static>(owner: Weak<T>) {
 /// From an emit's arrival at the log writer to its hand-off for delivery.
 pub fn emit_latency(elapsed: Duration) {
     histogram!("livehub_emit_to_flush_seconds").record(elapsed.as_secs_f64());
+}
+
+/// A committed event waited `elapsed` between its hand-off and its fan-out.
+pub fn delivery_wait(elapsed: Duration) {
+    histogram!("livehub_delivery_wait_seconds").record(elapsed.as_secs_f64());
+}
+
+/// One event's fan-out to this node's sockets took `elapsed`.
+pub fn fanout(elapsed: Duration) {
+    histogram!("livehub_fanout_seconds").record(elapsed.as_secs_f64());
 }
 
 /// Current-state gauges, set at scrape time.

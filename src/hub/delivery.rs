@@ -192,7 +192,8 @@ pub(crate) enum JoinReply {
 }
 
 enum Op {
-    Deliver(Vec<Arc<LoggedEvent>>),
+    /// Committed events, and when the log writer handed them on.
+    Deliver(Vec<Arc<LoggedEvent>>, Instant),
     /// Another node committed up to this `seq` (shared log only).
     Remote(i64),
     Join(JoinOp),
@@ -224,7 +225,7 @@ impl DeliveryHandle {
     pub async fn deliver(&self, events: Vec<Arc<LoggedEvent>>) {
         if let Some(last) = events.last() {
             self.known.fetch_max(last.seq, Ordering::AcqRel);
-            let _ = self.tx.send(Op::Deliver(events)).await;
+            let _ = self.tx.send(Op::Deliver(events, Instant::now())).await;
         }
     }
 
@@ -338,7 +339,7 @@ impl Deliverer {
     async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
         while let Some(op) = self.busy.next(&mut rx).await {
             match op {
-                Op::Deliver(events) => {
+                Op::Deliver(events, handed_on) => {
                     for event in events {
                         let position = self.position.load(Ordering::Acquire);
                         if event.seq <= position {
@@ -348,6 +349,7 @@ impl Deliverer {
                             // Other nodes committed the seqs before ours: they come first.
                             self.catch_up(event.seq - 1).await;
                         }
+                        metrics::delivery_wait(handed_on.elapsed());
                         self.deliver(event).await;
                     }
                 }
@@ -423,7 +425,9 @@ impl Deliverer {
 
     /// Delivers one event, then lets the worker go if it has had it long.
     async fn deliver(&mut self, event: Arc<LoggedEvent>) {
+        let started = Instant::now();
         let reached = self.fabric.deliver(&event);
+        metrics::fanout(started.elapsed());
         metrics::event_delivered(&event.event, reached);
         self.quiet.record(&event.rooms, event.seq);
         self.position.store(event.seq, Ordering::Release);

@@ -593,6 +593,10 @@ describe("/metrics", () => {
       const appendCount = checkHistogram(m2, "livehub_log_append_seconds");
       assert.ok(emitCount >= 4, `emit_to_flush observed ${emitCount}`);
       assert.ok(appendCount >= 1, `log_append observed ${appendCount}`);
+      // Every logged event is fanned out once, after waiting for the deliverer.
+      const fanouts = checkHistogram(m2, "livehub_fanout_seconds");
+      const waits = checkHistogram(m2, "livehub_delivery_wait_seconds");
+      assert.ok(fanouts >= 4 && waits >= 4, `fanout observed ${fanouts}, delivery_wait ${waits}`);
 
       // A replay: the websocket client misses 3 events and comes back with its offset.
       ws.socket.disconnect();
