@@ -593,7 +593,12 @@ fn push_last_member(object: &mut String, start: &str) {
 
 /// Now, as the ISO 8601 UTC timestamp events carry.
 pub fn now_iso8601() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    iso8601(chrono::Utc::now())
+}
+
+/// `at` as the ISO 8601 UTC timestamp events carry: milliseconds, `Z`.
+pub fn iso8601(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

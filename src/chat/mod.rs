@@ -191,7 +191,7 @@ impl Chat {
                 "none of these messages are in this room",
             ));
         }
-        let read_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let read_at = crate::events::iso8601(now);
         let receipt =
             json!({ "room": room, "userId": reader.sub, "messageIds": marked, "readAt": read_at });
         let payload = receipt.as_object().cloned().unwrap_or_default();
@@ -289,9 +289,7 @@ impl Chat {
 }
 
 fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::events::iso8601(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }
 
 fn unavailable(e: crate::store::StoreError) -> Rejection {

@@ -176,7 +176,7 @@ fn into_rows(
     now: chrono::DateTime<chrono::Utc>,
 ) -> (Vec<NewEvent>, Vec<Caller>) {
     let now_ms = now.timestamp_millis();
-    let now_iso = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now_iso = crate::events::iso8601(now);
     let mut rows = Vec::new();
     let mut callers = Vec::with_capacity(requests.len());
     for req in requests {

@@ -111,7 +111,7 @@ impl Held {
             // Came and went (or the reverse) within the hold: nothing to say.
             .filter(|(_, held)| held.was != Some(held.status.as_str()))
             .map(|((branch, user), held)| {
-                let timestamp = held.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let timestamp = crate::events::iso8601(held.at);
                 let status = Status {
                     user_id: user,
                     name: held.name,

@@ -512,7 +512,7 @@ impl<A: Adapter> Admin<A> {
         let Some(ns) = self.io.of("/") else {
             return Vec::new();
         };
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let now = crate::events::now_iso8601();
         let mut changes = Vec::new();
         let mut present = std::collections::HashMap::new();
         for socket in ns.local().sockets() {
