@@ -52,7 +52,7 @@ kill "$LOADGEN" 2>/dev/null || true
 wait 2>/dev/null || true
 echo "held $held sockets; live heap by allocation site (bytes per socket):"
 heaptrack_print -f "$DIR"/heap*.zst --print-leaks 1 --print-peaks 0 --print-allocators 0 \
-  --print-temporary 0 --print-histogram 0 -n 30 2>/dev/null |
+  --print-temporary 0 -n 30 2>/dev/null |
   awk -v n="$held" '
     function bytes(s) { u = substr(s, length(s)); v = s + 0
       return u == "G" ? v * 2^30 : u == "M" ? v * 2^20 : u == "K" ? v * 2^10 : v }
