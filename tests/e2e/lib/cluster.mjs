@@ -53,6 +53,18 @@ export function startNode({ db, redis, cluster, node, env = {} }) {
   });
 }
 
+/**
+ * Nodes of one new cluster, started in order on a fresh database (migrations
+ * run once; the later nodes find them applied). Returns the database too.
+ */
+export async function startCluster({ pg, redis, nodes }) {
+  const db = createDatabase(pg);
+  const cluster = clusterName();
+  const started = [];
+  for (const node of nodes) started.push(await startNode({ db, redis, cluster, node }));
+  return { db, nodes: started };
+}
+
 /** A unique cluster name, so concurrent test files never hear each other on a shared Redis. */
 export const clusterName = () => `t${crypto.randomBytes(4).toString("hex")}`;
 

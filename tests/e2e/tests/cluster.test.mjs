@@ -9,7 +9,7 @@ import { execFileSync } from "node:child_process";
 import { io } from "socket.io-client";
 import { ack, closeAll, collect, connect, emit, http, next, nothing, sleep, token, until, userToken } from "../lib/harness.mjs";
 import { plain } from "../lib/plain.mjs";
-import { clusterName, createDatabase, hasRedisServer, privateRedis, services, startNode, tcpProxy } from "../lib/cluster.mjs";
+import { clusterName, hasRedisServer, privateRedis, services, startCluster, tcpProxy } from "../lib/cluster.mjs";
 
 const env = services();
 const ws = { transports: ["websocket"] };
@@ -18,11 +18,7 @@ describe("a two-node cluster", { skip: env.skip }, () => {
   let a;
   let b;
   before(async () => {
-    const db = createDatabase(env.pg);
-    const cluster = clusterName();
-    // Migrations run once; the second node finds them applied.
-    a = await startNode({ db, redis: env.redis, cluster, node: "node-a" });
-    b = await startNode({ db, redis: env.redis, cluster, node: "node-b" });
+    ({ nodes: [a, b] } = await startCluster({ pg: env.pg, redis: env.redis, nodes: ["node-a", "node-b"] }));
   });
   after(async () => {
     await a?.stop();
@@ -123,10 +119,7 @@ describe("a two-node cluster", { skip: env.skip }, () => {
 
 describe("a node killed with SIGKILL", { skip: env.skip }, () => {
   it("its clients reconnect to another node and replay what they missed, no loss, no duplicates", async () => {
-    const db = createDatabase(env.pg);
-    const cluster = clusterName();
-    const a = await startNode({ db, redis: env.redis, cluster, node: "doomed" });
-    const b = await startNode({ db, redis: env.redis, cluster, node: "survivor" });
+    const { nodes: [a, b] } = await startCluster({ pg: env.pg, redis: env.redis, nodes: ["doomed", "survivor"] });
     const lb = await tcpProxy(a.port); // the load balancer, pointing at node A for now
     try {
       let last;
@@ -194,10 +187,7 @@ describe("a node killed with SIGKILL", { skip: env.skip }, () => {
 
 describe("a node drained with SIGTERM", { skip: env.skip }, () => {
   it("its viewers' departures reach the rooms on the other node, every one", async () => {
-    const db = createDatabase(env.pg);
-    const cluster = clusterName();
-    const a = await startNode({ db, redis: env.redis, cluster, node: "stays" });
-    const b = await startNode({ db, redis: env.redis, cluster, node: "drains" });
+    const { nodes: [a, b] } = await startCluster({ pg: env.pg, redis: env.redis, nodes: ["stays", "drains"] });
     const viewers = [];
     try {
       const observer = await connect(a.url, { token: userToken("observer"), ...ws });
@@ -231,10 +221,7 @@ describe("a node drained with SIGTERM", { skip: env.skip }, () => {
 
 describe("a node frozen (SIGSTOP) while it holds the log lock", { skip: env.skip }, () => {
   it("the other node appends again within the database's timeouts; after the thaw every 202 from either node is delivered once, in order", async () => {
-    const db = createDatabase(env.pg);
-    const cluster = clusterName();
-    const a = await startNode({ db, redis: env.redis, cluster, node: "frozen" });
-    const b = await startNode({ db, redis: env.redis, cluster, node: "awake" });
+    const { db, nodes: [a, b] } = await startCluster({ pg: env.pg, redis: env.redis, nodes: ["frozen", "awake"] });
     // Is node A's connection inside an append, holding the log_meta row lock?
     // Only A's own sessions count (found by their client ports): node B's
     // pruner or heartbeat can sit idle in a transaction on log_meta for a
@@ -333,10 +320,7 @@ describe("a node frozen (SIGSTOP) while it holds the log lock", { skip: env.skip
 describe("Redis restarted while the nodes run", { skip: env.skip ?? (!hasRedisServer() && "skipped: no redis-server binary to run a private Redis") }, () => {
   it("keeps serving, reports the cluster not ready, heals by itself, loses nothing logged", async () => {
     const redis = await privateRedis();
-    const db = createDatabase(env.pg);
-    const cluster = clusterName();
-    const a = await startNode({ db, redis: redis.url, cluster, node: "ra" });
-    const b = await startNode({ db, redis: redis.url, cluster, node: "rb" });
+    const { nodes: [a, b] } = await startCluster({ pg: env.pg, redis: redis.url, nodes: ["ra", "rb"] });
     let restarted;
     try {
       const onA = await connect(a.url, { token: userToken("r-a", { branchId: "rr" }), ...ws });

@@ -6,7 +6,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { ack, collect, connect, http, sleep, until, userToken } from "../lib/harness.mjs";
-import { clusterName, createDatabase, roundRobinProxy, services, startNode } from "../lib/cluster.mjs";
+import { roundRobinProxy, services, startCluster } from "../lib/cluster.mjs";
 
 const env = services();
 
@@ -15,10 +15,7 @@ describe("two nodes behind a round-robin load balancer, no sticky sessions", { s
   let b;
   let lb;
   before(async () => {
-    const db = createDatabase(env.pg);
-    const cluster = clusterName();
-    a = await startNode({ db, redis: env.redis, cluster, node: "rr-a" });
-    b = await startNode({ db, redis: env.redis, cluster, node: "rr-b" });
+    ({ nodes: [a, b] } = await startCluster({ pg: env.pg, redis: env.redis, nodes: ["rr-a", "rr-b"] }));
     lb = await roundRobinProxy([a.port, b.port]);
   });
   after(async () => {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
 import { ack, closeAll, connect, emit, http, next, sleep, startServer, token, until, userToken } from "../lib/harness.mjs";
-import { clusterName, createDatabase, services, startNode } from "../lib/cluster.mjs";
+import { services, startCluster } from "../lib/cluster.mjs";
 import { openPlain, plain, request } from "../lib/plain.mjs";
 import { WebSocketClient, labWebSocketProvider, recordingQueryClient, useUploadSocket } from "../lib/seed-clients.mjs";
 
@@ -471,10 +471,7 @@ describe("plain connections in a cluster", { skip: clusterEnv.skip }, () => {
   let a;
   let b;
   before(async () => {
-    const db = createDatabase(clusterEnv.pg);
-    const cluster = clusterName();
-    a = await startNode({ db, redis: clusterEnv.redis, cluster, node: "plain-a" });
-    b = await startNode({ db, redis: clusterEnv.redis, cluster, node: "plain-b" });
+    ({ nodes: [a, b] } = await startCluster({ pg: clusterEnv.pg, redis: clusterEnv.redis, nodes: ["plain-a", "plain-b"] }));
   });
   after(async () => {
     await a?.stop();
