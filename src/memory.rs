@@ -76,6 +76,17 @@ fn tidy() {
 #[cfg(not(any(feature = "mimalloc", all(target_os = "linux", target_env = "gnu"))))]
 fn tidy() {}
 
+/// Returns the C heap's free memory to the system. SQLite allocates there
+/// (the system `malloc`) even when Rust's allocator is mimalloc, and glibc
+/// keeps what SQLite frees until it is trimmed.
+pub(crate) fn give_back_c_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Turns transparent huge pages off for this process (Linux; elsewhere
 /// nothing). Call first thing, so that no arena gets them.
 pub(crate) fn no_huge_pages() {

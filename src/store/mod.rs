@@ -209,12 +209,13 @@ macro_rules! dispatch {
 
 impl Store {
     /// Opens the database (creating an SQLite file if needed), runs the
-    /// migrations, and starts the database's own upkeep (SQLite: checkpoints).
+    /// migrations, and starts the database's own upkeep (SQLite: checkpoints, and giving
+    /// its caches back when quiet).
     pub async fn connect(url: &DatabaseUrl) -> StoreResult<Store> {
         let store = Self::open(url).await?;
         store.migrate().await?;
         if let Backend::Sqlite(b) = &store.backend {
-            b.spawn_checkpointer();
+            b.spawn_upkeep();
         }
         Ok(store)
     }
