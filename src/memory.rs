@@ -18,13 +18,17 @@
 //! same run came back to 59 MiB from a 29 MiB start with them, 30 MiB from
 //! 17 MiB without.
 //!
-//! Last, hash tables keep the room of their busiest moment: livehub's maps of
+//! Hash tables keep the room of their busiest moment: livehub's maps of
 //! connections, users and rooms give it back once they are under a quarter
-//! full ([`give_back_room`]). What stays after that (measured by walking
-//! mimalloc's heap 30 s after the run) is about 5 MiB in use: socketioxide's
-//! room and socket maps (about 2 MiB, which it never shrinks), the
-//! quiet-users table and the recent events, and a few small objects that
-//! outlived the burst, each keeping its 64 KiB allocator page resident.
+//! full ([`give_back_room`]).
+//!
+//! Last, an object that outlives a burst keeps its whole allocator page
+//! (64 KiB) resident once the burst's short-lived objects around it are
+//! freed. So what livehub keeps for long is allocated away from the fan-out:
+//! the recent events on the log writer's thread (`hub::log::kept`). And SQLite,
+//! which allocates in the C library's heap, gives its page caches back when
+//! the log is quiet ([`give_back_c_heap`]). docs/memory-profile.md has what
+//! stays: mostly socketioxide's maps, which it never shrinks.
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
