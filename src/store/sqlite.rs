@@ -861,6 +861,21 @@ mod tests {
         assert_eq!(store.log_meta().await.unwrap().last_seq, 3);
     }
 
+    #[tokio::test]
+    async fn an_in_memory_log_keeps_its_events_through_the_shrink() {
+        // In memory, the page cache is the database: the shrink must leave it be.
+        let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+        store.migrate("epoch").await.unwrap();
+        let batch: Vec<_> = (1..=200).map(event).collect();
+        store.append(&batch, 0, "").await.unwrap();
+
+        store.shrink_caches().await;
+
+        let events = store.read_after(0, 1000).await.unwrap();
+        assert_eq!(events.len(), 200);
+        assert_eq!(events[199].payload, r#"{"n":200}"#);
+    }
+
     #[test]
     fn caches_are_given_back_once_per_quiet_spell() {
         let mut quiet = Quiet::default();
