@@ -71,10 +71,7 @@ fn tidy() {
 /// Returns free memory of every arena to the system (glibc).
 #[cfg(all(not(feature = "mimalloc"), target_os = "linux", target_env = "gnu"))]
 fn tidy() {
-    // SAFETY: malloc_trim only walks glibc's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    give_back_c_heap();
 }
 
 #[cfg(not(any(feature = "mimalloc", all(target_os = "linux", target_env = "gnu"))))]

@@ -209,8 +209,8 @@ macro_rules! dispatch {
 
 impl Store {
     /// Opens the database (creating an SQLite file if needed), runs the
-    /// migrations, and starts the database's own upkeep (SQLite: checkpoints, and giving
-    /// its caches back when quiet).
+    /// migrations, and starts the database's own upkeep (SQLite: checkpoints,
+    /// and giving its caches back when quiet).
     pub async fn connect(url: &DatabaseUrl) -> StoreResult<Store> {
         let store = Self::open(url).await?;
         store.migrate().await?;

@@ -86,8 +86,6 @@ struct Quiet {
     seen: u64,
     /// Ticks since it last moved.
     ticks: u32,
-    /// Whether this quiet spell has been used.
-    shrunk: bool,
 }
 
 impl Quiet {
@@ -96,14 +94,12 @@ impl Quiet {
         if appends != self.seen {
             *self = Quiet {
                 seen: appends,
-                ..Quiet::default()
+                ticks: 0,
             };
             return false;
         }
-        self.ticks += 1;
-        let due = self.ticks >= QUIET_BEFORE_SHRINK && !self.shrunk;
-        self.shrunk |= due;
-        due
+        self.ticks = self.ticks.saturating_add(1);
+        self.ticks == QUIET_BEFORE_SHRINK
     }
 }
 
