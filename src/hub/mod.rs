@@ -52,6 +52,7 @@
 mod catalog;
 mod census;
 pub mod delivery;
+mod doorbell;
 pub mod fabric;
 mod lane;
 pub mod log;
