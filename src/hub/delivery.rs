@@ -17,7 +17,7 @@
 //! worker goes to that worker's own queue, one from another thread through the
 //! runtime's shared queue, and there the writer's next commit also waited for
 //! the deliverer's turn. For the same reason the writer's hand-off does not
-//! wake it directly but through the I/O driver (`doorbell.rs`). It gives its
+//! wake it directly but through the I/O driver (`handoff.rs`). It gives its
 //! worker back every [`YIELD_AFTER`] at most, so a controller's batch of a
 //! thousand events does not hold a worker for seconds.
 
@@ -31,8 +31,8 @@ use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 
-use super::doorbell::{Bell, Door, doorbell};
 use super::fabric::{Fabric, LoggedEvent, SendOutcome};
+use super::handoff;
 use super::reader::LogReader;
 use crate::events::mark_replayed;
 use crate::metrics;
@@ -208,9 +208,8 @@ enum Op {
 #[derive(Clone)]
 pub(crate) struct DeliveryHandle {
     tx: mpsc::Sender<Op>,
-    /// Committed events. Sending wakes nobody: the bell does (`doorbell.rs`).
-    committed: mpsc::Sender<Committed>,
-    bell: Bell,
+    /// Committed events, from the log writer's thread (`handoff.rs`).
+    committed: handoff::Sender<Committed>,
     position: Arc<AtomicI64>,
     /// The highest `seq` known to be committed: handed to the deliverer, or
     /// announced by another node. At or ahead of `position`.
@@ -233,10 +232,7 @@ impl DeliveryHandle {
     pub async fn deliver(&self, events: Vec<Arc<LoggedEvent>>) {
         if let Some(last) = events.last() {
             self.known.fetch_max(last.seq, Ordering::AcqRel);
-            let handed_on = Committed(events, Instant::now());
-            if self.committed.send(handed_on).await.is_ok() {
-                self.bell.ring();
-            }
+            self.committed.send(Committed(events, Instant::now())).await;
         }
     }
 
@@ -271,8 +267,8 @@ pub(crate) fn spawn(
     quiet: Arc<super::quiet::QuietUsers>,
 ) -> (DeliveryHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let (committed, committed_rx) = mpsc::channel(QUEUE_DEPTH);
-    let (bell, door) = doorbell().expect("a socket pair for the deliverer's doorbell");
+    let (committed, committed_rx) =
+        handoff::channel(QUEUE_DEPTH).expect("a socket pair for the deliverer's hand-off");
     let position = Arc::new(AtomicI64::new(start));
     let deliverer = Deliverer {
         fabric,
@@ -285,7 +281,6 @@ pub(crate) fn spawn(
     let inbox = Inbox {
         ops: rx,
         committed: committed_rx,
-        door,
         waiting: None,
     };
     let task = tokio::spawn(super::lane::critical("deliverer", deliverer.run(inbox)));
@@ -294,7 +289,6 @@ pub(crate) fn spawn(
         DeliveryHandle {
             tx,
             committed,
-            bell,
             position,
             known,
         },
@@ -331,10 +325,8 @@ impl Default for Busy {
 /// What the deliverer is sent: committed events first, then the other ops.
 struct Inbox {
     ops: mpsc::Receiver<Op>,
-    /// Only ever read with `try_recv`, so that a send never wakes the deliverer
-    /// from the log writer's thread: the door does.
-    committed: mpsc::Receiver<Committed>,
-    door: Door,
+    /// Woken through the I/O driver, not from the log writer's thread.
+    committed: handoff::Receiver<Committed>,
     /// An op taken while waiting, handed out after the events committed before it.
     waiting: Option<Op>,
 }
@@ -350,7 +342,7 @@ impl Inbox {
             }
             tokio::select! {
                 biased;
-                open = self.door.rung() => {
+                open = self.committed.rung() => {
                     if !open {
                         // Every handle is gone: hand out what is left.
                         return match self.ready() {
@@ -370,7 +362,7 @@ impl Inbox {
     }
 
     fn ready(&mut self) -> Option<Op> {
-        if let Ok(events) = self.committed.try_recv() {
+        if let Some(events) = self.committed.try_recv() {
             return Some(Op::Deliver(events));
         }
         self.waiting.take().or_else(|| self.ops.try_recv().ok())

@@ -6,6 +6,11 @@
 //! then hands the committed events, in offset order, to the deliverer and answers
 //! each caller. While a commit runs, the next batch accumulates, so under load
 //! the batches grow and the cost per emit falls.
+//!
+//! The writer runs on a thread of its own (`lane.rs`). Both the deliverer and
+//! the callers' answers leave it through hand-offs (`handoff.rs`) that wake
+//! their task through the runtime's I/O driver: woken from this thread, a task
+//! waits behind every socket write of the fan-outs before it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Receipt;
 use super::delivery::DeliveryHandle;
 use super::fabric::LoggedEvent;
+use super::handoff;
 use super::offset::OffsetCodec;
 use crate::error::Rejection;
 use crate::events::{self, Prepared};
@@ -81,9 +87,28 @@ pub(crate) fn spawn(
     delivery: DeliveryHandle,
 ) -> std::io::Result<(LogHandle, tokio::task::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let writer = run(rx, sink, codec, delivery);
+    let (answers, to_answer) = handoff::channel(ANSWERS_DEPTH)?;
+    tokio::spawn(super::lane::critical("answerer", answer(to_answer)));
+    let writer = run(rx, sink, codec, delivery, answers);
     let task = super::lane::spawn_critical("livehub-log", "log writer", writer)?;
     Ok((LogHandle { tx }, task))
+}
+
+/// Commits whose callers wait for their receipts.
+const ANSWERS_DEPTH: usize = 1024;
+
+/// One commit's callers, each with its receipts.
+type Answers = Vec<(Caller, Vec<Result<Receipt, Rejection>>)>;
+
+/// Answers callers on the shared runtime, where the wake-ups of their tasks
+/// go to this worker's own queue. Ends once the writer has stopped.
+async fn answer(mut to_answer: handoff::Receiver<Answers>) {
+    while let Some(answers) = to_answer.recv().await {
+        for (caller, receipts) in answers {
+            metrics::emit_latency(caller.queued_at.elapsed());
+            let _ = caller.reply.send(receipts);
+        }
+    }
 }
 
 async fn run(
@@ -91,6 +116,7 @@ async fn run(
     mut sink: Sink,
     codec: OffsetCodec,
     delivery: DeliveryHandle,
+    answers: handoff::Sender<Answers>,
 ) {
     let mut requests: Vec<AppendRequest> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -112,7 +138,8 @@ async fn run(
             };
         }
         if !requests.is_empty() {
-            commit(&mut sink, &codec, &delivery, std::mem::take(&mut requests)).await;
+            let requests = std::mem::take(&mut requests);
+            commit(&mut sink, &codec, &delivery, &answers, requests).await;
         }
     }
     tracing::debug!("log writer stopped");
@@ -124,6 +151,7 @@ async fn commit(
     sink: &mut Sink,
     codec: &OffsetCodec,
     delivery: &DeliveryHandle,
+    answers: &handoff::Sender<Answers>,
     requests: Vec<AppendRequest>,
 ) {
     let now = chrono::Utc::now();
@@ -154,12 +182,14 @@ async fn commit(
     // it got must find the event already on its way.
     delivery.deliver(to_deliver).await;
     let mut receipts = receipts.into_iter();
-    for caller in callers {
-        metrics::emit_latency(caller.queued_at.elapsed());
-        let _ = caller
-            .reply
-            .send(receipts.by_ref().take(caller.count).collect());
-    }
+    let answered = callers
+        .into_iter()
+        .map(|caller| {
+            let own = receipts.by_ref().take(caller.count).collect();
+            (caller, own)
+        })
+        .collect();
+    answers.send(answered).await;
 }
 
 /// A caller waiting for the receipts of its `count` events.

@@ -52,8 +52,8 @@
 mod catalog;
 mod census;
 pub mod delivery;
-mod doorbell;
 pub mod fabric;
+mod handoff;
 mod lane;
 pub mod log;
 mod logged;
