@@ -23,7 +23,9 @@
 //!   sends, this node's connections and [`Census`]. The task behind it: the
 //!   deliverer ([`delivery`]), over a [`Fabric`] (the sockets of every front).
 //! * The writer runs on a thread of its own (`lane.rs`), not queued behind the
-//!   sockets' tasks on the shared runtime; the deliverer runs among them.
+//!   sockets' tasks on the shared runtime; the deliverer runs among them. What
+//!   the writer hands back (events, answers) wakes its task through the I/O
+//!   driver (`handoff.rs`), not through the runtime's shared queue.
 //! * The catalog's events by name: [`CatalogEmits`], an extension trait.
 //!
 //! # Emitting from Rust
