@@ -16,8 +16,8 @@
 //! (one per socket per event), not on the log writer's thread: a wake-up from a
 //! worker goes to that worker's own queue, one from another thread through the
 //! runtime's shared queue, and there the writer's next commit also waited for
-//! the deliverer's turn. For the same reason the writer's hand-off does not
-//! wake it directly but through the I/O driver (`handoff.rs`). It gives its
+//! the deliverer's turn. For the same reason its queue wakes it through the
+//! I/O driver (`handoff.rs`), not directly from the writer's thread. It gives its
 //! worker back every [`YIELD_AFTER`] at most, so a controller's batch of a
 //! thousand events does not hold a worker for seconds.
 
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::fabric::{Fabric, LoggedEvent, SendOutcome};
 use super::handoff;
@@ -193,11 +193,9 @@ pub(crate) enum JoinReply {
     Gone,
 }
 
-/// Committed events, and when the log writer handed them on.
-struct Committed(Vec<Arc<LoggedEvent>>, Instant);
-
 enum Op {
-    Deliver(Committed),
+    /// Committed events, and when the log writer handed them on.
+    Deliver(Vec<Arc<LoggedEvent>>, Instant),
     /// Another node committed up to this `seq` (shared log only).
     Remote(i64),
     Join(JoinOp),
@@ -207,9 +205,9 @@ enum Op {
 /// Talks to the deliverer.
 #[derive(Clone)]
 pub(crate) struct DeliveryHandle {
-    tx: mpsc::Sender<Op>,
-    /// Committed events, from the log writer's thread (`handoff.rs`).
-    committed: handoff::Sender<Committed>,
+    /// Rung through the I/O driver (`handoff.rs`): the log writer sends from
+    /// its own thread.
+    tx: handoff::Sender<Op>,
     position: Arc<AtomicI64>,
     /// The highest `seq` known to be committed: handed to the deliverer, or
     /// announced by another node. At or ahead of `position`.
@@ -227,12 +225,11 @@ impl DeliveryHandle {
         self.known.load(Ordering::Acquire)
     }
 
-    /// Queues committed events, in offset order. They are delivered before
-    /// any op sent after this returns (a barrier, a join).
+    /// Queues committed events, in offset order.
     pub async fn deliver(&self, events: Vec<Arc<LoggedEvent>>) {
         if let Some(last) = events.last() {
             self.known.fetch_max(last.seq, Ordering::AcqRel);
-            self.committed.send(Committed(events, Instant::now())).await;
+            self.tx.send(Op::Deliver(events, Instant::now())).await;
         }
     }
 
@@ -240,18 +237,18 @@ impl DeliveryHandle {
     pub async fn remote(&self, seq: i64) {
         self.known.fetch_max(seq, Ordering::AcqRel);
         if seq > self.position() {
-            let _ = self.tx.send(Op::Remote(seq)).await;
+            self.tx.send(Op::Remote(seq)).await;
         }
     }
 
     pub async fn join(&self, op: JoinOp) {
-        let _ = self.tx.send(Op::Join(op)).await;
+        self.tx.send(Op::Join(op)).await;
     }
 
     /// Waits until everything queued before this call has been delivered.
     pub async fn barrier(&self) -> i64 {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Barrier(tx)).await.is_err() {
+        if !self.tx.send(Op::Barrier(tx)).await {
             return self.position();
         }
         rx.await.unwrap_or_else(|_| self.position())
@@ -266,9 +263,7 @@ pub(crate) fn spawn(
     shared_log: Option<LogReader>,
     quiet: Arc<super::quiet::QuietUsers>,
 ) -> (DeliveryHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let (committed, committed_rx) =
-        handoff::channel(QUEUE_DEPTH).expect("a socket pair for the deliverer's hand-off");
+    let (tx, rx) = handoff::channel(QUEUE_DEPTH).expect("a socket pair for the deliverer's queue");
     let position = Arc::new(AtomicI64::new(start));
     let deliverer = Deliverer {
         fabric,
@@ -278,17 +273,11 @@ pub(crate) fn spawn(
         quiet,
         busy: Busy::default(),
     };
-    let inbox = Inbox {
-        ops: rx,
-        committed: committed_rx,
-        waiting: None,
-    };
-    let task = tokio::spawn(super::lane::critical("deliverer", deliverer.run(inbox)));
+    let task = tokio::spawn(super::lane::critical("deliverer", deliverer.run(rx)));
     let known = Arc::new(AtomicI64::new(start));
     (
         DeliveryHandle {
             tx,
-            committed,
             position,
             known,
         },
@@ -322,54 +311,17 @@ impl Default for Busy {
     }
 }
 
-/// What the deliverer is sent: committed events first, then the other ops.
-struct Inbox {
-    ops: mpsc::Receiver<Op>,
-    /// Woken through the I/O driver, not from the log writer's thread.
-    committed: handoff::Receiver<Committed>,
-    /// An op taken while waiting, handed out after the events committed before it.
-    waiting: Option<Op>,
-}
-
-impl Inbox {
-    /// The next op, or `None` once every handle is dropped. Committed events
-    /// come before any other op: one sent after a hand-off (a barrier) then
-    /// finds it delivered.
-    async fn next(&mut self, busy: &mut Busy) -> Option<Op> {
-        loop {
-            if let Some(op) = self.ready() {
-                return Some(op);
-            }
-            tokio::select! {
-                biased;
-                open = self.committed.rung() => {
-                    if !open {
-                        // Every handle is gone: hand out what is left.
-                        return match self.ready() {
-                            Some(op) => Some(op),
-                            None => self.ops.recv().await,
-                        };
-                    }
-                }
-                op = self.ops.recv() => match op {
-                    Some(op) => self.waiting = Some(op),
-                    None => return self.ready(),
-                },
-            }
-            // The time counts from here: there was nothing to do.
-            busy.0 = Instant::now();
-        }
-    }
-
-    fn ready(&mut self) -> Option<Op> {
-        if let Some(events) = self.committed.try_recv() {
-            return Some(Op::Deliver(events));
-        }
-        self.waiting.take().or_else(|| self.ops.try_recv().ok())
-    }
-}
-
 impl Busy {
+    /// The next op; the time counts from here when there was none waiting.
+    async fn next(&mut self, rx: &mut handoff::Receiver<Op>) -> Option<Op> {
+        if let Some(op) = rx.try_recv() {
+            return Some(op);
+        }
+        let op = rx.recv().await;
+        self.0 = Instant::now();
+        op
+    }
+
     /// Yields once the deliverer has been running for [`YIELD_AFTER`]. Not after
     /// every event: a yield puts the deliverer behind the writes it just
     /// queued, one per socket, and the next event would wait for all of them.
@@ -385,10 +337,10 @@ impl Busy {
 const CATCH_UP_PAGE: usize = 1000;
 
 impl Deliverer {
-    async fn run(mut self, mut inbox: Inbox) {
-        while let Some(op) = inbox.next(&mut self.busy).await {
+    async fn run(mut self, mut rx: handoff::Receiver<Op>) {
+        while let Some(op) = self.busy.next(&mut rx).await {
             match op {
-                Op::Deliver(Committed(events, handed_on)) => {
+                Op::Deliver(events, handed_on) => {
                     for event in events {
                         let position = self.position.load(Ordering::Acquire);
                         if event.seq <= position {

@@ -107,7 +107,7 @@ impl<T> Receiver<T> {
 
     /// Waits for at least one ring since the last wait ended, and takes every
     /// ring up to now. `false` once every sender is dropped. Cancel-safe.
-    pub(crate) async fn rung(&self) -> bool {
+    async fn rung(&self) -> bool {
         let mut buf = [0u8; 64];
         loop {
             if self.door.readable().await.is_err() {
