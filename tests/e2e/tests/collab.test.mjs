@@ -7,6 +7,8 @@ import fs from "node:fs";
 import { ack, closeAll, collect, connect, http, next, nothing, sleep, startServer, until, userToken } from "../lib/harness.mjs";
 
 const ws = { transports: ["websocket"] };
+/** How long a status is held before its branch hears it (`HOLD`, src/presence/status.rs). */
+const HOLD_MS = 50;
 
 describe("who is viewing a shipment", () => {
   let server;
@@ -137,13 +139,22 @@ describe("who is viewing a shipment", () => {
     const stayer = await connect(server.url, { token: userToken("stayer", { branchId: "burst" }), ...ws });
     await until(() => statuses.some((p) => p.userId === "stayer" && p.status === "online"), { what: "the stayer online" });
     await sleep(300);
+    // A close can reach the server after the stayer's connect: wait for the
+    // offline of every flash user the branch heard come online.
+    const heard = (status) => new Set(statuses.filter((p) => p.userId.startsWith("flash-") && p.status === status).map((p) => p.userId));
+    await until(() => [...heard("online")].every((id) => heard("offline").has(id)), { what: "the flash users heard online going offline" });
     const flashes = statuses.filter((p) => p.userId.startsWith("flash-"));
     console.log(`# 20 users connected and left at once; the branch heard ${flashes.length} statuses of theirs`);
-    // Without the hold it hears 40 (an online and an offline each); a stalled
-    // server may let a few pairs straddle the hold.
-    assert.ok(flashes.length < 10, `the branch heard ${flashes.map((p) => `${p.userId} ${p.status}`).join(", ")}`);
-    const last = new Map(flashes.map((p) => [p.userId, p.status]));
-    assert.deepEqual([...last].filter(([, s]) => s !== "offline"), [], "every flash user the branch heard of ends offline");
+    // How many pairs straddle the hold depends on how fast this machine runs
+    // the burst, so the count is not asserted. What holds on any machine: a
+    // user the branch heard come online stayed online at least the hold
+    // (each status carries when it changed, to the millisecond), and left.
+    const times = (id, status) => flashes.filter((p) => p.userId === id && p.status === status).map((p) => Date.parse(p.timestamp));
+    for (const id of new Set(flashes.map((p) => p.userId))) {
+      const [online, offline] = [times(id, "online"), times(id, "offline")];
+      assert.deepEqual([online.length, offline.length], [1, 1], `${id}: one online and one offline, heard ${JSON.stringify(flashes.filter((p) => p.userId === id))}`);
+      assert.ok(offline[0] - online[0] >= HOLD_MS - 1, `${id} was announced though it left ${offline[0] - online[0]} ms after it came`);
+    }
     closeAll(watcher, stayer);
   });
 });
