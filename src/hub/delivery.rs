@@ -333,26 +333,51 @@ impl Busy {
     }
 }
 
+/// The most events one pass over the sockets takes. A socket's writer sends
+/// what waits for it in one write, so events that queued up while the
+/// deliverer was busy cost one system call per socket, not one each: a
+/// deliverer that falls behind catches up instead of falling further behind.
+/// Bounded, so that a pass keeps the worker for tens of milliseconds at most.
+const MAX_RUN: usize = 16;
+
+/// Whether two events go to the same sockets.
+fn same_targets(a: &LoggedEvent, b: &LoggedEvent) -> bool {
+    a.rooms == b.rooms && a.except == b.except
+}
+
 /// Events read per query while catching up with other nodes' commits.
 const CATCH_UP_PAGE: usize = 1000;
 
 impl Deliverer {
     async fn run(mut self, mut rx: handoff::Receiver<Op>) {
-        while let Some(op) = self.busy.next(&mut rx).await {
+        // An op taken while gathering committed events, handled next.
+        let mut taken = None;
+        loop {
+            let op = match taken.take() {
+                Some(op) => op,
+                None => match self.busy.next(&mut rx).await {
+                    Some(op) => op,
+                    None => break,
+                },
+            };
             match op {
                 Op::Deliver(events, handed_on) => {
-                    for event in events {
-                        let position = self.position.load(Ordering::Acquire);
-                        if event.seq <= position {
-                            continue; // already read from the shared log
+                    let mut committed: Vec<_> =
+                        events.into_iter().map(|e| (e, handed_on)).collect();
+                    // Events committed while the deliverer was busy go out with
+                    // these, one pass over the sockets for the lot.
+                    while committed.len() < MAX_RUN {
+                        match rx.try_recv() {
+                            Some(Op::Deliver(more, at)) => {
+                                committed.extend(more.into_iter().map(|e| (e, at)));
+                            }
+                            other => {
+                                taken = other;
+                                break;
+                            }
                         }
-                        if event.seq > position + 1 {
-                            // Other nodes committed the seqs before ours: they come first.
-                            self.catch_up(event.seq - 1).await;
-                        }
-                        metrics::delivery_wait(handed_on.elapsed());
-                        self.deliver(event).await;
                     }
+                    self.deliver_committed(committed).await;
                 }
                 Op::Remote(through) => self.catch_up(through).await,
                 Op::Join(op) => self.join(op),
@@ -364,6 +389,32 @@ impl Deliverer {
             self.busy.yield_if_long().await;
         }
         tracing::debug!("deliverer stopped");
+    }
+
+    /// Delivers committed events in offset order, in runs: consecutive events
+    /// with the same rooms, up to [`MAX_RUN`], go to each socket together.
+    async fn deliver_committed(&mut self, committed: Vec<(Arc<LoggedEvent>, Instant)>) {
+        let mut run: Vec<Arc<LoggedEvent>> = Vec::new();
+        for (event, handed_on) in committed {
+            let delivered = run
+                .last()
+                .map_or_else(|| self.position.load(Ordering::Acquire), |e| e.seq);
+            if event.seq <= delivered {
+                continue; // already read from the shared log
+            }
+            let gap = event.seq > delivered + 1;
+            if gap || run.len() == MAX_RUN || run.first().is_some_and(|f| !same_targets(f, &event))
+            {
+                self.deliver_run(std::mem::take(&mut run)).await;
+            }
+            if gap {
+                // Other nodes committed the seqs before ours: they come first.
+                self.catch_up(event.seq - 1).await;
+            }
+            metrics::delivery_wait(handed_on.elapsed());
+            run.push(event);
+        }
+        self.deliver_run(run).await;
     }
 
     /// Delivers every event of the shared log up to `through`, in order. While
@@ -388,13 +439,13 @@ impl Deliverer {
                         }
                         match RawValue::from_string(stored.payload) {
                             Ok(payload) => {
-                                self.deliver(Arc::new(LoggedEvent {
+                                self.deliver_run(vec![Arc::new(LoggedEvent {
                                     seq: stored.seq,
                                     event: stored.event,
                                     payload,
                                     rooms: stored.rooms,
                                     except: stored.except,
-                                }))
+                                })])
                                 .await;
                             }
                             Err(e) => {
@@ -424,18 +475,25 @@ impl Deliverer {
         }
     }
 
-    /// Delivers one event, then lets the worker go if it has had it long.
-    async fn deliver(&mut self, event: Arc<LoggedEvent>) {
-        let started = Instant::now();
-        let reached = self.fabric.deliver(&event);
-        metrics::fanout(started.elapsed());
-        metrics::event_delivered(&event.event, reached);
-        self.quiet.record(&event.rooms, event.seq);
-        self.position.store(event.seq, Ordering::Release);
-        if self.ring.len() == RING_CAPACITY {
-            self.ring.pop_front();
+    /// Delivers a run of events with the same rooms (in offset order), then lets
+    /// the worker go if it has had it long.
+    async fn deliver_run(&mut self, run: Vec<Arc<LoggedEvent>>) {
+        if run.is_empty() {
+            return;
         }
-        self.ring.push_back(event);
+        let started = Instant::now();
+        let reached = self.fabric.deliver_run(&run);
+        let each = started.elapsed() / run.len() as u32;
+        for (event, reached) in run.into_iter().zip(reached) {
+            metrics::fanout(each);
+            metrics::event_delivered(&event.event, reached);
+            self.quiet.record(&event.rooms, event.seq);
+            self.position.store(event.seq, Ordering::Release);
+            if self.ring.len() == RING_CAPACITY {
+                self.ring.pop_front();
+            }
+            self.ring.push_back(event);
+        }
         self.busy.yield_if_long().await;
     }
 
@@ -510,6 +568,8 @@ mod tests {
         /// A count other tasks keep, read at each delivery.
         clock: Arc<std::sync::atomic::AtomicUsize>,
         clock_at_delivery: Mutex<Vec<usize>>,
+        /// The seqs of each run the deliverer handed over, in order.
+        runs: Mutex<Vec<Vec<i64>>>,
     }
 
     impl Fabric for Recorder {
@@ -519,6 +579,10 @@ mod tests {
             std::thread::sleep(self.delivery_takes);
             self.delivered.fetch_add(1, Ordering::SeqCst);
             0
+        }
+        fn deliver_run(&self, run: &[Arc<LoggedEvent>]) -> Vec<usize> {
+            self.runs.lock().push(run.iter().map(|e| e.seq).collect());
+            run.iter().map(|e| self.deliver(e)).collect()
         }
         fn force_reconnect(&self, _: Sid) {}
         fn send(&self, _: Sid, _: &str, payload: &RawValue) -> SendOutcome {
@@ -604,6 +668,74 @@ mod tests {
             JoinReply::Joined { sent: 3, at: 7 }
         );
         assert_eq!(*fabric.sent.lock(), vec![5, 6, 7]);
+    }
+
+    fn event_to(seq: i64, room: &str) -> Arc<LoggedEvent> {
+        Arc::new(LoggedEvent {
+            rooms: vec![room.into()],
+            ..Arc::into_inner(event(seq)).unwrap()
+        })
+    }
+
+    /// Queues each of `ops` before the deliverer runs (the tests run on one
+    /// thread), as a deliverer busy with a fan-out finds them, then waits.
+    async fn queued_while_busy(handle: &DeliveryHandle, ops: Vec<Vec<Arc<LoggedEvent>>>) -> i64 {
+        for events in ops {
+            handle.deliver(events).await;
+        }
+        handle.barrier().await
+    }
+
+    #[tokio::test]
+    async fn events_committed_while_the_deliverer_was_busy_go_to_each_socket_in_one_pass() {
+        let fabric = Arc::new(Recorder::default());
+        let handle = start(fabric.clone());
+        let ops = (1..=3).map(|seq| vec![event(seq)]).collect();
+        assert_eq!(queued_while_busy(&handle, ops).await, 3);
+        assert_eq!(*fabric.runs.lock(), vec![vec![1, 2, 3]]);
+    }
+
+    #[tokio::test]
+    async fn a_run_holds_only_consecutive_events_to_the_same_rooms_and_at_most_max_run() {
+        let fabric = Arc::new(Recorder::default());
+        let handle = start(fabric.clone());
+        let to = |room| move |seq| event_to(seq, room);
+        let ops = vec![
+            (1..=2).map(to("a")).collect(),
+            vec![event_to(3, "b")],
+            (4..=4 + MAX_RUN as i64).map(to("a")).collect(),
+        ];
+        assert_eq!(queued_while_busy(&handle, ops).await, 4 + MAX_RUN as i64);
+        let runs: Vec<Vec<i64>> = fabric.runs.lock().clone();
+        let last = 4 + MAX_RUN as i64;
+        assert_eq!(
+            runs,
+            vec![vec![1, 2], vec![3], (4..last).collect(), vec![last]],
+            "split where the rooms change and after {MAX_RUN} events"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_join_queued_between_events_splits_the_run_at_its_position() {
+        let fabric = Arc::new(Recorder {
+            capacity: usize::MAX,
+            ..Default::default()
+        });
+        let handle = start(fabric.clone());
+        handle.deliver(vec![event(1)]).await;
+        let joined = join_after(&handle, 0);
+        let later = async {
+            handle.deliver(vec![event(2)]).await;
+            handle.barrier().await
+        };
+        let (joined, at) = tokio::join!(joined, later);
+        assert_eq!(
+            joined,
+            JoinReply::Joined { sent: 1, at: 1 },
+            "seq 1 replayed, 2 live"
+        );
+        assert_eq!(at, 2);
+        assert_eq!(*fabric.runs.lock(), vec![vec![1], vec![2]]);
     }
 
     /// A fabric whose deliveries and joins each take 2 ms of the thread.

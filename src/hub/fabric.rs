@@ -82,6 +82,15 @@ pub trait Fabric: Send + Sync + 'static {
     /// its last offset rather than silently miss this event.
     fn deliver(&self, event: &LoggedEvent) -> usize;
 
+    /// Sends a run of logged events that share their rooms and excluded rooms,
+    /// in order, as [`Fabric::deliver`] does, and returns how many sockets got
+    /// each. A fabric may queue the whole run to one socket before the next:
+    /// its writer then sends the events in one write. A socket that is found too
+    /// slow is sent nothing more of the run: it replays from what it last got.
+    fn deliver_run(&self, run: &[Arc<LoggedEvent>]) -> Vec<usize> {
+        run.iter().map(|event| self.deliver(event)).collect()
+    }
+
     /// Closes a socket's transport without a Socket.IO disconnect, so that the
     /// client reconnects by itself (and replays what it missed).
     fn force_reconnect(&self, sid: Sid);
@@ -128,6 +137,16 @@ pub struct Fabrics(pub Vec<Arc<dyn Fabric>>);
 impl Fabric for Fabrics {
     fn deliver(&self, event: &LoggedEvent) -> usize {
         self.0.iter().map(|f| f.deliver(event)).sum()
+    }
+
+    fn deliver_run(&self, run: &[Arc<LoggedEvent>]) -> Vec<usize> {
+        let mut reached = vec![0; run.len()];
+        for fabric in &self.0 {
+            for (sum, n) in reached.iter_mut().zip(fabric.deliver_run(run)) {
+                *sum += n;
+            }
+        }
+        reached
     }
 
     fn force_reconnect(&self, sid: Sid) {

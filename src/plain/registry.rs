@@ -212,7 +212,7 @@ impl Registry {
         let room = frames::names_a_room(event)
             .then(|| room_field(payload.get()))
             .flatten();
-        self.fan_out(conns, event, payload.get(), room.as_deref());
+        self.fan_out(conns, &[(event, payload.get())], room.as_deref());
     }
 
     fn disconnect_here(&self, room: String) {
@@ -269,36 +269,42 @@ impl Registry {
         sids.into_iter().filter_map(|s| self.get(s)).collect()
     }
 
-    /// Sends one rendering of an event to each of `conns`, renamed per
-    /// connection where it names the room another way.
+    /// Sends one rendering of each event of a run (`(name, payload)`, same
+    /// rooms) to each of `conns`, renamed per connection where it names the
+    /// room another way, the whole run to one connection before the next: its
+    /// writer then sends them in one write. Returns how many got each event.
     fn fan_out(
         &self,
         conns: Vec<Arc<Conn>>,
-        event: &str,
-        payload: &str,
+        run: &[(&str, &str)],
         room: Option<&str>,
-    ) -> usize {
-        let mut shared: Option<Utf8Bytes> = None;
-        let mut reached = 0;
+    ) -> Vec<usize> {
+        let mut shared: Vec<Option<Utf8Bytes>> = vec![None; run.len()];
+        let mut reached = vec![0; run.len()];
         for conn in conns {
-            let alias = room
-                .filter(|_| frames::names_a_room(event))
-                .and_then(|r| conn.alias_of(r));
-            let frame = match alias {
-                Some(alias) => Utf8Bytes::from(frames::event_frame(event, payload, Some(&alias))),
-                None => shared
-                    .get_or_insert_with(|| {
-                        Utf8Bytes::from(frames::event_frame(event, payload, None))
-                    })
-                    .clone(),
-            };
-            match conn.push(frame) {
-                SendOutcome::Sent => reached += 1,
-                SendOutcome::Slow => {
-                    crate::metrics::lagging_disconnect("plain");
-                    conn.close(close::TRY_AGAIN, "too slow: reconnect and replay");
+            for (i, &(event, payload)) in run.iter().enumerate() {
+                let alias = room
+                    .filter(|_| frames::names_a_room(event))
+                    .and_then(|r| conn.alias_of(r));
+                let frame = match alias {
+                    Some(alias) => {
+                        Utf8Bytes::from(frames::event_frame(event, payload, Some(&alias)))
+                    }
+                    None => shared[i]
+                        .get_or_insert_with(|| {
+                            Utf8Bytes::from(frames::event_frame(event, payload, None))
+                        })
+                        .clone(),
+                };
+                match conn.push(frame) {
+                    SendOutcome::Sent => reached[i] += 1,
+                    SendOutcome::Slow => {
+                        crate::metrics::lagging_disconnect("plain");
+                        conn.close(close::TRY_AGAIN, "too slow: reconnect and replay");
+                        break;
+                    }
+                    SendOutcome::Gone => break,
                 }
-                SendOutcome::Gone => {}
             }
         }
         reached
@@ -312,7 +318,23 @@ impl Fabric for Registry {
             return 0;
         }
         let room = event.rooms.first().map(String::as_str);
-        self.fan_out(conns, &event.event, event.payload.get(), room)
+        self.fan_out(conns, &[(&event.event, event.payload.get())], room)[0]
+    }
+
+    fn deliver_run(&self, run: &[Arc<LoggedEvent>]) -> Vec<usize> {
+        let Some(first) = run.first() else {
+            return Vec::new();
+        };
+        let conns = self.members(&first.rooms, &first.except);
+        if conns.is_empty() {
+            return vec![0; run.len()];
+        }
+        let room = first.rooms.first().map(String::as_str);
+        let run: Vec<_> = run
+            .iter()
+            .map(|e| (e.event.as_str(), e.payload.get()))
+            .collect();
+        self.fan_out(conns, &run, room)
     }
 
     fn force_reconnect(&self, sid: Sid) {

@@ -268,49 +268,73 @@ fn outcome(result: Result<(), socketioxide::SendError>) -> SendOutcome {
     }
 }
 
-impl<A: Adapter> Fabric for IoFabric<A> {
-    fn deliver(&self, event: &LoggedEvent) -> usize {
+impl<A: Adapter> IoFabric<A> {
+    /// Queues a run of events with the same rooms to each local socket in
+    /// them, the whole run to one socket before the next, and returns how many
+    /// sockets got each event.
+    fn fan_out(&self, run: &[&LoggedEvent]) -> Vec<usize> {
+        let mut reached = vec![0; run.len()];
         if self.cross_node_broadcast {
-            // Other nodes have no shared log to read this from: send it through
+            // Other nodes have no shared log to read these from: send them through
             // the adapter, in commit order (the one signal task), and to this
             // node's sockets at least when the cluster does not answer.
-            let _ = self.cross_node_events.send(Signal {
-                rooms: event.rooms.clone(),
-                except: event.except.clone(),
-                event: event.event.clone(),
-                payload: event.payload.to_owned(),
-            });
-            return 0;
+            for event in run {
+                let _ = self.cross_node_events.send(Signal {
+                    rooms: event.rooms.clone(),
+                    except: event.except.clone(),
+                    event: event.event.clone(),
+                    payload: event.payload.to_owned(),
+                });
+            }
+            return reached;
         }
-        let Some(ns) = self.io.of("/") else { return 0 };
-        let mut op = ns.local().to(event.rooms.clone());
-        if !event.except.is_empty() {
-            op = op.except(event.except.clone());
+        let (Some(first), Some(ns)) = (run.first(), self.io.of("/")) else {
+            return reached;
+        };
+        let mut op = ns.local().to(first.rooms.clone());
+        if !first.except.is_empty() {
+            op = op.except(first.except.clone());
         }
-        let mut reached = 0;
         // The packet as socketioxide frames it, near enough: `42["event",payload]`.
-        let bytes = event.event.len() + event.payload.get().len() + 8;
-        let counted = bytes > UNCOUNTED_EVENT_BYTES;
+        let bytes: Vec<usize> = run
+            .iter()
+            .map(|e| e.event.len() + e.payload.get().len() + 8)
+            .collect();
+        let counted = bytes.iter().any(|&b| b > UNCOUNTED_EVENT_BYTES);
         for socket in op.sockets() {
-            let over_budget = counted
-                && self
-                    .outbox(&socket)
-                    .is_some_and(|outbox| !outbox.queue(bytes, OUTGOING_BYTE_BUDGET));
-            let sent = if over_budget {
-                SendOutcome::Slow
-            } else {
-                outcome(socket.emit(&event.event, &*event.payload))
-            };
-            match sent {
-                SendOutcome::Sent => reached += 1,
-                SendOutcome::Slow => {
-                    crate::metrics::lagging_disconnect("socketio");
-                    self.force_reconnect(socket.id);
+            let outbox = if counted { self.outbox(&socket) } else { None };
+            for ((event, &bytes), reached) in run.iter().zip(&bytes).zip(&mut reached) {
+                let over_budget = bytes > UNCOUNTED_EVENT_BYTES
+                    && outbox
+                        .as_ref()
+                        .is_some_and(|outbox| !outbox.queue(bytes, OUTGOING_BYTE_BUDGET));
+                let sent = if over_budget {
+                    SendOutcome::Slow
+                } else {
+                    outcome(socket.emit(&event.event, &*event.payload))
+                };
+                match sent {
+                    SendOutcome::Sent => *reached += 1,
+                    SendOutcome::Slow => {
+                        crate::metrics::lagging_disconnect("socketio");
+                        self.force_reconnect(socket.id);
+                        break;
+                    }
+                    SendOutcome::Gone => break,
                 }
-                SendOutcome::Gone => {}
             }
         }
         reached
+    }
+}
+
+impl<A: Adapter> Fabric for IoFabric<A> {
+    fn deliver(&self, event: &LoggedEvent) -> usize {
+        self.fan_out(&[event])[0]
+    }
+
+    fn deliver_run(&self, run: &[Arc<LoggedEvent>]) -> Vec<usize> {
+        self.fan_out(&run.iter().map(|e| &**e).collect::<Vec<_>>())
     }
 
     fn send(&self, sid: Sid, event: &str, payload: &RawValue) -> SendOutcome {
