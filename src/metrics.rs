@@ -162,7 +162,7 @@ pub(crate) const SERIES: &[Series] = &[
     Series {
         name: "livehub_fanout_seconds",
         kind: Kind::Histogram,
-        help: "Time to queue one event to every socket of this node it is for.",
+        help: "Time to queue one event to every socket of this node it is for (events queued in one pass share its time equally).",
         label: None,
     },
 ];
@@ -356,7 +356,8 @@ pub fn delivery_wait(elapsed: Duration) {
     histogram!("livehub_delivery_wait_seconds").record(elapsed.as_secs_f64());
 }
 
-/// One event's fan-out to this node's sockets took `elapsed`.
+/// One event's fan-out to this node's sockets took `elapsed` (its share of a
+/// run's pass over the sockets).
 pub fn fanout(elapsed: Duration) {
     histogram!("livehub_fanout_seconds").record(elapsed.as_secs_f64());
 }

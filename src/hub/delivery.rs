@@ -20,6 +20,11 @@
 //! I/O driver (`handoff.rs`), not directly from the writer's thread. It gives its
 //! worker back every [`YIELD_AFTER`] at most, so a controller's batch of a
 //! thousand events does not hold a worker for seconds.
+//!
+//! Events committed while it was busy are taken together: consecutive ones
+//! with the same rooms go to each socket in one pass (up to [`MAX_RUN`]), and
+//! each socket's writer sends them in one write. Falling behind makes its work
+//! per event cheaper, so it catches up rather than falling further behind.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
