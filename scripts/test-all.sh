@@ -10,9 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$SECONDS
-last=$SECONDS
+last= # when the running step began; empty before the first
 step() {
-  if [ "$last" -ne "$started" ]; then printf '    (%ss)\n' "$((SECONDS - last))"; fi
+  if [ -n "$last" ]; then printf '    (%ss)\n' "$((SECONDS - last))"; fi
   last=$SECONDS
   printf '\n\033[1m==> %s\033[0m\n' "$*"
 }
