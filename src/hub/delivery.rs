@@ -652,6 +652,14 @@ mod tests {
         answer.await.unwrap()
     }
 
+    /// A fabric that takes every send.
+    fn takes_everything() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            capacity: usize::MAX,
+            ..Default::default()
+        })
+    }
+
     /// A deliverer, as the hub starts it.
     fn start(fabric: Arc<Recorder>) -> DeliveryHandle {
         let (handle, _task) = spawn(fabric, 0, None, Default::default());
@@ -660,10 +668,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fill_from_the_ring_finds_its_start_by_seq_across_gaps() {
-        let fabric = Arc::new(Recorder {
-            capacity: usize::MAX,
-            ..Default::default()
-        });
+        let fabric = takes_everything();
         let handle = start(fabric.clone());
         // Seqs 3 and 4 never arrive (skipped): the ring holds 1, 2, 5, 6, 7.
         handle
@@ -733,10 +738,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_join_queued_between_events_splits_the_run_at_its_position() {
-        let fabric = Arc::new(Recorder {
-            capacity: usize::MAX,
-            ..Default::default()
-        });
+        let fabric = takes_everything();
         let handle = start(fabric.clone());
         handle.deliver(vec![event(1)]).await;
         let joined = join_after(&handle, 0);

@@ -269,6 +269,23 @@ impl Registry {
         sids.into_iter().filter_map(|s| self.get(s)).collect()
     }
 
+    /// Sends a run of events with the same rooms to their connections.
+    fn deliver_events(&self, run: &[&LoggedEvent]) -> Vec<usize> {
+        let Some(first) = run.first() else {
+            return Vec::new();
+        };
+        let conns = self.members(&first.rooms, &first.except);
+        if conns.is_empty() {
+            return vec![0; run.len()];
+        }
+        let room = first.rooms.first().map(String::as_str);
+        let run: Vec<_> = run
+            .iter()
+            .map(|e| (e.event.as_str(), e.payload.get()))
+            .collect();
+        self.fan_out(conns, &run, room)
+    }
+
     /// Sends one rendering of each event of a run (`(name, payload)`, same
     /// rooms) to each of `conns`, renamed per connection where it names the
     /// room another way, the whole run to one connection before the next: its
@@ -313,28 +330,11 @@ impl Registry {
 
 impl Fabric for Registry {
     fn deliver(&self, event: &LoggedEvent) -> usize {
-        let conns = self.members(&event.rooms, &event.except);
-        if conns.is_empty() {
-            return 0;
-        }
-        let room = event.rooms.first().map(String::as_str);
-        self.fan_out(conns, &[(&event.event, event.payload.get())], room)[0]
+        self.deliver_events(&[event])[0]
     }
 
     fn deliver_run(&self, run: &[Arc<LoggedEvent>]) -> Vec<usize> {
-        let Some(first) = run.first() else {
-            return Vec::new();
-        };
-        let conns = self.members(&first.rooms, &first.except);
-        if conns.is_empty() {
-            return vec![0; run.len()];
-        }
-        let room = first.rooms.first().map(String::as_str);
-        let run: Vec<_> = run
-            .iter()
-            .map(|e| (e.event.as_str(), e.payload.get()))
-            .collect();
-        self.fan_out(conns, &run, room)
+        self.deliver_events(&run.iter().map(|e| &**e).collect::<Vec<_>>())
     }
 
     fn force_reconnect(&self, sid: Sid) {
