@@ -268,73 +268,110 @@ fn outcome(result: Result<(), socketioxide::SendError>) -> SendOutcome {
     }
 }
 
+/// A run's events, as they are queued to each socket.
+struct Run<'a> {
+    events: Vec<&'a LoggedEvent>,
+    /// Each event's size, near enough: the packet as socketioxide frames it,
+    /// `42["event",payload]`.
+    bytes: Vec<usize>,
+    /// Whether any event is big enough to count against a socket's byte budget.
+    counted: bool,
+}
+
+impl<'a> Run<'a> {
+    fn new(events: Vec<&'a LoggedEvent>) -> Self {
+        let bytes: Vec<usize> = events
+            .iter()
+            .map(|e| e.event.len() + e.payload.get().len() + 8)
+            .collect();
+        let counted = bytes.iter().any(|&b| b > UNCOUNTED_EVENT_BYTES);
+        Run {
+            events,
+            bytes,
+            counted,
+        }
+    }
+}
+
 impl<A: Adapter> IoFabric<A> {
     /// Queues a run of events with the same rooms to each local socket in
     /// them, the whole run to one socket before the next, and returns how many
     /// sockets got each event.
-    fn fan_out(&self, run: &[&LoggedEvent]) -> Vec<usize> {
-        let mut reached = vec![0; run.len()];
+    fn fan_out(&self, run: Run) -> Vec<usize> {
+        let mut reached = vec![0; run.events.len()];
         if self.cross_node_broadcast {
-            // Other nodes have no shared log to read these from: send them through
-            // the adapter, in commit order (the one signal task), and to this
-            // node's sockets at least when the cluster does not answer.
-            for event in run {
-                let _ = self.cross_node_events.send(Signal {
-                    rooms: event.rooms.clone(),
-                    except: event.except.clone(),
-                    event: event.event.clone(),
-                    payload: event.payload.to_owned(),
-                });
-            }
+            self.send_across(&run.events);
             return reached;
         }
-        let (Some(first), Some(ns)) = (run.first(), self.io.of("/")) else {
+        let (Some(first), Some(ns)) = (run.events.first(), self.io.of("/")) else {
             return reached;
         };
         let mut op = ns.local().to(first.rooms.clone());
         if !first.except.is_empty() {
             op = op.except(first.except.clone());
         }
-        // The packet as socketioxide frames it, near enough: `42["event",payload]`.
-        let bytes: Vec<usize> = run
-            .iter()
-            .map(|e| e.event.len() + e.payload.get().len() + 8)
-            .collect();
-        let counted = bytes.iter().any(|&b| b > UNCOUNTED_EVENT_BYTES);
         for socket in op.sockets() {
-            let outbox = if counted { self.outbox(&socket) } else { None };
-            for ((event, &bytes), reached) in run.iter().zip(&bytes).zip(&mut reached) {
-                let over_budget = bytes > UNCOUNTED_EVENT_BYTES
-                    && outbox
-                        .as_ref()
-                        .is_some_and(|outbox| !outbox.queue(bytes, OUTGOING_BYTE_BUDGET));
-                let sent = if over_budget {
-                    SendOutcome::Slow
-                } else {
-                    outcome(socket.emit(&event.event, &*event.payload))
-                };
-                match sent {
-                    SendOutcome::Sent => *reached += 1,
-                    SendOutcome::Slow => {
-                        crate::metrics::lagging_disconnect("socketio");
-                        self.force_reconnect(socket.id);
-                        break;
-                    }
-                    SendOutcome::Gone => break,
-                }
+            let sent = self.send_run(&socket, &run);
+            for reached in &mut reached[..sent] {
+                *reached += 1;
             }
         }
         reached
+    }
+
+    /// Queues a run to one socket, and returns how many of its events went.
+    /// A socket found too slow is forced to reconnect and gets no more.
+    fn send_run(&self, socket: &socketioxide::extract::SocketRef<A>, run: &Run) -> usize {
+        let outbox = if run.counted {
+            self.outbox(socket)
+        } else {
+            None
+        };
+        for (sent, (event, &bytes)) in run.events.iter().zip(&run.bytes).enumerate() {
+            let over_budget = bytes > UNCOUNTED_EVENT_BYTES
+                && outbox
+                    .as_ref()
+                    .is_some_and(|outbox| !outbox.queue(bytes, OUTGOING_BYTE_BUDGET));
+            let outcome = if over_budget {
+                SendOutcome::Slow
+            } else {
+                outcome(socket.emit(&event.event, &*event.payload))
+            };
+            match outcome {
+                SendOutcome::Sent => {}
+                SendOutcome::Slow => {
+                    crate::metrics::lagging_disconnect("socketio");
+                    self.force_reconnect(socket.id);
+                    return sent;
+                }
+                SendOutcome::Gone => return sent,
+            }
+        }
+        run.events.len()
+    }
+
+    /// Sends events through the adapter to every node: other nodes have no
+    /// shared log to read them from. In commit order (the one signal task), and
+    /// to this node's sockets at least when the cluster does not answer.
+    fn send_across(&self, events: &[&LoggedEvent]) {
+        for event in events {
+            let _ = self.cross_node_events.send(Signal {
+                rooms: event.rooms.clone(),
+                except: event.except.clone(),
+                event: event.event.clone(),
+                payload: event.payload.to_owned(),
+            });
+        }
     }
 }
 
 impl<A: Adapter> Fabric for IoFabric<A> {
     fn deliver(&self, event: &LoggedEvent) -> usize {
-        self.fan_out(&[event])[0]
+        self.fan_out(Run::new(vec![event]))[0]
     }
 
     fn deliver_run(&self, run: &[Arc<LoggedEvent>]) -> Vec<usize> {
-        self.fan_out(&run.iter().map(|e| &**e).collect::<Vec<_>>())
+        self.fan_out(Run::new(run.iter().map(|e| &**e).collect()))
     }
 
     fn send(&self, sid: Sid, event: &str, payload: &RawValue) -> SendOutcome {
