@@ -373,7 +373,7 @@ fn http_state(
     membership: Option<Arc<Membership>>,
     ready: &Arc<AtomicBool>,
 ) -> AppState {
-    AppState {
+    AppState::new(http::AppContext {
         hub: hub.clone(),
         api_keys: ApiKeys::new(&config.api_keys),
         verifier,
@@ -387,7 +387,7 @@ fn http_state(
         dev: dev.clone(),
         user_limits: http::UserLimits::per_minute(config.rate_limit_per_minute),
         membership,
-    }
+    })
 }
 
 /// This node's fabrics: its Socket.IO sockets and its plain connections,

@@ -30,9 +30,29 @@ use crate::hub::Hub;
 use crate::transport::{ConnInfo, TransportControl, engine_session};
 use error::{ApiError, Controller, Path};
 
-/// What every route can reach.
+/// What every route can reach. One pointer: axum clones a route's state for
+/// every request it routes (a Socket.IO handshake cloned it six times), so
+/// the fields live behind it, in [`AppContext`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppContext>);
+
+impl AppState {
+    /// Shares `context` with every route.
+    pub fn new(context: AppContext) -> Self {
+        AppState(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppContext;
+
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct AppContext {
     /// The emitter.
     pub hub: Hub,
     /// Controller keys.
