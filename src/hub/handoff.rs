@@ -9,7 +9,8 @@
 //! at 5,000 sockets × 50 emits/s), behind thousands of writes.
 //!
 //! A readiness event is different. A worker polls the I/O driver whenever it
-//! would park and every 61 tasks while it is busy, and what that poll wakes is
+//! would park and every few tasks while it is busy (15, set in `cli.rs`;
+//! tokio's default is 61), and what that poll wakes is
 //! scheduled on the polling worker itself, next in line. So a [`Sender`] puts
 //! the item on a channel whose receiver never waits on it (a send wakes
 //! nobody) and writes one byte to a socket pair; the [`Receiver`] waits for
