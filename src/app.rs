@@ -373,7 +373,7 @@ fn http_state(
     membership: Option<Arc<Membership>>,
     ready: &Arc<AtomicBool>,
 ) -> AppState {
-    AppState::new(http::AppContext {
+    Arc::new(http::AppContext {
         hub: hub.clone(),
         api_keys: ApiKeys::new(&config.api_keys),
         verifier,

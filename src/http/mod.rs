@@ -30,26 +30,10 @@ use crate::hub::Hub;
 use crate::transport::{ConnInfo, TransportControl, engine_session};
 use error::{ApiError, Controller, Path};
 
-/// What every route can reach. One pointer: axum clones a route's state for
-/// every request it routes (a Socket.IO handshake cloned it six times), so
-/// the fields live behind it, in [`AppContext`].
-#[derive(Clone)]
-pub struct AppState(Arc<AppContext>);
-
-impl AppState {
-    /// Shares `context` with every route.
-    pub fn new(context: AppContext) -> Self {
-        AppState(Arc::new(context))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = AppContext;
-
-    fn deref(&self) -> &AppContext {
-        &self.0
-    }
-}
+/// What every route can reach, behind one pointer: axum clones a route's
+/// state for every request it routes (a Socket.IO handshake cloned it six
+/// times).
+pub type AppState = Arc<AppContext>;
 
 /// What [`AppState`] holds.
 pub struct AppContext {

@@ -773,7 +773,7 @@ mod tests {
         };
         let batch: Vec<_> = ["a", "a", "a", "b", "a"].into_iter().map(to).collect();
         store.append(&batch, 0).await.unwrap();
-        let log = LogReader::new(store, super::super::offset::OffsetCodec::new("ep0ch"));
+        let log = LogReader::new(store, crate::hub::offset::OffsetCodec::new("ep0ch"));
         let fabric = Arc::new(Recorder::default());
         let (handle, _task) = spawn(fabric.clone(), 0, Some(log), Default::default());
         handle.remote(5).await;

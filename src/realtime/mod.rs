@@ -271,24 +271,22 @@ fn outcome(result: Result<(), socketioxide::SendError>) -> SendOutcome {
 /// A run's events, as they are queued to each socket.
 struct Run<'a> {
     events: Vec<&'a LoggedEvent>,
-    /// Each event's size, near enough: the packet as socketioxide frames it,
-    /// `42["event",payload]`.
-    bytes: Vec<usize>,
-    /// Whether any event is big enough to count against a socket's byte budget.
-    counted: bool,
+    /// Per event, the bytes it counts against a socket's byte budget: its
+    /// size near enough (the packet as socketioxide frames it,
+    /// `42["event",payload]`), for events over [`UNCOUNTED_EVENT_BYTES`] only.
+    counted_bytes: Vec<Option<usize>>,
 }
 
 impl<'a> Run<'a> {
     fn new(events: Vec<&'a LoggedEvent>) -> Self {
-        let bytes: Vec<usize> = events
+        let counted_bytes = events
             .iter()
             .map(|e| e.event.len() + e.payload.get().len() + 8)
+            .map(|bytes| (bytes > UNCOUNTED_EVENT_BYTES).then_some(bytes))
             .collect();
-        let counted = bytes.iter().any(|&b| b > UNCOUNTED_EVENT_BYTES);
         Run {
             events,
-            bytes,
-            counted,
+            counted_bytes,
         }
     }
 }
@@ -322,22 +320,22 @@ impl<A: Adapter> IoFabric<A> {
     /// Queues a run to one socket, and returns how many of its events went.
     /// A socket found too slow is forced to reconnect and gets no more.
     fn send_run(&self, socket: &socketioxide::extract::SocketRef<A>, run: &Run) -> usize {
-        let outbox = if run.counted {
-            self.outbox(socket)
-        } else {
-            None
-        };
-        for (sent, (event, &bytes)) in run.events.iter().zip(&run.bytes).enumerate() {
-            let over_budget = bytes > UNCOUNTED_EVENT_BYTES
-                && outbox
+        // The socket's connection is looked up at its first counted event:
+        // most runs have none.
+        let mut outbox = None;
+        for (sent, (event, &counted)) in run.events.iter().zip(&run.counted_bytes).enumerate() {
+            let over_budget = counted.is_some_and(|bytes| {
+                outbox
+                    .get_or_insert_with(|| self.outbox(socket))
                     .as_ref()
-                    .is_some_and(|outbox| !outbox.queue(bytes, OUTGOING_BYTE_BUDGET));
-            let outcome = if over_budget {
+                    .is_some_and(|outbox| !outbox.queue(bytes, OUTGOING_BYTE_BUDGET))
+            });
+            let result = if over_budget {
                 SendOutcome::Slow
             } else {
                 outcome(socket.emit(&event.event, &*event.payload))
             };
-            match outcome {
+            match result {
                 SendOutcome::Sent => {}
                 SendOutcome::Slow => {
                     crate::metrics::lagging_disconnect("socketio");
