@@ -39,6 +39,9 @@ use crate::transport::TransportControl;
 
 /// How long a drain may take before livehub exits anyway (the contract: 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
+/// How long shutdown waits for the cluster to take this node's last signals
+/// (each broadcast gives up after a second, and a hung Redis is then skipped).
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
 
 /// What the nodes of a cluster share (or, alone, what stands in for it).
 struct Shared {
@@ -436,8 +439,14 @@ fn closer<A: Adapter>(
             // Their `offline`s and viewers' departures too, to the sockets on other nodes.
             sessions.statuses.flush();
             sessions.announcer.flush_all().await;
-            // The departures just recorded must reach the database before it closes.
-            sessions.flush_marks().await;
+            // Those wait in queues for the cluster: closing the namespace now
+            // would drop them. And the departures just recorded must reach the
+            // database before it closes.
+            let (settled, ()) =
+                futures_util::join!(sessions.hub.settle(SETTLE_AT_MOST), sessions.flush_marks());
+            if !settled {
+                tracing::warn!("the cluster did not take this node's last signals in time");
+            }
             io.close().await
         })
     })

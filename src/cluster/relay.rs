@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use socketioxide_redis::drivers::Driver;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::driver::ResilientDriver;
 
@@ -46,11 +46,18 @@ pub(crate) trait RelayTarget: Send + Sync + 'static {
     fn apply(&self, op: Relayed);
 }
 
+/// What the publishing task takes, in order.
+enum Outgoing {
+    Publish(Vec<u8>),
+    /// Answered when everything queued before it has been published.
+    Marker(oneshot::Sender<()>),
+}
+
 /// Publishes this node's operations.
 #[derive(Clone)]
 pub(crate) struct Relay {
     node: String,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Outgoing>,
 }
 
 impl Relay {
@@ -62,13 +69,20 @@ impl Relay {
         target: Arc<dyn RelayTarget>,
     ) -> Relay {
         let channel = format!("{cluster}-plain");
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Outgoing>(QUEUE);
         let publisher = driver.clone();
         let out = channel.clone();
         tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                if let Err(e) = publisher.publish(out.clone(), bytes).await {
-                    tracing::debug!(error = %e, "plain relay publish failed");
+            while let Some(outgoing) = rx.recv().await {
+                match outgoing {
+                    Outgoing::Publish(bytes) => {
+                        if let Err(e) = publisher.publish(out.clone(), bytes).await {
+                            tracing::debug!(error = %e, "plain relay publish failed");
+                        }
+                    }
+                    Outgoing::Marker(reached) => {
+                        let _ = reached.send(());
+                    }
                 }
             }
         });
@@ -106,8 +120,17 @@ impl Relay {
         let Ok(bytes) = serde_json::to_vec(&env) else {
             return;
         };
-        if self.tx.try_send(bytes).is_err() {
+        if self.tx.try_send(Outgoing::Publish(bytes)).is_err() {
             crate::metrics::signal_dropped();
+        }
+    }
+
+    /// Resolves once the operations queued before the call are published
+    /// (or failed to be).
+    pub(crate) async fn settle(&self) {
+        let (sent, reached) = oneshot::channel();
+        if self.tx.send(Outgoing::Marker(sent)).await.is_ok() {
+            let _ = reached.await;
         }
     }
 }

@@ -121,6 +121,14 @@ pub trait Fabric: Send + Sync + 'static {
     /// every front and node.
     fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &RawValue);
 
+    /// Resolves once what was queued for other nodes before the call (signals,
+    /// and logged events where they cross through the cluster) has been
+    /// handed to it, or given up on. Shutdown waits on it: the departures a
+    /// draining node records last would otherwise go with the process.
+    fn settle(&self) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
     /// Disconnects every socket in `room` on every node, with a Socket.IO
     /// disconnect (the client does not reconnect by itself).
     fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>>;
@@ -191,6 +199,13 @@ impl Fabric for Fabrics {
         self.0
             .iter()
             .for_each(|f| f.signal(rooms, except, event, payload));
+    }
+
+    fn settle(&self) -> BoxFuture<()> {
+        let all = futures_util::future::join_all(self.0.iter().map(|f| f.settle()));
+        Box::pin(async move {
+            all.await;
+        })
     }
 
     fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {

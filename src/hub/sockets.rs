@@ -193,6 +193,14 @@ impl Hub {
         }
     }
 
+    /// Waits, for at most `within`, until the signals made so far have left
+    /// this node for the cluster. Returns whether they all did.
+    pub(crate) async fn settle(&self, within: std::time::Duration) -> bool {
+        tokio::time::timeout(within, self.inner.fabric.settle())
+            .await
+            .is_ok()
+    }
+
     /// Sends an ephemeral event to one socket on this node (`pong`, `replay:reset`…).
     pub(crate) fn send_to(&self, sid: Sid, event: &str, payload: &Value) -> SendOutcome {
         let raw = serde_json::value::to_raw_value(payload).expect("JSON values serialise");

@@ -408,6 +408,15 @@ impl Fabric for Registry {
         }
     }
 
+    fn settle(&self) -> BoxFuture<()> {
+        let relay = self.relay.get().cloned();
+        Box::pin(async move {
+            if let Some(relay) = relay {
+                relay.settle().await;
+            }
+        })
+    }
+
     fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {
         if let Some(relay) = self.relay.get() {
             relay.publish(Relayed::DisconnectRoom { room: room.clone() });

@@ -61,6 +61,11 @@ struct Inner {
     presence: Presence,
     limit: usize,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Held shared by each window's flush from before it takes its room's
+    /// transitions until they are queued, and exclusively by
+    /// [`Announcer::flush_all`], so that a flush already under way (awaiting
+    /// the room's count) is finished when shutdown's returns.
+    flushing: tokio::sync::RwLock<()>,
 }
 
 impl Announcer {
@@ -73,6 +78,7 @@ impl Announcer {
                 presence,
                 limit,
                 pending: Mutex::new(HashMap::new()),
+                flushing: tokio::sync::RwLock::new(()),
             }),
         }
     }
@@ -178,6 +184,7 @@ impl Announcer {
     }
 
     async fn flush(&self, room: &str) {
+        let _flushing = self.inner.flushing.read().await;
         if let Some(pending) = self.take_pending(room) {
             self.announce_pending(room, pending).await;
         }
@@ -187,6 +194,7 @@ impl Announcer {
     /// departures of this node's viewers must reach the other nodes before it
     /// goes; their windows' timers would fire too late).
     pub async fn flush_all(&self) {
+        let _no_other_flush = self.inner.flushing.write().await;
         let windows = std::mem::take(&mut *self.inner.pending.lock());
         for (room, pending) in windows {
             self.announce_pending(&room, pending).await;
