@@ -5,7 +5,7 @@ import { execFileSync, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import http from "node:http";
 import net from "node:net";
-import { startServer } from "./harness.mjs";
+import { atExit, startServer } from "./harness.mjs";
 
 const required = process.env.LIVEHUB_REQUIRE_SERVICES === "1";
 
@@ -29,7 +29,7 @@ export function services() {
 export function createDatabase(baseUrl) {
   const name = `livehub_t_${crypto.randomBytes(5).toString("hex")}`;
   execFileSync("psql", [baseUrl, "-q", "-c", `CREATE DATABASE ${name}`], { stdio: "pipe" });
-  process.on("exit", () => {
+  atExit(() => {
     try {
       execFileSync("psql", [baseUrl, "-q", "-c", `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`], { stdio: "pipe" });
     } catch {
@@ -125,7 +125,7 @@ export async function privateRedis(port) {
     proc.on("exit", () => reject(new Error(`redis-server exited: ${out}`)));
   });
   const exited = new Promise((r) => proc.on("exit", r));
-  process.on("exit", () => proc.kill("SIGKILL"));
+  atExit(() => proc.kill("SIGKILL"));
   return { url: `redis://127.0.0.1:${p}`, port: p, stop: () => { proc.kill("SIGKILL"); return exited; } };
 }
 
@@ -182,7 +182,7 @@ export async function privatePostgres({ tls } = {}) {
   const start = () => as("pg_ctl", ["-D", dir, "-o", opts, "-l", `${dir}/log`, "-w", "start"]);
   const stop = () => as("pg_ctl", ["-D", dir, "-m", "fast", "-w", "stop"]);
   start();
-  process.on("exit", () => {
+  atExit(() => {
     try {
       stop();
     } catch {

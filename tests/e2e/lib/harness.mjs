@@ -15,10 +15,30 @@ export const BIN = process.env.LIVEHUB_BIN ?? path.join(ROOT, "target/debug/live
 export const SECRET = "e2e-test-secret-0123456789abcdef";
 export const API_KEY = "e2e-api-key";
 
+/**
+ * Runs `cleanup` when the test process exits. One listener for all of them:
+ * a listener each warned past ten (MaxListenersExceededWarning), and a file
+ * starts many servers.
+ */
+const cleanups = [];
+process.on("exit", () => {
+  // The newest first (a server before its directory); one failing stops none of the others.
+  for (const cleanup of cleanups.reverse()) {
+    try {
+      cleanup();
+    } catch (e) {
+      console.error(`a cleanup at exit failed: ${e.message}`);
+    }
+  }
+});
+export function atExit(cleanup) {
+  cleanups.push(cleanup);
+}
+
 /** A fresh temporary directory, removed at exit. */
 export function tempDir(prefix = "livehub-e2e-") {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  process.on("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
+  atExit(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
@@ -71,7 +91,7 @@ export async function startServer(env = {}, { args = [] } = {}) {
     if (!server.exited) proc.kill(signal);
     return server.exit;
   };
-  process.on("exit", () => {
+  atExit(() => {
     if (!server.exited) proc.kill("SIGKILL");
   });
   return server;

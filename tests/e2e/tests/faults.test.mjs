@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { http, sleep, startServer, until, userToken } from "../lib/harness.mjs";
+import { atExit, http, sleep, startServer, until, userToken } from "../lib/harness.mjs";
 import { plain } from "../lib/plain.mjs";
 
 /** A size-limited tmpfs (root only), or why not. */
@@ -18,7 +18,7 @@ function smallDisk(megabytes) {
   } catch (e) {
     return { skip: `skipped: cannot mount a small tmpfs here (${String(e.stderr || e.message).trim()}); the full-disk test needs root` };
   }
-  process.on("exit", () => {
+  atExit(() => {
     try {
       execFileSync("umount", ["-l", dir], { stdio: "pipe" });
     } catch {

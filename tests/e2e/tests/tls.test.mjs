@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { collect, connect, http, startServer, tempDir, until, userToken } from "../lib/harness.mjs";
+import { atExit, collect, connect, http, startServer, tempDir, until, userToken } from "../lib/harness.mjs";
 import { clusterName, freePort, hasRedisServer, privatePostgres, startNode } from "../lib/cluster.mjs";
 
 /** A private CA and a server certificate for 127.0.0.1 signed by it. */
@@ -38,7 +38,7 @@ async function tlsRedis(certs, password) {
   proc.stdout.on("data", (d) => (out += d));
   proc.stderr.on("data", (d) => (out += d));
   await until(() => /Ready to accept connections/.test(out), { timeout: 10_000, what: `redis-server with TLS: ${out}` });
-  process.on("exit", () => proc.kill("SIGKILL"));
+  atExit(() => proc.kill("SIGKILL"));
   return { port, stop: () => proc.kill("SIGKILL") };
 }
 
