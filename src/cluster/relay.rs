@@ -12,9 +12,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use socketioxide_redis::drivers::Driver;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::driver::ResilientDriver;
+use crate::hub::fabric::Queued;
 
 /// Operations waiting to be published; beyond this, the newest are dropped.
 const QUEUE: usize = 4096;
@@ -46,18 +47,12 @@ pub(crate) trait RelayTarget: Send + Sync + 'static {
     fn apply(&self, op: Relayed);
 }
 
-/// What the publishing task takes, in order.
-enum Outgoing {
-    Publish(Vec<u8>),
-    /// Answered when everything queued before it has been published.
-    Marker(oneshot::Sender<()>),
-}
-
 /// Publishes this node's operations.
 #[derive(Clone)]
 pub(crate) struct Relay {
     node: String,
-    tx: mpsc::Sender<Outgoing>,
+    /// Serialised envelopes, for the one task that publishes them.
+    tx: mpsc::Sender<Queued<Vec<u8>>>,
 }
 
 impl Relay {
@@ -69,20 +64,14 @@ impl Relay {
         target: Arc<dyn RelayTarget>,
     ) -> Relay {
         let channel = format!("{cluster}-plain");
-        let (tx, mut rx) = mpsc::channel::<Outgoing>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Queued<Vec<u8>>>(QUEUE);
         let publisher = driver.clone();
         let out = channel.clone();
         tokio::spawn(async move {
-            while let Some(outgoing) = rx.recv().await {
-                match outgoing {
-                    Outgoing::Publish(bytes) => {
-                        if let Err(e) = publisher.publish(out.clone(), bytes).await {
-                            tracing::debug!(error = %e, "plain relay publish failed");
-                        }
-                    }
-                    Outgoing::Marker(reached) => {
-                        let _ = reached.send(());
-                    }
+            while let Some(queued) = rx.recv().await {
+                let Some(bytes) = queued.item() else { continue };
+                if let Err(e) = publisher.publish(out.clone(), bytes).await {
+                    tracing::debug!(error = %e, "plain relay publish failed");
                 }
             }
         });
@@ -120,7 +109,7 @@ impl Relay {
         let Ok(bytes) = serde_json::to_vec(&env) else {
             return;
         };
-        if self.tx.try_send(Outgoing::Publish(bytes)).is_err() {
+        if self.tx.try_send(Queued::Item(bytes)).is_err() {
             crate::metrics::signal_dropped();
         }
     }
@@ -128,9 +117,8 @@ impl Relay {
     /// Resolves once the operations queued before the call are published
     /// (or failed to be).
     pub(crate) async fn settle(&self) {
-        let (sent, reached) = oneshot::channel();
-        if self.tx.send(Outgoing::Marker(sent)).await.is_ok() {
-            let _ = reached.await;
-        }
+        let (marker, reached) = Queued::marker();
+        let _ = self.tx.send(marker).await;
+        reached.await;
     }
 }

@@ -71,6 +71,36 @@ impl Census {
     }
 }
 
+/// What a queue drained in order by one task carries: an item, or a marker
+/// the task answers when it reaches it, once everything queued before it has
+/// been handled. [`Fabric::settle`] waits on such markers.
+pub(crate) enum Queued<T> {
+    Item(T),
+    Marker(tokio::sync::oneshot::Sender<()>),
+}
+
+impl<T> Queued<T> {
+    /// The item to handle; a marker is answered here and gives `None`.
+    pub(crate) fn item(self) -> Option<T> {
+        match self {
+            Queued::Item(item) => Some(item),
+            Queued::Marker(reached) => {
+                let _ = reached.send(());
+                None
+            }
+        }
+    }
+
+    /// A marker, and what resolves when the draining task reaches it, or at
+    /// once if the marker is dropped (the queue is closed).
+    pub(crate) fn marker() -> (Self, impl std::future::Future<Output = ()>) {
+        let (reached, answer) = tokio::sync::oneshot::channel();
+        (Queued::Marker(reached), async {
+            let _ = answer.await;
+        })
+    }
+}
+
 /// A future that does not borrow.
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -202,10 +232,8 @@ impl Fabric for Fabrics {
     }
 
     fn settle(&self) -> BoxFuture<()> {
-        let all = futures_util::future::join_all(self.0.iter().map(|f| f.settle()));
-        Box::pin(async move {
-            all.await;
-        })
+        use futures_util::FutureExt;
+        Box::pin(futures_util::future::join_all(self.0.iter().map(|f| f.settle())).map(|_| ()))
     }
 
     fn disconnect_room(&self, room: String) -> BoxFuture<Result<(), String>> {
@@ -232,5 +260,38 @@ impl Fabric for Fabrics {
             sum.rooms += c.rooms;
             sum
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Queued;
+
+    #[tokio::test]
+    async fn a_marker_resolves_after_what_was_queued_before_it_is_handled() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Queued<i32>>();
+        let handled = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let record = handled.clone();
+        tokio::spawn(async move {
+            while let Some(queued) = rx.recv().await {
+                let Some(item) = queued.item() else { continue };
+                tokio::task::yield_now().await; // handling takes a while
+                record.lock().push(item);
+            }
+        });
+        for i in 0..3 {
+            tx.send(Queued::Item(i)).unwrap();
+        }
+        let (marker, reached) = Queued::marker();
+        tx.send(marker).unwrap();
+        tx.send(Queued::Item(3)).unwrap();
+        reached.await;
+        assert_eq!(handled.lock()[..3], [0, 1, 2]);
+
+        // A marker that never reaches a task (the queue is gone) resolves too.
+        let (marker, reached) = Queued::<()>::marker();
+        drop(marker);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(1), reached).await;
+        assert!(waited.is_ok(), "a dropped marker does not hold its waiter");
     }
 }

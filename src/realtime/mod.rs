@@ -20,7 +20,7 @@ use socketioxide::socket::Sid;
 use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
 
 use crate::config::Config;
-use crate::hub::fabric::{OUTGOING_BYTE_BUDGET, SOCKET_BUFFER_PACKETS};
+use crate::hub::fabric::{OUTGOING_BYTE_BUDGET, Queued, SOCKET_BUFFER_PACKETS};
 use crate::hub::{BoxFuture, Census, Fabric, LoggedEvent, SendOutcome};
 use crate::session::{Session, Sessions};
 use crate::transport::{ConnInfo, Outbox, TransportControl};
@@ -145,10 +145,10 @@ pub(crate) struct IoFabric<A: Adapter> {
     /// in the order they were made (an `offline` never overtakes its `online`).
     /// Bounded: when the cluster is too slow to take them, the newest are
     /// dropped and counted, instead of memory growing behind a hung Redis.
-    signals: tokio::sync::mpsc::Sender<Queued>,
+    signals: tokio::sync::mpsc::Sender<Queued<Signal>>,
     /// Logged events for other nodes (without a shared log), in commit order.
     /// Never dropped; the deliverer, bounded by the log, is their only source.
-    cross_node_events: tokio::sync::mpsc::UnboundedSender<Queued>,
+    cross_node_events: tokio::sync::mpsc::UnboundedSender<Queued<Signal>>,
 }
 
 /// Signals waiting for the cluster at most; past it new ones are dropped.
@@ -165,29 +165,19 @@ struct Signal {
     payload: Box<RawValue>,
 }
 
-/// What the sending task takes, in order.
-enum Queued {
-    Signal(Signal),
-    /// Answered when everything queued before it has been sent.
-    Marker(tokio::sync::oneshot::Sender<()>),
-}
-
 /// Sends signals one after the other, through the adapter (every node), or —
 /// when the cluster does not answer — to this node's sockets at least. Both
 /// queues (ephemeral signals, and logged events crossing nodes without a
 /// shared log) are drained by it, each by its own task.
 async fn send_in_order<A: Adapter>(
     io: SocketIo<A>,
-    mut queue: impl futures_util::Stream<Item = Queued> + Unpin,
+    mut queue: impl futures_util::Stream<Item = Queued<Signal>> + Unpin,
 ) {
     use futures_util::StreamExt;
     let mut cluster_down_until = None;
     while let Some(queued) = queue.next().await {
-        match queued {
-            Queued::Signal(signal) => broadcast(&io, signal, &mut cluster_down_until).await,
-            Queued::Marker(reached) => {
-                let _ = reached.send(());
-            }
+        if let Some(signal) = queued.item() {
+            broadcast(&io, signal, &mut cluster_down_until).await;
         }
     }
 }
@@ -365,7 +355,7 @@ impl<A: Adapter> IoFabric<A> {
     /// to this node's sockets at least when the cluster does not answer.
     fn send_across(&self, events: &[&LoggedEvent]) {
         for event in events {
-            let _ = self.cross_node_events.send(Queued::Signal(Signal {
+            let _ = self.cross_node_events.send(Queued::Item(Signal {
                 rooms: event.rooms.clone(),
                 except: event.except.clone(),
                 event: event.event.clone(),
@@ -455,22 +445,21 @@ impl<A: Adapter> Fabric for IoFabric<A> {
             event: event.to_string(),
             payload: payload.to_owned(),
         };
-        if self.signals.try_send(Queued::Signal(signal)).is_err() {
+        if self.signals.try_send(Queued::Item(signal)).is_err() {
             crate::metrics::signal_dropped();
         }
     }
 
     fn settle(&self) -> BoxFuture<()> {
-        let (signals_sent, signals_reached) = tokio::sync::oneshot::channel();
-        let (events_sent, events_reached) = tokio::sync::oneshot::channel();
+        let (event_marker, events_reached) = Queued::marker();
+        let _ = self.cross_node_events.send(event_marker);
         let signals = self.signals.clone();
-        let _ = self.cross_node_events.send(Queued::Marker(events_sent));
         Box::pin(async move {
+            let (signal_marker, signals_reached) = Queued::marker();
             // Waits for room in a full queue: a marker is never dropped.
-            if signals.send(Queued::Marker(signals_sent)).await.is_ok() {
-                let _ = signals_reached.await;
-            }
-            let _ = events_reached.await;
+            let _ = signals.send(signal_marker).await;
+            signals_reached.await;
+            events_reached.await;
         })
     }
 
