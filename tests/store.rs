@@ -145,6 +145,48 @@ on_both!(
     }
 );
 
+/// Appends to users' rooms and others, and reads back each user room's last
+/// event, as a start does to know which users have nothing queued.
+async fn users_last_events(store: &Store) -> Vec<(String, i64)> {
+    append(
+        store,
+        &[
+            event("a", &["user:42"]),
+            event("b", &["branch:1", "user:7"]),
+            event("c", &["user:42"]),
+            event("d", &["dm:u1:u2", "order:user:9"]),
+        ],
+    )
+    .await;
+    let mut highs = store.user_room_highs().await.unwrap();
+    highs.sort();
+    highs
+}
+
+fn each_users_last() -> Vec<(String, i64)> {
+    vec![("user:42".into(), 3), ("user:7".into(), 2)]
+}
+
+on_both!(
+    each_users_room_is_found_with_its_last_event,
+    |store: Store| async move {
+        assert_eq!(users_last_events(&store).await, each_users_last());
+    }
+);
+
+/// Under a linguistic collation `user:42` does not sort between `user:` and
+/// `user;`: the users' rooms must be found in byte order whatever the
+/// database's collation, or every user counts as having nothing queued.
+#[tokio::test]
+async fn each_users_room_is_found_under_a_linguistic_collation() {
+    let Some((store, db)) = common::postgres_collated("users_collated", "en-US").await else {
+        return;
+    };
+    let highs = users_last_events(&store).await;
+    common::drop_database(store, db).await;
+    assert_eq!(highs, each_users_last());
+}
+
 on_both!(
     idempotency_keys_return_the_first_receipt,
     |store: Store| async move {
