@@ -248,3 +248,241 @@ pub fn presence_payload(
     }
     payload
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+    use socketioxide::socket::Sid;
+
+    use super::*;
+    use crate::hub::{BoxFuture, Census, Fabric, HubOptions, LoggedEvent, SendOutcome};
+
+    /// One signal as the fabric got it.
+    #[derive(Debug, Clone)]
+    struct Signal {
+        rooms: Vec<String>,
+        except: Vec<String>,
+        event: String,
+        payload: Value,
+    }
+
+    /// A fabric that records the signals it is given and does nothing else.
+    #[derive(Default)]
+    struct Signals(Mutex<Vec<Signal>>);
+
+    impl Fabric for Signals {
+        fn deliver(&self, _: &LoggedEvent) -> usize {
+            0
+        }
+        fn force_reconnect(&self, _: Sid) {}
+        fn send(&self, _: Sid, _: &str, _: &RawValue) -> SendOutcome {
+            SendOutcome::Gone
+        }
+        fn disconnect(&self, _: Sid) {}
+        fn join(&self, _: Sid, _: &[String]) {}
+        fn leave(&self, _: Sid, _: &str) {}
+        fn rooms_of(&self, _: Sid) -> Vec<String> {
+            Vec::new()
+        }
+        fn signal(&self, rooms: &[String], except: &[String], event: &str, payload: &RawValue) {
+            self.0.lock().push(Signal {
+                rooms: rooms.to_vec(),
+                except: except.to_vec(),
+                event: event.into(),
+                payload: serde_json::from_str(payload.get()).unwrap(),
+            });
+        }
+        fn disconnect_room(&self, _: String) -> BoxFuture<Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn census(&self) -> Census {
+            Census::default()
+        }
+    }
+
+    const ROOM: &str = "shipment:s1";
+
+    /// An announcer over an in-memory hub and presence, a room of at most
+    /// `limit` viewers announced one by one, and what it signals.
+    struct Board {
+        announcer: Announcer,
+        presence: Presence,
+        signals: Arc<Signals>,
+    }
+
+    impl Board {
+        async fn new(limit: usize) -> Board {
+            let signals = Arc::new(Signals::default());
+            let options = HubOptions {
+                replay_limit: 100,
+                retention: Duration::from_secs(60),
+                node: "n1".into(),
+                max_payload_bytes: 1 << 16,
+            };
+            let (hub, _tasks) = Hub::start(None, signals.clone(), options).await.unwrap();
+            let presence = Presence::memory();
+            let announcer = Announcer::new(hub, presence.clone(), limit);
+            Board {
+                announcer,
+                presence,
+                signals,
+            }
+        }
+
+        /// `user` opens the room, as a session does.
+        async fn arrive(&self, user: &str) {
+            let change = self.presence.join(ROOM, user, user, "sid").await;
+            self.announcer
+                .arrived(ROOM, user, user, "sid", change.viewers);
+        }
+
+        /// `user` closes it.
+        async fn depart(&self, user: &str, how: Departure) {
+            let change = self.presence.leave(ROOM, user, "sid").await;
+            self.announcer
+                .departed(ROOM, user, user, "sid", how, change.viewers);
+        }
+
+        /// The signals since the last call: `(event, userId, viewersCount)`.
+        fn told(&self) -> Vec<(String, Value, Value)> {
+            std::mem::take(&mut *self.signals.0.lock())
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.event,
+                        s.payload["userId"].clone(),
+                        s.payload["viewersCount"].clone(),
+                    )
+                })
+                .collect()
+        }
+    }
+
+    fn said(event: &str, user: &str, count: usize) -> (String, Value, Value) {
+        (event.into(), user.into(), count.into())
+    }
+
+    async fn wait(d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_arrival_in_a_quiet_room_is_told_at_once_to_the_others_only() {
+        let board = Board::new(100).await;
+        board.arrive("ann").await;
+        let signals = board.signals.0.lock().clone();
+        assert_eq!(signals.len(), 1, "told before any window ends");
+        assert_eq!(signals[0].rooms, [ROOM]);
+        assert_eq!(
+            signals[0].except,
+            [rooms::user_room("ann")],
+            "not to her own tabs"
+        );
+        assert_eq!(signals[0].payload["shipmentId"], "s1");
+        assert_eq!(board.told(), [said("user:viewing", "ann", 1)]);
+        wait(COALESCE_WINDOW * 2).await;
+        assert!(
+            board.told().is_empty(),
+            "nothing more to say at the window's end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn arrivals_within_the_window_are_told_at_its_end_with_the_count_then() {
+        let board = Board::new(100).await;
+        board.arrive("ann").await;
+        board.told();
+        board.arrive("bob").await;
+        board.arrive("cy").await;
+        assert!(board.told().is_empty(), "gathered, not told one by one");
+        wait(COALESCE_WINDOW + Duration::from_millis(1)).await;
+        let mut told = board.told();
+        told.sort_by_key(|(_, user, _)| user.to_string());
+        assert_eq!(
+            told,
+            [
+                said("user:viewing", "bob", 3),
+                said("user:viewing", "cy", 3)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_user_who_came_and_went_within_the_window_is_not_told() {
+        let board = Board::new(100).await;
+        board.arrive("ann").await;
+        board.told();
+        board.arrive("bob").await;
+        board.depart("bob", Departure::Left).await;
+        wait(COALESCE_WINDOW * 2).await;
+        assert!(board.told().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_departure_is_told_as_how_the_user_went() {
+        let board = Board::new(100).await;
+        board.arrive("ann").await;
+        board.arrive("bob").await;
+        wait(COALESCE_WINDOW * 2).await;
+        board.told();
+        board.depart("bob", Departure::Disconnected).await;
+        assert_eq!(board.told(), [said("user:disconnected", "bob", 1)]);
+        wait(COALESCE_WINDOW * 2).await;
+        board.depart("ann", Departure::Left).await;
+        assert_eq!(board.told(), [said("user:left", "ann", 0)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_room_past_the_limit_is_told_its_count_at_most_once_an_interval() {
+        let board = Board::new(2).await;
+        for user in ["ann", "bob"] {
+            board.arrive(user).await;
+        }
+        wait(COALESCE_WINDOW * 2).await;
+        board.told();
+        for user in ["cy", "dee", "eve"] {
+            board.arrive(user).await;
+        }
+        assert!(board.told().is_empty(), "no one is told of each arrival");
+        wait(COUNT_INTERVAL - Duration::from_millis(1)).await;
+        assert!(board.told().is_empty());
+        wait(Duration::from_millis(2)).await;
+        assert_eq!(
+            board.told(),
+            [("viewers:count".into(), Value::Null, 5.into())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_all_tells_every_gathered_departure_before_its_window_ends() {
+        let board = Board::new(100).await;
+        for user in ["ann", "bob", "cy"] {
+            board.arrive(user).await;
+        }
+        wait(COALESCE_WINDOW * 2).await;
+        board.told();
+        board.depart("ann", Departure::Disconnected).await;
+        board.depart("bob", Departure::Disconnected).await;
+        board.depart("cy", Departure::Disconnected).await;
+        assert_eq!(board.told(), [said("user:disconnected", "ann", 2)]);
+        board.announcer.flush_all().await;
+        let mut told = board.told();
+        told.sort_by_key(|(_, user, _)| user.to_string());
+        assert_eq!(
+            told,
+            [
+                said("user:disconnected", "bob", 0),
+                said("user:disconnected", "cy", 0)
+            ]
+        );
+        wait(COALESCE_WINDOW * 2).await;
+        assert!(
+            board.told().is_empty(),
+            "and the window's timer says nothing again"
+        );
+    }
+}
