@@ -201,6 +201,11 @@ impl Hub {
             .is_ok()
     }
 
+    /// Closes a socket's transport so that its client reconnects by itself.
+    pub(crate) fn reconnect(&self, sid: Sid) {
+        self.inner.fabric.force_reconnect(sid);
+    }
+
     /// Sends an ephemeral event to one socket on this node (`pong`, `replay:reset`…).
     pub(crate) fn send_to(&self, sid: Sid, event: &str, payload: &Value) -> SendOutcome {
         let raw = serde_json::value::to_raw_value(payload).expect("JSON values serialise");

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use serde_json::{Map, Value, json};
 
 use super::Sessions;
-use super::state::{Job, Outcome, Session};
+use super::state::{Job, Outcome, Owed, Session};
 use crate::auth::Claims;
 use crate::commands::Command;
 use crate::error::Rejection;
@@ -22,7 +22,7 @@ use crate::hub::{Fill, JoinFailure, OffsetProblem};
 use crate::presence::announce::Departure;
 use crate::presence::{self, Departing};
 use crate::rooms::{self, EVERYONE};
-use crate::store::OfflineMark;
+use crate::store::{OfflineMark, StoreError};
 
 type Ack = Outcome;
 
@@ -164,6 +164,9 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
     let Some(Arrival { first, mark }) = arrive(ctx, session, &claims).await else {
         return; // disconnected before its connect job ran
     };
+    let Ok(mark) = mark else {
+        return retry_later(ctx, session).await;
+    };
     let mut owed = false;
     if let Some(offset) = &session.auth_offset {
         // An offset covers the offline queue too.
@@ -177,13 +180,17 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
         }
     } else if let Some(since) = queue_start(ctx, mark, first)
         && ctx.hub.user_may_have_events_after(&claims.sub, since)
-        && let Some(since) = offline_queue(ctx, session, &claims, since).await
     {
-        owed = true;
-        let user_room = rooms::user_room(&claims.sub);
-        for (room, a) in &mut after {
-            if *room == user_room {
-                *a = since.min(*a);
+        let Ok(queue) = offline_queue(ctx, session, &claims, since).await else {
+            return retry_later(ctx, session).await;
+        };
+        if let Some(since) = queue {
+            owed = true;
+            let user_room = rooms::user_room(&claims.sub);
+            for (room, a) in &mut after {
+                if *room == user_room {
+                    *a = since.min(*a);
+                }
             }
         }
     }
@@ -212,16 +219,28 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
                 _ => {}
             }
         }
+        Err(JoinFailure::Store) => retry_later(ctx, session).await,
         Err(e) => tracing::debug!(sid = %session.sid, ?e, "connect join did not complete"),
     }
+}
+
+/// Ends a connect that could not read what its user is owed (the database did
+/// not answer): the socket is closed, having been sent nothing of its rooms,
+/// so that its client reconnects and reads it then. Left connected it would
+/// count as caught up, and the user's queue would be lost.
+async fn retry_later(ctx: &Sessions, session: &Session) {
+    tracing::warn!(sid = %session.sid, "the offline queue could not be read: the client is told to reconnect");
+    session.presence.lock().await.owed = Owed::Unknown;
+    ctx.hub.reconnect(session.sid);
 }
 
 /// What a connect learnt about its user.
 struct Arrival {
     /// The user had no other connection anywhere.
     first: bool,
-    /// The user's offline mark, for a connection without an offset.
-    mark: Option<OfflineMark>,
+    /// The user's offline mark, for a connection without an offset; an error
+    /// when the database did not answer.
+    mark: Result<Option<OfflineMark>, StoreError>,
 }
 
 /// The user-level half of a connect: the socket counts among its user's
@@ -265,7 +284,7 @@ async fn arrive(ctx: &Sessions, session: &Session, claims: &Claims) -> Option<Ar
     {
         ctx.offline_mark(&claims.sub).await
     } else {
-        None
+        Ok(None)
     };
     Some(Arrival {
         first: first.changed,
@@ -291,25 +310,22 @@ fn queue_start(ctx: &Sessions, mark: Option<OfflineMark>, first: bool) -> Option
 /// Prepares the replay of an offline queue from `since`: nothing
 /// (`replay:reset`) when it holds more than `REPLAY_LIMIT` events. The mark
 /// stays until the replay completes, and the socket remembers where it
-/// started, so a drop mid-replay loses nothing (see `on_disconnect`).
+/// started, so a drop mid-replay loses nothing (see `on_disconnect`). An
+/// error when the queue could not be counted.
 async fn offline_queue(
     ctx: &Sessions,
     session: &Session,
     claims: &Claims,
     since: i64,
-) -> Option<i64> {
+) -> Result<Option<i64>, JoinFailure> {
     let user_room = vec![rooms::user_room(&claims.sub)];
-    match ctx.hub.too_far_behind(&user_room, since).await {
-        Ok(false) => {}
-        Ok(true) => {
-            let offset = ctx.hub.offset_of(since);
-            reset(ctx, session, OffsetProblem::TooFarBehind, &offset, None);
-            return None;
-        }
-        Err(_) => return None,
+    if ctx.hub.too_far_behind(&user_room, since).await? {
+        let offset = ctx.hub.offset_of(since);
+        reset(ctx, session, OffsetProblem::TooFarBehind, &offset, None);
+        return Ok(None);
     }
-    session.presence.lock().await.owed_from = Some(since);
-    Some(since)
+    session.presence.lock().await.owed = Owed::From(since);
+    Ok(Some(since))
 }
 
 /// The user's first connection took its replay: from now on the user is
@@ -320,7 +336,7 @@ async fn caught_up(ctx: &Sessions, session: &Session, claims: &Claims) {
         return; // its disconnect recorded where the queue stands
     }
     let _user = ctx.user_locks.lock(&claims.sub).await;
-    state.owed_from = None;
+    state.owed = Owed::Nothing;
     ctx.mark_online(&claims.sub, ctx.hub.position());
 }
 
@@ -505,14 +521,16 @@ pub(crate) async fn on_disconnect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
         // replay had not finished. The status goes out before the mark is
         // written: the branch learns at once, and the user's next connect
         // waits for the mark on the user lock.
-        let position = state
-            .owed_from
-            .map_or(ctx.hub.position(), |owed| owed.min(ctx.hub.position()));
+        let position = ctx.hub.position();
         if in_branch < ctx.settings.presence_broadcast_limit {
             ctx.statuses.changed(&claims, "offline");
             reannounce_later(ctx, &claims, "offline", last.reannounce());
         }
-        ctx.mark_offline(&claims.sub, position);
+        match state.owed {
+            Owed::Nothing => ctx.mark_offline(&claims.sub, position),
+            Owed::From(owed) => ctx.mark_offline(&claims.sub, owed.min(position)),
+            Owed::Unknown => {}
+        }
     }
 }
 

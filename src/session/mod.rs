@@ -165,15 +165,19 @@ impl Sessions {
         }
     }
 
-    /// Where the user's offline queue starts (`None` without a log, or when
-    /// the database does not answer: then the queue waits for the next connect).
-    pub(crate) async fn offline_mark(&self, user: &str) -> Option<crate::store::OfflineMark> {
-        self.marks
-            .as_ref()?
+    /// Where the user's offline queue starts (`None` without a log).
+    pub(crate) async fn offline_mark(
+        &self,
+        user: &str,
+    ) -> Result<Option<crate::store::OfflineMark>, crate::store::StoreError> {
+        let Some(marks) = &self.marks else {
+            return Ok(None);
+        };
+        marks
             .get(user)
             .await
+            .map(Some)
             .inspect_err(|e| tracing::warn!(error = %e, "offline queue lookup failed"))
-            .ok()
     }
 
     /// Waits until every offline mark made so far is written (shutdown).
@@ -234,7 +238,7 @@ pub(crate) fn start_cluster_presence(
                     // An offline queue whose replay the dead node had not
                     // finished is still owed from where it started.
                     let since = match ctx.offline_mark(&user).await {
-                        Some(crate::store::OfflineMark::Offline(owed)) => owed.min(seq),
+                        Ok(Some(crate::store::OfflineMark::Offline(owed))) => owed.min(seq),
                         _ => seq,
                     };
                     ctx.mark_offline(&user, since);

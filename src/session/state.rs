@@ -57,9 +57,24 @@ pub(crate) struct PresenceState {
     pub counted_branch: Option<String>,
     /// Rooms it views (joined with `join:*` / `subscribe`).
     pub viewing: Vec<String>,
-    /// Where the user's offline queue started, while this socket's replay of
-    /// it is under way.
-    pub owed_from: Option<i64>,
+    /// Where it stands with its user's offline queue.
+    pub owed: Owed,
+}
+
+/// Where a socket stands with its user's offline queue: what its departure,
+/// when it is the user's last socket, writes as the user's mark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Owed {
+    /// Nothing, or all of it taken: the departure marks the user offline from
+    /// the log's position then.
+    #[default]
+    Nothing,
+    /// Its replay of the queue from here is under way: the departure keeps
+    /// the queue owed from there.
+    From(i64),
+    /// Its connect could not learn what the user is owed (the database did
+    /// not answer) and sent it nothing: the departure leaves the mark as it is.
+    Unknown,
 }
 
 /// Serialises the user-level half of connects and disconnects on this node.

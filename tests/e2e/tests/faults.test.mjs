@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { atExit, http, sleep, startServer, until, userToken } from "../lib/harness.mjs";
 import { plain } from "../lib/plain.mjs";
+import { io } from "socket.io-client";
 
 /** A size-limited tmpfs (root only), or why not. */
 function smallDisk(megabytes) {
@@ -136,6 +137,44 @@ describe("PostgreSQL stopped and restarted while emits flow", () => {
       assert.deepEqual(got.filter((o) => !acknowledged.includes(o)), [], "nothing refused was delivered");
       client.close();
     } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("PostgreSQL down while a user owed an offline queue connects", () => {
+  it("the connect cannot read the queue, so the client is told to reconnect; once the database is back the queue arrives, once", async (t) => {
+    const pg = await privatePostgresOrSkip(t);
+    if (!pg) return;
+    const server = await startServer({ DATABASE_URL: pg.url, RATE_LIMIT_PER_MINUTE: "0" });
+    const token = userToken("owed-in-outage");
+    let client;
+    try {
+      const before = io(server.url, { auth: { token }, transports: ["websocket"], forceNew: true, reconnection: false });
+      await new Promise((resolve) => before.once("connect", resolve));
+      before.close();
+      await sleep(500); // the departure's mark is written
+      const queued = await http(server, "POST", "/api/v1/emit", {
+        body: { event: "notification", user: "owed-in-outage", data: { title: "t", message: "queued", severity: "info" } },
+      });
+      assert.equal(queued.status, 202);
+      pg.stop();
+      // The connect waits for the database (the pool's 10 s) and cannot read the
+      // queue. Left connected, the user would count as caught up and the queue
+      // would never come.
+      client = io(server.url, { auth: { token }, transports: ["websocket"], forceNew: true, reconnectionDelay: 200, reconnectionDelayMax: 500 });
+      const got = [];
+      let drops = 0;
+      client.on("notification", (n) => got.push(n.message));
+      client.on("disconnect", () => drops++);
+      await sleep(12_000);
+      pg.start();
+      await until(() => got.length > 0, { what: "the queue delivered once the database is back", timeout: 30000, interval: 100 });
+      await sleep(500);
+      assert.deepEqual(got, ["queued"], "once");
+      assert.ok(drops > 0, "it got the queue by reconnecting");
+    } finally {
+      client?.close();
       await server.stop();
     }
   });
