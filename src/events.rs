@@ -318,11 +318,13 @@ pub fn prepare(emit: Emit, max_data_bytes: usize) -> Result<Prepared, Rejection>
             check_field(&emit.event, &emit.data, *field)?;
         }
     }
+    // No control characters: PostgreSQL refuses a NUL in text, and the key
+    // is committed with the other emits of its group, which would fail with it.
     if let Some(key) = &emit.idempotency_key
-        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control))
     {
         return Err(Rejection::bad_request(format!(
-            "idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters"
+            "idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters, none of them control characters"
         )));
     }
     let rooms = if emit.target.is_explicit() {
@@ -627,6 +629,22 @@ mod tests {
         assert!(prepare(e.clone(), size).is_ok(), "exactly the limit");
         let err = prepare(e, size - 1).unwrap_err();
         assert_eq!(err.code.as_str(), "too_large");
+    }
+
+    #[test]
+    fn an_idempotency_key_is_1_to_200_characters_without_control_characters() {
+        let keyed = |key: &str| Emit {
+            idempotency_key: Some(key.into()),
+            target: Target::user("u1"),
+            ..emit("custom", json!({}))
+        };
+        for good in ["k", "order-17/step 2", &"é".repeat(100)] {
+            assert!(prepare(keyed(good), 1 << 10).is_ok(), "{good:?}");
+        }
+        for bad in ["", "a\0b", "line\nbreak", "\u{7f}", &"k".repeat(201)] {
+            let err = prepare(keyed(bad), 1 << 10).unwrap_err();
+            assert_eq!(err.code.as_str(), "bad_request", "{bad:?}");
+        }
     }
 
     fn rooms_of(e: Emit) -> Result<Vec<String>, String> {
