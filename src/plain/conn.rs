@@ -103,7 +103,7 @@ async fn admit(start: Box<Start>) -> Option<(Link, Sink, Stream)> {
             Some(auth) => (auth.token, auth.offset.or_else(|| hello.offset.clone())),
             None => {
                 hello.slot.release();
-                refuse(sink, &AuthError::MissingToken).await;
+                refuse(sink, stream, &AuthError::MissingToken).await;
                 return None;
             }
         },
@@ -112,20 +112,25 @@ async fn admit(start: Box<Start>) -> Option<(Link, Sink, Stream)> {
         Ok(claims) => Some((register(front, claims, offset, hello), sink, stream)),
         Err(e) => {
             hello.slot.release();
-            refuse(sink, &e).await;
+            refuse(sink, stream, &e).await;
             None
         }
     }
 }
 
-/// Waits for `{"type":"auth","token"}`; other frames are answered `unauthorized`.
+/// Waits for `{"type":"auth","token"}`, for [`AUTH_DEADLINE`] in all: the
+/// answers to other frames count too, so a client that sends frames but never
+/// reads their answers cannot hold the connection past it.
 async fn await_auth_frame(sink: &mut Sink, stream: &mut Stream) -> Option<frames::AuthFrame> {
-    let deadline = Instant::now() + AUTH_DEADLINE;
+    tokio::time::timeout(AUTH_DEADLINE, read_auth_frame(sink, stream))
+        .await
+        .ok()?
+}
+
+/// Reads frames until the auth frame; other frames are answered `unauthorized`.
+async fn read_auth_frame(sink: &mut Sink, stream: &mut Stream) -> Option<frames::AuthFrame> {
     loop {
-        let msg = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .ok()??;
-        match msg.ok()? {
+        match stream.next().await?.ok()? {
             Message::Text(text) => {
                 if let Some(auth) = frames::auth_frame(text.as_str()) {
                     return Some(auth);
@@ -143,19 +148,37 @@ async fn await_auth_frame(sink: &mut Sink, stream: &mut Stream) -> Option<frames
     }
 }
 
-/// The refusal frame, then close 4401 with the same text.
-async fn refuse(mut sink: Sink, e: &AuthError) {
+/// The refusal frame, then close 4401 with the same text (within
+/// [`CLOSE_PATIENCE`]), and the client's close in answer (within
+/// [`ANSWER_PATIENCE`]): as in [`Link::finish`], dropping the connection
+/// before the client has read our close could cost it the code and reason.
+async fn refuse(mut sink: Sink, mut stream: Stream, e: &AuthError) {
     crate::metrics::rejected("unauthorized");
     let message = e.to_string();
-    let _ = sink
-        .send(Message::Text(frames::unauthorized(&message).into()))
-        .await;
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
+    let told = async {
+        sink.feed(Message::Text(frames::unauthorized(&message).into()))
+            .await?;
+        sink.send(Message::Close(Some(CloseFrame {
             code: close::UNAUTHORIZED,
-            reason: message.into(),
+            reason: message.clone().into(),
         })))
-        .await;
+        .await
+    };
+    if matches!(tokio::time::timeout(CLOSE_PATIENCE, told).await, Ok(Ok(()))) {
+        await_answer(&mut stream).await;
+    }
+}
+
+/// Waits, for at most [`ANSWER_PATIENCE`], for the client's close frame.
+async fn await_answer(stream: &mut Stream) {
+    let answered = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(ANSWER_PATIENCE, answered).await;
 }
 
 /// Registers an authenticated connection: its session, its place in the
@@ -276,7 +299,11 @@ impl Link {
                     }
                 }
                 _ = ping.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    let sent = tokio::select! {
+                        r = sink.send(Message::Ping(Default::default())) => r,
+                        _ = self.conn.kill.cancelled() => break,
+                    };
+                    if sent.is_err() {
                         return;
                     }
                 }
@@ -304,20 +331,12 @@ impl Link {
             })))
             .await
         };
-        if !matches!(
+        if matches!(
             tokio::time::timeout(CLOSE_PATIENCE, flush).await,
             Ok(Ok(()))
         ) {
-            return;
+            await_answer(&mut stream).await;
         }
-        let answered = async {
-            while let Some(Ok(msg)) = stream.next().await {
-                if matches!(msg, Message::Close(_)) {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(ANSWER_PATIENCE, answered).await;
     }
 
     fn on_read_error(&self, e: &axum::Error) {

@@ -244,6 +244,35 @@ describe("a plain connection that stops reading, in a room of large events", () 
   });
 });
 
+describe("a plain connection that never authenticates and never reads", () => {
+  it("is closed at the auth deadline although the answers to its frames back up unread", async () => {
+    const { WebSocket } = await import("ws");
+    const server = await startServer({});
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/ws`);
+    try {
+      await new Promise((resolve, reject) => {
+        ws.once("open", resolve);
+        ws.once("error", reject);
+      });
+      ws.on("error", () => {});
+      const closed = new Promise((resolve) => ws.once("close", () => resolve("closed")));
+      // It stops reading, and sends frames that are not an auth frame: each is
+      // answered `unauthorized`, and unread, the answers fill the buffers
+      // until livehub's writes wait.
+      ws._socket.pause();
+      for (let i = 0; i < 200_000; i++) ws.send("{}");
+      // Writing on is how a paused client learns that its connection went.
+      const poke = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send("{}"), 250);
+      const outcome = await Promise.race([closed, sleep(25_000).then(() => "still open")]);
+      clearInterval(poke);
+      assert.equal(outcome, "closed", "closed by the 10 s auth deadline (plus the close's patience)");
+    } finally {
+      ws.terminate();
+      await server.stop();
+    }
+  });
+});
+
 describe("a refused 2.x (EIO3) session", () => {
   it("ends shortly after its error, even while the client keeps answering the protocol", async () => {
     const server = await startServer();
