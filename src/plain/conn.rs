@@ -18,6 +18,7 @@ use super::Front;
 use super::frames::{self, Request};
 use super::registry::{Conn, Outgoing, close};
 use crate::auth::{AuthError, Claims};
+use crate::commands::Command;
 use crate::error::{ErrorCode, Rejection};
 use crate::hub::Fabric;
 use crate::session::limits::{ConnectionSlot, EventLimiter};
@@ -397,7 +398,9 @@ impl Link {
             }
             (Ok(r), None) => r,
         };
-        if let Some((alias, canonical)) = &request.alias {
+        // Only a join's: the frames of a room come to a connection in it.
+        if let (Some((alias, canonical)), Command::Join { .. }) = (&request.alias, &request.command)
+        {
             self.conn.remember_alias(alias.clone(), canonical.clone());
         }
         let command = request.command.clone();
@@ -436,11 +439,10 @@ impl Link {
                     status(&session, &info, fields.get("rooms"))
                 }),
                 Err(mut r) => {
-                    if matches!(
-                        request.command,
-                        crate::commands::Command::RefreshToken { .. }
-                    ) {
-                        r.code = ErrorCode::Unauthorized;
+                    match &request.command {
+                        Command::RefreshToken { .. } => r.code = ErrorCode::Unauthorized,
+                        Command::Join { room, .. } => conn.forget_alias(room.as_str()),
+                        _ => {}
                     }
                     Some(frames::error_reply(
                         &request.style,

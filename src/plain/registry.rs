@@ -152,9 +152,19 @@ impl Conn {
         self.closing.lock().clone()
     }
 
-    /// Remembers that the client calls `canonical` by `alias`.
+    /// Remembers that the client calls `canonical` by `alias`, from its join
+    /// on (its replay is renamed too). The name goes when the connection
+    /// leaves the room, or when the join fails ([`Conn::forget_alias`]), so
+    /// the names kept are those of its rooms and of the joins it has queued.
     pub(crate) fn remember_alias(&self, alias: String, canonical: String) {
         self.aliases.lock().insert(canonical, alias);
+    }
+
+    /// Forgets the client's name for `canonical`, unless it is in that room.
+    pub(crate) fn forget_alias(&self, canonical: &str) {
+        if !self.rooms.lock().contains(canonical) {
+            self.aliases.lock().remove(canonical);
+        }
     }
 
     fn alias_of(&self, room: &str) -> Option<String> {
@@ -377,6 +387,7 @@ impl Fabric for Registry {
     fn leave(&self, sid: Sid, room: &str) {
         if let Some(conn) = self.get(sid) {
             conn.rooms.lock().remove(room);
+            conn.aliases.lock().remove(room);
         }
         self.rooms.remove_if_mut(room, |_, members| {
             members.remove(&sid);

@@ -140,6 +140,17 @@ describe("seed 001 (chat platform): WebSocketClient, chat across both kinds of c
     sio.close();
   });
 
+  it("a room left under its seed name (order_55) and joined again as order:55 is called order:55", async () => {
+    const client = await plain(server, userToken("renamer"));
+    assert.equal((await request(client, { type: "join_room", room: "order_55" })).type, "room_joined");
+    assert.equal((await request(client, { type: "leave_room", room: "order_55" })).type, "room_left");
+    assert.equal((await request(client, { type: "join_room", room: "order:55" })).room, "order:55");
+    client.send({ type: "chat_message", room: "order:55", content: "named as joined" });
+    const chat = await client.next((f) => f.type === "chat_message", { what: "its own chat message" });
+    assert.equal(chat.data.room, "order:55", "not the name of a join it left");
+    client.close();
+  });
+
   it("the chat frontend's REST routes: history, mark-read, search, rooms, health", async () => {
     const jwt = userToken("rest-ann");
     const ws = await plain(server, jwt);
