@@ -417,8 +417,9 @@ pub(crate) fn event_frame(event: &str, payload: &str, room_alias: Option<&str>) 
     if !is_envelope {
         return signal_frame(event, payload, room_alias);
     }
-    // livehub writes envelopes as `{…data, "type", "timestamp"?, "offset"}`:
-    // a `timestamp` after `type` is livehub's, one before it is the data's own.
+    // livehub writes envelopes as `{…data, "type", "timestamp"?, "offset",
+    // "replayed"?}`: a `timestamp` or `replayed` after `type` is livehub's,
+    // one before it is the data's own.
     let type_at = members.iter().rposition(|(k, _)| k == "type").unwrap_or(0);
     let mut data = Map::new();
     let (mut timestamp, mut offset, mut replayed) = (None, None, false);
@@ -426,7 +427,7 @@ pub(crate) fn event_frame(event: &str, payload: &str, room_alias: Option<&str>) 
         match k.as_str() {
             "type" => {}
             "offset" => offset = Some(*v),
-            "replayed" => replayed = true,
+            "replayed" if i > type_at => replayed = true,
             "timestamp" if i > type_at => timestamp = Some(*v),
             _ => {
                 if k == "timestamp" {
@@ -546,6 +547,18 @@ mod tests {
         let f = frame("upload_progress", &env);
         assert_eq!(f["data"], data);
         assert_eq!(f["timestamp"], "2020-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn the_datas_own_replayed_stays_in_data_and_marks_nothing() {
+        let data = json!({"uploadId": "u", "progress": 5, "replayed": false});
+        let env = envelope("upload_progress", data.as_object().unwrap(), "e-3", "NOW");
+        let live = frame("upload_progress", &env);
+        assert_eq!(live["data"], data);
+        assert!(live.get("replayed").is_none(), "a live event");
+        let replayed = frame("upload_progress", &mark_replayed(env));
+        assert_eq!(replayed["data"], data);
+        assert_eq!(replayed["replayed"], true);
     }
 
     #[test]
