@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
@@ -54,6 +55,7 @@ pub(crate) struct Admin<A: Adapter> {
     started: Instant,
     /// Login sessions handed out by this node (`auth.sessionId` on a reload).
     logins: Mutex<Logins>,
+    password_checks: PasswordChecks,
 }
 
 /// How long a login session lets the UI back in without the password. The UI
@@ -63,6 +65,68 @@ const LOGIN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Login sessions kept at most (the oldest is forgotten first), so that logins
 /// cannot grow memory whatever the lifetime.
 const MAX_LOGINS: usize = 256;
+
+/// Password checks waiting for their turn, at most; past it a login is
+/// refused at once.
+const CHECKS_WAITING_AT_MOST: usize = 8;
+/// How long a wrong password holds the next check back.
+const WRONG_PASSWORD_PAUSE: Duration = Duration::from_secs(1);
+
+/// Checks admin passwords one at a time. bcrypt is slow on purpose (about
+/// 250 ms at cost 12) and anyone who can open Engine.IO sessions can send
+/// logins: unbounded, they would keep every core busy, and guesses would go
+/// as fast as the cores allow. One at a time, a few waiting and a pause after
+/// each wrong one, guesses go at about one a second whatever the number of
+/// sessions sending them.
+struct PasswordChecks {
+    turn: Arc<tokio::sync::Semaphore>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl PasswordChecks {
+    fn new() -> PasswordChecks {
+        PasswordChecks {
+            turn: Arc::new(tokio::sync::Semaphore::new(1)),
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Runs `check` (on the blocking pool) when its turn comes: whether it
+    /// passed, or `None` at once when too many checks are waiting already.
+    /// A check runs to its end even if its login is abandoned, and holds the
+    /// turn until then.
+    async fn run(&self, check: impl FnOnce() -> bool + Send + 'static) -> Option<bool> {
+        let waiting = Waiting::join(&self.waiting)?;
+        let turn = self.turn.clone().acquire_owned().await.ok()?;
+        drop(waiting);
+        let checked = tokio::spawn(async move {
+            let passed = tokio::task::spawn_blocking(check).await.unwrap_or(false);
+            if !passed {
+                tokio::time::sleep(WRONG_PASSWORD_PAUSE).await;
+            }
+            drop(turn);
+            passed
+        });
+        Some(checked.await.unwrap_or(false))
+    }
+}
+
+/// One check counted among those waiting, until dropped.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn join(count: &Arc<AtomicUsize>) -> Option<Waiting> {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting(count.clone());
+        (before < CHECKS_WAITING_AT_MOST).then_some(waiting)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// The login sessions this node handed out, and when.
 #[derive(Default)]
@@ -107,6 +171,7 @@ impl<A: Adapter> Admin<A> {
             node,
             started: Instant::now(),
             logins: Mutex::new(Logins::default()),
+            password_checks: PasswordChecks::new(),
         })
     }
 
@@ -130,13 +195,12 @@ impl<A: Adapter> Admin<A> {
                 let (Some(user), Some(password)) = (field("username"), field("password")) else {
                     return Err(REFUSED);
                 };
-                // bcrypt is slow on purpose: off the async workers.
                 let hash = password_hash.clone();
-                let matches = tokio::task::spawn_blocking(move || {
-                    bcrypt::verify(password, &hash).unwrap_or(false)
-                })
-                .await
-                .unwrap_or(false);
+                let matches = self
+                    .password_checks
+                    .run(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                    .await
+                    .unwrap_or(false);
                 if !matches || user != *username {
                     return Err(REFUSED);
                 }
@@ -565,6 +629,77 @@ mod tests {
         assert!(logins.admits("1", now));
         assert!(logins.admits(&MAX_LOGINS.to_string(), now));
         assert_eq!(logins.0.len(), MAX_LOGINS);
+    }
+
+    #[tokio::test]
+    async fn passwords_are_checked_one_at_a_time() {
+        let checks = Arc::new(PasswordChecks::new());
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let logins = (0..4).map(|_| {
+            let (running, most, checks) = (running.clone(), most.clone(), checks.clone());
+            tokio::spawn(async move {
+                checks
+                    .run(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        true
+                    })
+                    .await
+            })
+        });
+        for login in futures_util::future::join_all(logins).await {
+            assert_eq!(login.unwrap(), Some(true));
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn past_the_checks_waiting_a_login_is_refused_at_once() {
+        let checks = Arc::new(PasswordChecks::new());
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let checks = checks.clone();
+            tokio::spawn(async move { checks.run(move || held.recv().is_ok()).await })
+        };
+        while checks.turn.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let waiting: Vec<_> = (0..CHECKS_WAITING_AT_MOST)
+            .map(|_| {
+                let checks = checks.clone();
+                tokio::spawn(async move { checks.run(|| true).await })
+            })
+            .collect();
+        while checks.waiting.load(Ordering::SeqCst) < CHECKS_WAITING_AT_MOST {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(checks.run(|| true).await, None, "one too many");
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Some(true));
+        for login in waiting {
+            assert_eq!(
+                login.await.unwrap(),
+                Some(true),
+                "those waiting had their turn"
+            );
+        }
+        assert_eq!(checks.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wrong_password_holds_the_next_check_back() {
+        let checks = PasswordChecks::new();
+        let start = tokio::time::Instant::now();
+        let (wrong, right) = tokio::join!(checks.run(|| false), async {
+            let passed = checks.run(|| true).await;
+            (passed, start.elapsed())
+        });
+        assert_eq!(wrong, Some(false));
+        assert_eq!(right.0, Some(true));
+        assert!(right.1 >= WRONG_PASSWORD_PAUSE, "{:?}", right.1);
     }
 
     #[test]
