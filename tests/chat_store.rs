@@ -141,18 +141,34 @@ on_both!(
             .insert_message(&message("order:other", "elsewhere", None))
             .await
             .unwrap();
-        let last3 = store.history("order:h", None, 3).await.unwrap();
+        let last3 = store.history("order:h", None, 0, 3).await.unwrap();
         assert_eq!(
             last3.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
             ["m2", "m3", "m4"]
         );
         let older = store
-            .history("order:h", Some(last3[0].id), 10)
+            .history("order:h", Some(last3[0].id), 0, 10)
             .await
             .unwrap();
         assert_eq!(
             older.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
             ["m0", "m1"]
+        );
+        // Skipping the newest: seed 001's `offset`.
+        let skipped = store.history("order:h", None, 2, 2).await.unwrap();
+        assert_eq!(
+            skipped
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>(),
+            ["m1", "m2"]
+        );
+        assert!(
+            store
+                .history("order:h", None, 5, 2)
+                .await
+                .unwrap()
+                .is_empty()
         );
         let marked = store
             .mark_read("order:h", "bob", &[ids[4], ids[3], 424242], 5)
@@ -174,7 +190,7 @@ on_both!(
             .mark_read("order:h", "cat", &[ids[4]], 7)
             .await
             .unwrap();
-        let latest = store.history("order:h", None, 1).await.unwrap();
+        let latest = store.history("order:h", None, 0, 1).await.unwrap();
         let expected = vec![("bob".to_string(), 5), ("cat".to_string(), 7)];
         assert_eq!(
             latest[0].read_by, expected,
@@ -274,7 +290,7 @@ on_both!(
             stored[0]
         );
         // Through livehub it reads back; whole words are searchable, prefixes are not.
-        let history = chat.history("quote:9", None, None).await.unwrap();
+        let history = chat.history("quote:9", None, 0, None).await.unwrap();
         assert_eq!(history[0]["content"], "Secret margin is 17 percent");
         let found = chat.search("margin", None, |_| true, 10).await.unwrap();
         assert_eq!((found.mode, found.messages.len()), ("exact-words", 1));
@@ -289,7 +305,7 @@ on_both!(
         // With another key the content does not open.
         let other = chat_service(&store, Some([7u8; 32])).await;
         assert_eq!(
-            other.history("quote:9", None, None).await.unwrap()[0]["content"],
+            other.history("quote:9", None, 0, None).await.unwrap()[0]["content"],
             Value::Null
         );
     }

@@ -147,11 +147,13 @@ impl Chat {
         Ok(message)
     }
 
-    /// A page of `room`'s history, newest last.
+    /// A page of `room`'s history, newest last: before message `before` (or
+    /// from the newest), less the `skip` newest of those.
     pub async fn history(
         &self,
         room: &str,
         before: Option<i64>,
+        skip: usize,
         limit: Option<usize>,
     ) -> Result<Vec<Value>, Rejection> {
         let limit = limit.unwrap_or(DEFAULT_PAGE);
@@ -162,7 +164,7 @@ impl Chat {
         }
         let messages = self
             .store
-            .history(room, before, limit)
+            .history(room, before, skip, limit)
             .await
             .map_err(unavailable)?;
         Ok(messages.iter().map(|m| self.to_json(m)).collect())

@@ -128,7 +128,7 @@ pub async fn messages(
     caller.may_read(&room)?;
     let before = int_param(q.before.as_deref(), "before")?;
     let limit = int_param(q.limit.as_deref(), "limit")?.map(|l| l.clamp(0, 100_000) as usize);
-    let messages = state.chat.history(&room, before, limit).await?;
+    let messages = state.chat.history(&room, before, 0, limit).await?;
     Ok(axum::Json(
         json!({ "ok": true, "room": room, "messages": messages }),
     ))

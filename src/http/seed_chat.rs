@@ -135,6 +135,9 @@ fn count_param(
     }
 }
 
+/// The most messages `offset` may skip: the database walks past each.
+const MAX_SKIP: usize = 1_000_000;
+
 /// `GET /ws/rooms/{room}/messages?limit=50&offset=0`: newest last; `offset`
 /// skips that many of the newest.
 async fn messages(
@@ -146,12 +149,9 @@ async fn messages(
     let claims = user(caller)?;
     let room = readable(&claims, &named)?;
     let limit = count_param(q.limit.as_deref(), "limit", 50, MAX_PAGE)?.max(1);
-    let skip = count_param(q.offset.as_deref(), "offset", 0, MAX_PAGE)?;
-    let page = (limit + skip).min(MAX_PAGE);
-    let mut messages = state.chat.history(&room, None, Some(page)).await?;
-    messages.truncate(messages.len().saturating_sub(skip));
-    let start = messages.len().saturating_sub(limit);
-    let messages: Vec<Value> = messages[start..]
+    let skip = count_param(q.offset.as_deref(), "offset", 0, MAX_SKIP)?;
+    let messages = state.chat.history(&room, None, skip, Some(limit)).await?;
+    let messages: Vec<Value> = messages
         .iter()
         .map(|m| snake_message(m, Some(&named)))
         .collect();

@@ -119,7 +119,7 @@ pub(crate) async fn apply(ctx: &Arc<Sessions>, session: &Arc<Session>, command: 
             limit,
         } => {
             rooms::authorize(&session.claims(), room.as_str())?;
-            let messages = ctx.chat.history(room.as_str(), before, limit).await?;
+            let messages = ctx.chat.history(room.as_str(), before, 0, limit).await?;
             Ok(fields(
                 json!({ "room": room.as_str(), "messages": messages }),
             ))

@@ -366,15 +366,17 @@ impl Store {
         dispatch!(self.insert_message(message))
     }
 
-    /// A room's messages older than message `before` (or the newest), newest
-    /// last, at most `limit`, with their read receipts.
+    /// A room's messages older than message `before` (or the newest), less
+    /// the `skip` newest of those, newest last, at most `limit`, with their
+    /// read receipts.
     pub async fn history(
         &self,
         room: &str,
         before: Option<i64>,
+        skip: usize,
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>> {
-        dispatch!(self.history(room, before, limit))
+        dispatch!(self.history(room, before, skip, limit))
     }
 
     /// Records that `user_id` read these messages of `room`; returns the ids

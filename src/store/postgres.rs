@@ -344,14 +344,16 @@ impl PgStore {
         &self,
         room: &str,
         before: Option<i64>,
+        skip: usize,
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{MESSAGE_COLUMNS} FROM messages WHERE room = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            "{MESSAGE_COLUMNS} FROM messages WHERE room = $1 AND id < $2 ORDER BY id DESC LIMIT $3 OFFSET $4"
         )))
         .bind(room)
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit as i64)
+        .bind(skip as i64)
         .fetch_all(&self.pool)
         .await?;
         let mut messages = rows

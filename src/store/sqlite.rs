@@ -621,14 +621,16 @@ impl SqliteStore {
         &self,
         room: &str,
         before: Option<i64>,
+        skip: usize,
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{MESSAGE_COLUMNS} FROM messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?"
+            "{MESSAGE_COLUMNS} FROM messages WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ? OFFSET ?"
         )))
         .bind(room)
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit as i64)
+        .bind(skip as i64)
         .fetch_all(&self.pool)
         .await?;
         let mut messages = rows

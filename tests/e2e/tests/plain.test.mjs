@@ -180,6 +180,21 @@ describe("seed 001 (chat platform): WebSocketClient, chat across both kinds of c
     assert.deepEqual([anonymous.status, anonymous.body.status], [401, "error"]);
     ws.close();
   });
+
+  it("history pages past the newest 200 with offset", async () => {
+    const jwt = userToken("long-talk");
+    const ws = await plain(server, jwt);
+    for (let i = 0; i < 230; i++) await request(ws, { type: "chat_message", room: "support_230", content: `m${i}` });
+    const page = async (offset) => {
+      const res = await http(server, "GET", `/ws/rooms/support_230/messages?limit=10&offset=${offset}`, { bearer: jwt });
+      assert.equal(res.status, 200, res.text);
+      return res.body.data.messages.map((m) => m.content);
+    };
+    assert.deepEqual(await page(210), ["m10", "m11", "m12", "m13", "m14", "m15", "m16", "m17", "m18", "m19"]);
+    assert.deepEqual(await page(225), ["m0", "m1", "m2", "m3", "m4"]);
+    assert.deepEqual(await page(230), [], "past the oldest");
+    ws.close();
+  });
 });
 
 describe("seed 002 (uploads and notifications): the useWebSocket hook", () => {
