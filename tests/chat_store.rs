@@ -219,20 +219,23 @@ on_both!(
             .await
             .unwrap();
         let words = |w: &[&str]| SearchQuery::Words(w.iter().map(|s| s.to_string()).collect());
-        let hits = store.search(&words(&["damag"]), None, 10).await.unwrap();
+        let hits = store
+            .search(&words(&["damag"]), None, None, 10)
+            .await
+            .unwrap();
         assert_eq!(
             hits.iter().map(|m| m.room.as_str()).collect::<Vec<_>>(),
             ["shipment:s", "order:s"],
             "newest first"
         );
         let both = store
-            .search(&words(&["dock", "damaged"]), None, 10)
+            .search(&words(&["dock", "damaged"]), None, None, 10)
             .await
             .unwrap();
         assert_eq!(both.len(), 1);
         assert_eq!(
             store
-                .search(&words(&["dock"]), Some("order:s"), 10)
+                .search(&words(&["dock"]), Some("order:s"), None, 10)
                 .await
                 .unwrap()
                 .len(),
@@ -240,7 +243,7 @@ on_both!(
         );
         assert_eq!(
             store
-                .search(&words(&["dock"]), Some("shipment:s"), 10)
+                .search(&words(&["dock"]), Some("shipment:s"), None, 10)
                 .await
                 .unwrap()
                 .len(),
@@ -248,17 +251,46 @@ on_both!(
         );
         assert!(
             store
-                .search(&words(&["zebra"]), None, 10)
+                .search(&words(&["zebra"]), None, None, 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
         assert!(
             store
-                .search(&words(&[]), None, 10)
+                .search(&words(&[]), None, None, 10)
                 .await
                 .unwrap()
                 .is_empty()
+        );
+    }
+);
+
+on_both!(
+    a_search_finds_the_callers_matches_behind_newer_ones_in_others_rooms,
+    |store: Store| async move {
+        let chat = chat_service(&store, None).await;
+        for i in 0..3 {
+            let mine = message("order:mine", &format!("pallet {i} for me"), None);
+            store.insert_message(&mine).await.unwrap();
+        }
+        for i in 0..450 {
+            let theirs = message("branch:other", &format!("pallet {i} for them"), None);
+            store.insert_message(&theirs).await.unwrap();
+        }
+        let found = chat
+            .search("pallet", None, |room| room == "order:mine", 10)
+            .await
+            .unwrap();
+        let contents: Vec<_> = found
+            .messages
+            .iter()
+            .map(|m| m["content"].clone())
+            .collect();
+        assert_eq!(
+            contents,
+            ["pallet 2 for me", "pallet 1 for me", "pallet 0 for me"],
+            "newest first, past 450 newer matches the caller may not see"
         );
     }
 );

@@ -28,6 +28,10 @@ pub const MAX_CLIENT_ID: usize = 100;
 pub const DEFAULT_PAGE: usize = 50;
 /// See [`DEFAULT_PAGE`].
 pub const MAX_PAGE: usize = 200;
+/// Matches a search reads from the store at once.
+const SEARCH_PAGE: usize = 200;
+/// Matches a search reads at most, looking for ones the caller may see.
+const SEARCH_SCAN_AT_MOST: usize = 5_000;
 /// Message types clients may send. `system` is reserved to livehub and controllers.
 pub const USER_MESSAGE_TYPES: &[&str] = &["text", "file", "image"];
 
@@ -229,18 +233,26 @@ impl Chat {
                  and only messages stored while encryption was on",
             ),
         };
-        // Over-fetch, then drop what the caller may not see.
-        let found = self
-            .store
-            .search(&query, room, limit * 4)
-            .await
-            .map_err(unavailable)?;
-        let messages = found
-            .iter()
-            .filter(|m| visible(&m.room))
-            .take(limit)
-            .map(|m| self.to_json(m))
-            .collect();
+        // Page back through the matches, dropping what the caller may not see,
+        // until `limit` are left or SEARCH_SCAN_AT_MOST were read: newer
+        // matches in others' rooms must not hide the caller's own.
+        let mut messages = Vec::new();
+        let (mut before, mut scanned) = (None, 0);
+        while messages.len() < limit && scanned < SEARCH_SCAN_AT_MOST {
+            let page = self
+                .store
+                .search(&query, room, before, SEARCH_PAGE)
+                .await
+                .map_err(unavailable)?;
+            scanned += page.len();
+            before = page.last().map(|m| m.id);
+            let wanted = limit - messages.len();
+            let seen = page.iter().filter(|m| visible(&m.room)).take(wanted);
+            messages.extend(seen.map(|m| self.to_json(m)));
+            if page.len() < SEARCH_PAGE {
+                break;
+            }
+        }
         Ok(SearchResult {
             messages,
             mode,

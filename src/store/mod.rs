@@ -399,6 +399,7 @@ impl Store {
         &self,
         query: &SearchQuery,
         room: Option<&str>,
+        before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>> {
         let empty = match query {
@@ -408,7 +409,7 @@ impl Store {
         if empty {
             return Ok(Vec::new());
         }
-        dispatch!(self.search(query, room, limit))
+        dispatch!(self.search(query, room, before.unwrap_or(i64::MAX), limit))
     }
 
     /// The rooms `user_id` wrote chat messages in, at most `limit`.

@@ -405,6 +405,7 @@ impl PgStore {
         &self,
         query: &SearchQuery,
         room: Option<&str>,
+        before: i64,
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>> {
         let rows = match query {
@@ -417,10 +418,11 @@ impl PgStore {
                     .join(" & ");
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "{MESSAGE_COLUMNS} FROM messages WHERE search @@ to_tsquery('simple', $1)
-                     AND ($2::text IS NULL OR room = $2) ORDER BY id DESC LIMIT $3"
+                     AND ($2::text IS NULL OR room = $2) AND id < $3 ORDER BY id DESC LIMIT $4"
                 )))
                 .bind(tsquery)
                 .bind(room)
+                .bind(before)
                 .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await?
@@ -430,11 +432,12 @@ impl PgStore {
                     "{MESSAGE_COLUMNS} FROM messages WHERE id IN
                        (SELECT message_id FROM message_tokens WHERE token = ANY($1)
                         GROUP BY message_id HAVING COUNT(DISTINCT token) = $2)
-                     AND ($3::text IS NULL OR room = $3) ORDER BY id DESC LIMIT $4"
+                     AND ($3::text IS NULL OR room = $3) AND id < $4 ORDER BY id DESC LIMIT $5"
                 )))
                 .bind(tokens)
                 .bind(tokens.len() as i64)
                 .bind(room)
+                .bind(before)
                 .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await?

@@ -699,6 +699,7 @@ impl SqliteStore {
         &self,
         query: &SearchQuery,
         room: Option<&str>,
+        before: i64,
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>> {
         let mut q: QueryBuilder<Sqlite> =
@@ -730,6 +731,7 @@ impl SqliteStore {
         if let Some(room) = room {
             q.push(" AND room = ").push_bind(room);
         }
+        q.push(" AND id < ").push_bind(before);
         q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(message_row).collect()
