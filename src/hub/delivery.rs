@@ -44,6 +44,9 @@ use crate::metrics;
 
 /// Events kept in memory for joins.
 pub const RING_CAPACITY: usize = 8192;
+/// Bytes of events kept in memory for joins, at most: 8,192 events near
+/// `MAX_PAYLOAD_BYTES` would otherwise hold a gibibyte.
+const RING_BYTES: usize = 32 << 20;
 const QUEUE_DEPTH: usize = 4096;
 
 /// The rooms a socket is in through the deliverer, and for each the log
@@ -272,7 +275,7 @@ pub(crate) fn spawn(
     let position = Arc::new(AtomicI64::new(start));
     let deliverer = Deliverer {
         fabric,
-        ring: VecDeque::with_capacity(RING_CAPACITY),
+        ring: Ring::default(),
         position: position.clone(),
         shared_log,
         quiet,
@@ -290,9 +293,41 @@ pub(crate) fn spawn(
     )
 }
 
+/// The most recent events delivered, oldest first: at most [`RING_CAPACITY`]
+/// of them and [`RING_BYTES`] of their payloads and rooms.
+#[derive(Default)]
+struct Ring {
+    events: VecDeque<Arc<LoggedEvent>>,
+    bytes: usize,
+}
+
+impl Ring {
+    fn push(&mut self, event: Arc<LoggedEvent>) {
+        self.bytes += Ring::size(&event);
+        self.events.push_back(event);
+        while self.events.len() > RING_CAPACITY
+            || (self.bytes > RING_BYTES && self.events.len() > 1)
+        {
+            if let Some(oldest) = self.events.pop_front() {
+                self.bytes -= Ring::size(&oldest);
+            }
+        }
+    }
+
+    fn size(event: &LoggedEvent) -> usize {
+        let rooms: usize = event
+            .rooms
+            .iter()
+            .chain(&event.except)
+            .map(String::len)
+            .sum();
+        event.payload.get().len() + event.event.len() + rooms
+    }
+}
+
 struct Deliverer {
     fabric: Arc<dyn Fabric>,
-    ring: VecDeque<Arc<LoggedEvent>>,
+    ring: Ring,
     position: Arc<AtomicI64>,
     /// The shared log, to read what other nodes committed.
     shared_log: Option<LogReader>,
@@ -505,10 +540,7 @@ impl Deliverer {
             metrics::event_delivered(&event.event, reached);
             self.quiet.record(&event.rooms, event.seq);
             self.position.store(event.seq, Ordering::Release);
-            if self.ring.len() == RING_CAPACITY {
-                self.ring.pop_front();
-            }
-            self.ring.push_back(event);
+            self.ring.push(event);
         }
         self.busy.yield_if_long().await;
     }
@@ -522,13 +554,13 @@ impl Deliverer {
                 // Sequence numbers may have gaps (a catch-up that gave up, an
                 // unreadable event skipped): find the start by `seq`, not by
                 // counting from the front.
-                if self.ring.front().is_none_or(|e| e.seq > start + 1) {
+                if self.ring.events.front().is_none_or(|e| e.seq > start + 1) {
                     let _ = op.reply.send(JoinReply::NotCovered { through: at });
                     return;
                 }
-                let first = self.ring.partition_point(|e| e.seq <= start);
+                let first = self.ring.events.partition_point(|e| e.seq <= start);
                 let socket_rooms = self.fabric.rooms_of(op.sid);
-                for event in self.ring.range(first..) {
+                for event in self.ring.events.range(first..) {
                     if !fill.wants(
                         event.seq,
                         &event.rooms,
@@ -689,6 +721,31 @@ mod tests {
             JoinReply::Joined { sent: 3, at: 7 }
         );
         assert_eq!(*fabric.sent.lock(), vec![5, 6, 7]);
+    }
+
+    #[tokio::test]
+    async fn the_ring_keeps_at_most_its_bytes_of_events() {
+        let fabric = takes_everything();
+        let handle = start(fabric.clone());
+        let pad = "x".repeat(1 << 20);
+        let large = |seq: i64| {
+            let payload = format!("{{\"seq\":{seq},\"pad\":\"{pad}\"}}");
+            Arc::new(LoggedEvent {
+                payload: RawValue::from_string(payload).unwrap(),
+                ..Arc::into_inner(event(seq)).unwrap()
+            })
+        };
+        let last = (RING_BYTES >> 20) as i64 + 8;
+        handle.deliver((1..=last).map(large).collect()).await;
+        assert!(
+            matches!(join_after(&handle, 0).await, JoinReply::NotCovered { .. }),
+            "the oldest went to make room: a join from the start reads the log"
+        );
+        assert_eq!(
+            join_after(&handle, last - 2).await,
+            JoinReply::Joined { sent: 2, at: last }
+        );
+        assert_eq!(*fabric.sent.lock(), vec![last - 1, last]);
     }
 
     fn event_to(seq: i64, room: &str) -> Arc<LoggedEvent> {
