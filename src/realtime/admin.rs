@@ -27,7 +27,7 @@ use socketioxide::extract::{Event, SocketRef, TryData};
 use socketioxide::handler::{
     ConnectHandler, FromConnectParts, FromMessageParts, MessageHandler, Value as SioValue,
 };
-use socketioxide::socket::{Sid, Socket};
+use socketioxide::socket::{RemoteSocket, Sid, Socket};
 
 use super::connect::MiddlewareFuture;
 use crate::config::AdminAccess;
@@ -248,10 +248,22 @@ impl<A: Adapter> Admin<A> {
         ns.local().sockets().iter().map(serialize).collect()
     }
 
-    /// One socket of this node by id, if `filter` names one.
-    fn local_socket(&self, filter: &str) -> Option<SocketRef<A>> {
+    /// The socket `filter` names by id, on this node or another (the UI
+    /// lists every node's sockets); `None` when it names a room.
+    async fn socket_by_id(&self, filter: &str) -> Option<Found<A>> {
         let sid: Sid = filter.parse().ok()?;
-        self.io.of("/")?.get_socket(sid)
+        let ns = self.io.of("/")?;
+        if let Some(socket) = ns.get_socket(sid) {
+            return Some(Found::Here(socket));
+        }
+        let everyone = ns
+            .broadcast()
+            .fetch_sockets()
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "admin: the other nodes' sockets could not be listed"))
+            .ok()?;
+        let remote = everyone.into_iter().find(|s| s.data().id == sid)?;
+        Some(Found::Elsewhere(remote))
     }
 
     /// A command from the UI: `[name, nsp, …args]`.
@@ -279,9 +291,12 @@ impl<A: Adapter> Admin<A> {
                 }
             }
             "_disconnect" => match text(2) {
-                Some(f) => match self.local_socket(f) {
-                    Some(socket) => {
+                Some(f) => match self.socket_by_id(f).await {
+                    Some(Found::Here(socket)) => {
                         let _ = socket.disconnect();
+                    }
+                    Some(Found::Elsewhere(socket)) => {
+                        let _ = socket.disconnect().await;
                     }
                     None => {
                         let _ = ns.to(f.to_string()).disconnect().await;
@@ -307,13 +322,22 @@ impl<A: Adapter> Admin<A> {
         let Some(ns) = self.io.of("/") else {
             return Ok(());
         };
-        if let Some(socket) = filter.and_then(|f| self.local_socket(f)) {
-            if join {
-                socket.join(room);
-            } else {
-                socket.leave(room);
+        let found = match filter {
+            Some(f) => self.socket_by_id(f).await,
+            None => None,
+        };
+        match found {
+            Some(Found::Here(socket)) => {
+                if join {
+                    socket.join(room);
+                } else {
+                    socket.leave(room);
+                }
+                return Ok(());
             }
-            return Ok(());
+            Some(Found::Elsewhere(socket)) if join => return socket.join(room).await,
+            Some(Found::Elsewhere(socket)) => return socket.leave(room).await,
+            None => {}
         }
         let targets = match filter {
             Some(f) => ns.to(f.to_string()),
@@ -326,15 +350,33 @@ impl<A: Adapter> Admin<A> {
         }
     }
 
-    /// `emit(nsp, filter, event, ...args)`: to one socket directly; to a room
-    /// or everyone through the hub, like any emit.
+    /// `emit(nsp, filter, event, ...args)`: to one socket directly (not
+    /// logged: it is for that connection alone, and a name livehub emits
+    /// itself is refused); to a room or everyone through the hub, like any
+    /// emit.
     async fn emit(&self, filter: Option<&str>, rest: &[Value]) {
         let Some(event) = rest.first().and_then(Value::as_str) else {
             return;
         };
         let args = &rest[1..];
-        if let Some(socket) = filter.and_then(|f| self.local_socket(f)) {
-            let _ = socket.emit(event, args.first().unwrap_or(&Value::Null));
+        let found = match filter {
+            Some(f) => self.socket_by_id(f).await,
+            None => None,
+        };
+        if let Some(found) = found {
+            if let Err(refused) = crate::events::validate_name(event) {
+                tracing::info!(message = %refused.message, "admin emit refused");
+                return;
+            }
+            let data = args.first().unwrap_or(&Value::Null);
+            match found {
+                Found::Here(socket) => {
+                    let _ = socket.emit(event, data);
+                }
+                Found::Elsewhere(socket) => {
+                    let _ = socket.emit(event, data).await;
+                }
+            }
             return;
         }
         let data = match args {
@@ -359,6 +401,14 @@ impl<A: Adapter> Admin<A> {
             tracing::info!(code = refused.code.as_str(), message = %refused.message, "admin emit refused");
         }
     }
+}
+
+/// A socket the UI named by id.
+enum Found<A: Adapter> {
+    /// On this node.
+    Here(SocketRef<A>),
+    /// On another node, reached through the adapter.
+    Elsewhere(RemoteSocket<A>),
 }
 
 /// A socket as the UI shows it. Credentials (the token in the handshake's

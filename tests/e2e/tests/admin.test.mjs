@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 import { closeAll, collect, connect, emit, http, next, nothing, sleep, startServer, until, userToken } from "../lib/harness.mjs";
+import { clusterName, createDatabase, services, startNode } from "../lib/cluster.mjs";
 
 // bcrypt (cost 4, to keep the test quick) of "correct horse battery".
 const PASSWORD = "correct horse battery";
@@ -149,5 +150,45 @@ describe("the Admin UI protocol, with credentials", () => {
     assert.equal(await gone, "io server disconnect");
     await until(() => a.got.socket_disconnected.some(([nsp, sid]) => nsp === "/" && sid === id), { what: "socket_disconnected", timeout: 5000 });
     closeAll(a.socket, late);
+  });
+});
+
+const clustered = services();
+
+describe("Admin UI commands in a two-node cluster", { skip: clustered.skip }, () => {
+  let a;
+  let b;
+  before(async () => {
+    const db = createDatabase(clustered.pg);
+    const cluster = clusterName();
+    a = await startNode({ db, redis: clustered.redis, cluster, node: "admin-a", env: CREDENTIALS });
+    b = await startNode({ db, redis: clustered.redis, cluster, node: "admin-b", env: CREDENTIALS });
+  });
+  after(async () => {
+    await a?.stop();
+    await b?.stop();
+  });
+
+  it("join, emit to and _disconnect a socket on the other node, named by its id", async () => {
+    const far = await connect(b.url, { token: userToken("far-away"), transports: ["websocket"] });
+    const adm = admin(a, { username: "ops", password: PASSWORD });
+    await adm.ready;
+    // The UI lists it from the other node's tick, then joins it to a room.
+    await until(() => adm.got.socket_connected.some(([s]) => s.id === far.id), { what: "the other node's socket listed", timeout: 8000 });
+    adm.socket.emit("join", "/", "channel:far", far.id);
+    await until(() => adm.got.room_joined.some(([, room, id]) => room === "channel:far" && id === far.id), {
+      what: "room_joined from the other node",
+      timeout: 8000,
+    });
+    const notes = collect(far, "ops:note");
+    assert.equal((await emit(a, { event: "ops:note", rooms: ["channel:far"], data: { n: 1 } })).status, 202);
+    await until(() => notes.length === 1, { what: "an emit to the room it was joined to", timeout: 5000 });
+    const direct = next(far, "ops:direct", { timeout: 5000 });
+    adm.socket.emit("emit", "/", far.id, "ops:direct", { n: 2 });
+    assert.deepEqual(await direct, { n: 2 });
+    const gone = next(far, "disconnect", { timeout: 5000 });
+    adm.socket.emit("_disconnect", "/", false, far.id);
+    assert.equal(await gone, "io server disconnect");
+    closeAll(adm.socket, far);
   });
 });
