@@ -324,34 +324,32 @@ fn prepare_dev(config: &mut Config) -> Option<DevInfo> {
     if !config.dev {
         return None;
     }
-    let mut generated = true;
-    if config.jwt.secret.is_none() {
+    // Real secrets or keys mean real users: a secret, a public key or a key
+    // set for their tokens, or controllers' API keys.
+    let real = config.jwt.is_configured() || !config.api_keys.is_empty();
+    if !config.jwt.is_configured() {
         config.jwt.secret = Some(hex::encode(rand::random::<[u8; 32]>()));
-    } else {
-        generated = false;
     }
     if config.api_keys.is_empty() {
         config
             .api_keys
             .push(format!("dev-{}", hex::encode(rand::random::<[u8; 12]>())));
-    } else {
-        generated = false;
     }
-    if !generated {
-        // Real secrets mean real users: the admin namespace needs its own credentials.
+    if real {
+        // The admin namespace needs its own credentials.
         if config.admin == crate::config::AdminAccess::Open {
             config.admin = crate::config::AdminAccess::Closed;
         }
         tracing::warn!(
-            "dev mode beside a configured JWT_SECRET or API_KEYS: /dev/token and /dev/config are off, \
-             and the Admin UI needs ADMIN_USERNAME and ADMIN_PASSWORD_HASH, \
-             so that they never hand out real credentials or control"
+            "dev mode beside a configured JWT_SECRET, JWT_PUBLIC_KEY_FILE, JWKS_URL or API_KEYS: \
+             /dev/token and /dev/config are off, and the Admin UI needs ADMIN_USERNAME and \
+             ADMIN_PASSWORD_HASH, so that they never hand out real credentials or control"
         );
     }
     Some(DevInfo {
         secret: config.jwt.secret.clone().unwrap_or_default(),
         api_key: config.api_keys[0].clone(),
-        generated,
+        generated: !real,
     })
 }
 

@@ -5,8 +5,11 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
+import fs from "node:fs";
 import http from "node:http";
-import { connect, http as request, runBinary, sleep, startServer, token, userToken } from "../lib/harness.mjs";
+import path from "node:path";
+import { io } from "socket.io-client";
+import { connect, http as request, runBinary, sleep, startServer, tempDir, token, userToken } from "../lib/harness.mjs";
 import { openPlain } from "../lib/plain.mjs";
 
 const INVALID = "unauthorized: invalid token";
@@ -86,6 +89,29 @@ describe("--dev beside real secrets", () => {
     const printed = server.stdout + server.stderr;
     assert.ok(!printed.includes(server.env.API_KEYS), "the API key is not printed");
     assert.ok(!printed.includes(server.env.JWT_SECRET), "the secret is not printed");
+  });
+});
+
+describe("--dev beside a public key for real users' tokens (no secret, no API key)", () => {
+  it("mints no dev tokens and keeps the Admin UI closed", async () => {
+    const { publicKey } = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const file = path.join(tempDir(), "public.pem");
+    fs.writeFileSync(file, publicKey.export({ type: "spki", format: "pem" }));
+    const server = await startServer({ JWT_SECRET: undefined, API_KEYS: undefined, JWT_PUBLIC_KEY_FILE: file }, { args: ["--dev"] });
+    try {
+      for (const route of ["/dev/config", "/dev/token?sub=dana"]) {
+        assert.equal((await request(server, "GET", route, { apiKey: null })).status, 404, route);
+      }
+      const admin = io(`${server.url}/admin`, { forceNew: true, reconnection: false, transports: ["websocket"] });
+      const refused = await new Promise((resolve) => {
+        admin.once("connect", () => resolve("admitted"));
+        admin.once("connect_error", (e) => resolve(e.message));
+      });
+      admin.close();
+      assert.equal(refused, "invalid credentials");
+    } finally {
+      await server.stop();
+    }
   });
 });
 
