@@ -236,12 +236,17 @@ pub(crate) fn start_cluster_presence(
                     seq,
                 } => {
                     // An offline queue whose replay the dead node had not
-                    // finished is still owed from where it started.
-                    let since = match ctx.offline_mark(&user).await {
-                        Ok(Some(crate::store::OfflineMark::Offline(owed))) => owed.min(seq),
-                        _ => seq,
-                    };
-                    ctx.mark_offline(&user, since);
+                    // finished is still owed from where it started. A mark
+                    // that cannot be read is left as the dead node left it:
+                    // the user's next connect resumes from there, where
+                    // writing this connection's start could skip a queue.
+                    match ctx.offline_mark(&user).await {
+                        Ok(Some(crate::store::OfflineMark::Offline(owed))) => {
+                            ctx.mark_offline(&user, owed.min(seq));
+                        }
+                        Ok(_) => ctx.mark_offline(&user, seq),
+                        Err(_) => {}
+                    }
                     if let Some(branch) = branch {
                         ctx.statuses.lapsed(&branch, &user, &name);
                     }
