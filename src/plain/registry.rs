@@ -348,8 +348,10 @@ impl Fabric for Registry {
     }
 
     fn force_reconnect(&self, sid: Sid) {
+        // A connection too slow for its replay, or whose connect could not
+        // read what it is owed: either way, reconnecting replays it.
         if let Some(conn) = self.get(sid) {
-            conn.close(close::TRY_AGAIN, "too slow: reconnect and replay");
+            conn.close(close::TRY_AGAIN, "reconnect and replay");
         }
     }
 
