@@ -2,7 +2,7 @@
 
 mod common;
 
-use livehub::store::{Appended, NewEvent, OfflineMark, Store};
+use livehub::store::{Appended, NewEvent, OfflineMark, PRUNE_STEP, Store};
 
 fn event(name: &str, rooms: &[&str]) -> NewEvent {
     NewEvent {
@@ -258,6 +258,35 @@ on_both!(
         assert!(matches!(again[0], Appended::New { seq: 5, .. }));
         // Pruning again with nothing old is a no-op that keeps the mark.
         assert_eq!(store.prune(2_000, 2_000).await.unwrap(), 3);
+    }
+);
+
+on_both!(
+    a_backlog_larger_than_a_pruning_step_is_pruned_through,
+    |store: Store| async move {
+        let backlog = PRUNE_STEP * 2 + 7;
+        let old: Vec<NewEvent> = (0..backlog)
+            .map(|i| NewEvent {
+                created_at_ms: 1_000,
+                ..keyed("old", &["order:1", "branch:b"], &format!("k{i}"))
+            })
+            .collect();
+        append(&store, &old).await;
+        append(&store, &[event("new", &["order:1"])]).await;
+        let through = store.prune(2_000, 2_000).await.unwrap();
+        assert_eq!(through, backlog as i64);
+        let left = store.read_after(0, 10).await.unwrap();
+        assert_eq!(
+            left.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![backlog as i64 + 1]
+        );
+        // Every old key is gone, not only the first step's.
+        let again = append(
+            &store,
+            &[keyed("again", &["order:1"], &format!("k{}", backlog - 1))],
+        )
+        .await;
+        assert!(matches!(again[0], Appended::New { .. }));
     }
 );
 

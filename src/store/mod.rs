@@ -88,6 +88,9 @@ fn mark_rows(marks: &[(String, OfflineMark)]) -> Vec<(&str, i64, i64)> {
 /// The most rows one cached multi-row statement takes.
 const ROWS_PER_CACHED_STATEMENT: usize = 64;
 
+/// Events (or idempotency keys) one pruning transaction deletes at most.
+pub const PRUNE_STEP: usize = 5_000;
+
 /// Splits `rows` into runs whose lengths are powers of two, at most
 /// [`ROWS_PER_CACHED_STATEMENT`], longest first. A multi-row statement's text
 /// grows with its rows, so writing each batch as one statement parsed it anew
@@ -333,8 +336,22 @@ impl Store {
 
     /// Deletes events created before `cutoff_ms` and idempotency keys older than
     /// `idempotency_cutoff_ms`; returns the new `pruned_through`.
+    ///
+    /// In steps of at most [`PRUNE_STEP`] events or keys, each in its own
+    /// transaction: in one, a large backlog (a lowered `EVENT_RETENTION`, a
+    /// long stop) held SQLite's write lock past the appenders' patience, or
+    /// ran into PostgreSQL's statement timeout at every attempt, and the log
+    /// never shrank.
     pub async fn prune(&self, cutoff_ms: i64, idempotency_cutoff_ms: i64) -> StoreResult<i64> {
-        dispatch!(self.prune(cutoff_ms, idempotency_cutoff_ms))
+        let mut pruned = self.log_meta().await?.pruned_through;
+        if let Some(through) = dispatch!(self.prunable_through(cutoff_ms))? {
+            while pruned < through {
+                let step = through.min(pruned.saturating_add(PRUNE_STEP as i64));
+                pruned = dispatch!(self.prune_through(step))?;
+            }
+        }
+        while dispatch!(self.prune_keys(idempotency_cutoff_ms, PRUNE_STEP))? == PRUNE_STEP as u64 {}
+        Ok(pruned)
     }
 
     /// Writes several users' marks in one transaction (`Never` is skipped).

@@ -204,42 +204,46 @@ impl PgStore {
         rows.iter().map(stored_event).collect()
     }
 
-    pub(super) async fn prune(
-        &self,
-        cutoff_ms: i64,
-        idempotency_cutoff_ms: i64,
-    ) -> StoreResult<i64> {
-        let mut tx = self.pool.begin().await?;
-        let through: Option<i64> =
+    pub(super) async fn prunable_through(&self, cutoff_ms: i64) -> StoreResult<Option<i64>> {
+        Ok(
             sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE created_at < $1")
                 .bind(cutoff_ms)
-                .fetch_one(&mut *tx)
-                .await?;
-        if let Some(through) = through {
-            sqlx::query("DELETE FROM event_rooms WHERE seq <= $1")
-                .bind(through)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM events WHERE seq <= $1")
-                .bind(through)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE log_meta SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1",
-            )
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn prune_through(&self, through: i64) -> StoreResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM event_rooms WHERE seq <= $1")
             .bind(through)
             .execute(&mut *tx)
             .await?;
-        }
-        sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
-            .bind(idempotency_cutoff_ms)
+        sqlx::query("DELETE FROM events WHERE seq <= $1")
+            .bind(through)
             .execute(&mut *tx)
             .await?;
-        let pruned: i64 = sqlx::query_scalar("SELECT pruned_through FROM log_meta WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
+        let pruned: i64 = sqlx::query_scalar(
+            "UPDATE log_meta SET pruned_through = GREATEST(pruned_through, $1) WHERE id = 1
+             RETURNING pruned_through",
+        )
+        .bind(through)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(pruned)
+    }
+
+    pub(super) async fn prune_keys(&self, cutoff_ms: i64, limit: usize) -> StoreResult<u64> {
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency WHERE key IN
+               (SELECT key FROM idempotency WHERE created_at < $1 LIMIT $2)",
+        )
+        .bind(cutoff_ms)
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
     }
 
     /// Writes offline marks, in one transaction (latest per user last).

@@ -480,40 +480,45 @@ impl SqliteStore {
         rows.iter().map(stored_event).collect()
     }
 
-    pub(super) async fn prune(
-        &self,
-        cutoff_ms: i64,
-        idempotency_cutoff_ms: i64,
-    ) -> StoreResult<i64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let through: Option<i64> =
+    pub(super) async fn prunable_through(&self, cutoff_ms: i64) -> StoreResult<Option<i64>> {
+        Ok(
             sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE created_at < ?")
                 .bind(cutoff_ms)
-                .fetch_one(&mut *tx)
-                .await?;
-        if let Some(through) = through {
-            sqlx::query("DELETE FROM event_rooms WHERE seq <= ?")
-                .bind(through)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM events WHERE seq <= ?")
-                .bind(through)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE log_meta SET pruned_through = MAX(pruned_through, ?) WHERE id = 1")
-                .bind(through)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM idempotency WHERE created_at < ?")
-            .bind(idempotency_cutoff_ms)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn prune_through(&self, through: i64) -> StoreResult<i64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM event_rooms WHERE seq <= ?")
+            .bind(through)
             .execute(&mut *tx)
             .await?;
-        let pruned: i64 = sqlx::query_scalar("SELECT pruned_through FROM log_meta WHERE id = 1")
-            .fetch_one(&mut *tx)
+        sqlx::query("DELETE FROM events WHERE seq <= ?")
+            .bind(through)
+            .execute(&mut *tx)
             .await?;
+        let pruned: i64 = sqlx::query_scalar(
+            "UPDATE log_meta SET pruned_through = MAX(pruned_through, ?) WHERE id = 1 RETURNING pruned_through",
+        )
+        .bind(through)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(pruned)
+    }
+
+    pub(super) async fn prune_keys(&self, cutoff_ms: i64, limit: usize) -> StoreResult<u64> {
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency WHERE key IN
+               (SELECT key FROM idempotency WHERE created_at < ? LIMIT ?)",
+        )
+        .bind(cutoff_ms)
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
     }
 
     /// Writes offline marks, in one transaction (latest per user last).
