@@ -571,8 +571,13 @@ pub fn with_offset(mut payload: String, offset: &str) -> String {
     payload
 }
 
-/// Marks an envelope as replayed: `{…, "replayed": true}`.
+/// Marks an envelope as replayed: `{…, "replayed": true}`. A stored payload
+/// that is not an object (a damaged row) is returned as it is, for the reader
+/// to refuse.
 pub fn mark_replayed(mut payload: String) -> String {
+    if !payload.trim_end().ends_with('}') {
+        return payload;
+    }
     push_last_member(&mut payload, "\"replayed\":true");
     payload.push('}');
     payload

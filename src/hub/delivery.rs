@@ -155,14 +155,20 @@ impl Fill {
         for_us && !excluded && !membership.already_received(rooms, seq)
     }
 
-    /// The payload to send for `seq`: marked when it was missed.
-    pub fn payload(&self, seq: i64, payload: String) -> Box<RawValue> {
+    /// The payload to send for `seq`: marked when it was missed. `None` for
+    /// a stored envelope that is not JSON (a damaged row): it is skipped, as
+    /// the catch-up from the shared log skips it, rather than ending the join.
+    pub fn payload(&self, seq: i64, payload: String) -> Option<Box<RawValue>> {
         let text = if seq <= self.marked_through {
             mark_replayed(payload)
         } else {
             payload
         };
-        RawValue::from_string(text).expect("stored envelopes are valid JSON")
+        RawValue::from_string(text)
+            .inspect_err(
+                |e| tracing::error!(seq, error = %e, "an unreadable stored event was skipped"),
+            )
+            .ok()
     }
 
     /// Raises every room's `after` to `seq` (that stretch has been sent).
@@ -570,7 +576,10 @@ impl Deliverer {
                     ) {
                         continue;
                     }
-                    let payload = fill.payload(event.seq, event.payload.get().to_owned());
+                    let Some(payload) = fill.payload(event.seq, event.payload.get().to_owned())
+                    else {
+                        continue;
+                    };
                     match self.fabric.send(op.sid, &event.event, &payload) {
                         SendOutcome::Sent => sent += 1,
                         SendOutcome::Gone => {
@@ -721,6 +730,16 @@ mod tests {
             JoinReply::Joined { sent: 3, at: 7 }
         );
         assert_eq!(*fabric.sent.lock(), vec![5, 6, 7]);
+    }
+
+    #[test]
+    fn a_damaged_stored_envelope_is_skipped_not_a_panic() {
+        let fill = Fill::new(vec![("r".into(), 0)], 5);
+        assert!(fill.payload(3, "{\"seq\":3".into()).is_none());
+        let replayed = fill.payload(3, "{\"seq\":3}".into()).unwrap();
+        assert_eq!(replayed.get(), "{\"seq\":3,\"replayed\":true}");
+        let live = fill.payload(6, "{\"seq\":6}".into()).unwrap();
+        assert_eq!(live.get(), "{\"seq\":6}");
     }
 
     #[tokio::test]

@@ -143,9 +143,10 @@ impl Hub {
             let full = page.len() == REPLAY_PAGE;
             for ev in page {
                 cursor = ev.seq;
-                if fill.wants(ev.seq, &ev.rooms, &ev.except, membership, &socket_rooms) {
-                    self.send_patiently(sid, &ev.event, &fill.payload(ev.seq, ev.payload))
-                        .await?;
+                if fill.wants(ev.seq, &ev.rooms, &ev.except, membership, &socket_rooms)
+                    && let Some(payload) = fill.payload(ev.seq, ev.payload)
+                {
+                    self.send_patiently(sid, &ev.event, &payload).await?;
                     sent += 1;
                 }
             }
