@@ -498,3 +498,63 @@ async fn an_emit_from_rust_is_held_to_the_size_limit() {
     assert_eq!(hub.position(), 0, "nothing was logged");
     assert!(hub.emit(emit_to(vec!["order:1".into()])).await.is_ok());
 }
+
+/// Two nodes on one PostgreSQL log. A client that got an event from node A
+/// reconnects to node B at once, resuming after it, before B has read it from
+/// the shared log: B must not then deliver it again, live, once it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_ahead_of_its_new_node_gets_nothing_twice() {
+    let Some(store_a) = common::postgres("ahead").await else {
+        return;
+    };
+    // Node B hears of A's commits 25 ms late (each way), as across a slow
+    // network: the client's join reaches B before the news of the event.
+    let store_b = common::postgres_again_slowly("ahead", Duration::from_millis(25)).await;
+    let node = |name: &str| HubOptions {
+        node: name.into(),
+        ..options(100_000)
+    };
+    let (a, _tasks_a) = Hub::start(Some(store_a), Arc::new(Recorder::default()), node("a"))
+        .await
+        .unwrap();
+    let fabric = Arc::new(Recorder::default());
+    let (b, _tasks_b) = Hub::start(Some(store_b), fabric.clone(), node("b"))
+        .await
+        .unwrap();
+    let room = "order:ahead";
+    let mut resumed = Vec::new();
+    for _ in 0..20 {
+        let seen = seq(&a.emit(emit_to(vec![room.into()])).await.unwrap().offset);
+        let sid = Sid::new();
+        fabric.sockets.lock().insert(
+            sid,
+            Socket {
+                capacity: usize::MAX,
+                ..Default::default()
+            },
+        );
+        let fill = Fill::new(vec![(room.to_string(), seen)], b.position());
+        b.join(
+            sid,
+            Arc::new(Membership::default()),
+            vec![room.into()],
+            Some(fill),
+        )
+        .await
+        .expect("the join completes");
+        resumed.push((sid, seen));
+    }
+    let last = resumed.last().unwrap().1;
+    for _ in 0..500 {
+        if b.position() >= last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.position(), last, "node B read the shared log");
+    let sockets = fabric.sockets.lock();
+    for (sid, seen) in resumed {
+        let owed: Vec<i64> = (seen + 1..=last).collect();
+        assert_eq!(sockets[&sid].received, owed, "resumed after {seen}");
+    }
+}

@@ -134,6 +134,12 @@ impl Fill {
         self.after.iter().map(|(_, a)| *a).min().unwrap_or(i64::MAX)
     }
 
+    /// The latest position the fill starts after: the client has seen the log
+    /// up to there.
+    pub fn max_after(&self) -> i64 {
+        self.after.iter().map(|(_, a)| *a).max().unwrap_or(0)
+    }
+
     /// Whether an event belongs in this fill for a socket with `membership`
     /// and current rooms `socket_rooms`.
     pub fn wants(

@@ -56,6 +56,13 @@ impl Hub {
         rooms: Vec<String>,
         mut fill: Option<Fill>,
     ) -> Result<usize, JoinFailure> {
+        // The client may have seen events this node has not delivered yet
+        // (another node's, before this one hears of them): joined first, it
+        // would get them again live. The deliverer reads the shared log up to
+        // them before it handles the join, queued after.
+        if let Some(seen) = fill.as_ref().map(Fill::max_after) {
+            self.inner.delivery.remote(seen).await;
+        }
         let mut sent = 0;
         loop {
             let (reply, answer) = oneshot::channel();

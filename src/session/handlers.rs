@@ -171,8 +171,10 @@ pub(crate) async fn on_connect(ctx: &Arc<Sessions>, session: &Arc<Session>) {
     if let Some(offset) = &session.auth_offset {
         // An offset covers the offline queue too.
         match ctx.hub.resolve_offset(offset).await {
+            // Its rooms from the offset on, even past this node's position
+            // at connect (it saw those events on another node).
             Ok(seq) => match ctx.hub.too_far_behind(&rooms, seq).await {
-                Ok(false) => after.iter_mut().for_each(|(_, a)| *a = seq.min(*a)),
+                Ok(false) => after.iter_mut().for_each(|(_, a)| *a = seq),
                 Ok(true) => reset(ctx, session, OffsetProblem::TooFarBehind, offset, None),
                 Err(_) => reset(ctx, session, OffsetProblem::Unknown, offset, None),
             },

@@ -100,3 +100,66 @@ pub async fn drop_database(store: Store, name: String) {
     .expect("drop the collated database");
     admin.close().await;
 }
+
+/// A second connection to the schema [`postgres`] made for `test`: another
+/// node on the same log.
+pub async fn postgres_again(test: &str) -> Store {
+    let url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+    let schema = format!("t_{}_{}", test, std::process::id());
+    Store::connect_postgres_schema(&url, &schema)
+        .await
+        .expect("postgres store")
+}
+
+/// A TCP link on loopback to `target` (`host:port`) that holds every chunk
+/// `delay` each way, in order: a slow network between a node and its
+/// database. Returns the address to connect to instead.
+pub async fn slow_link(target: String, delay: std::time::Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    async fn forward(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        delay: std::time::Duration,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    }
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(forward(client_read, server_write, delay));
+            tokio::spawn(forward(server_read, client_write, delay));
+        }
+    });
+    local
+}
+
+/// [`postgres_again`] through a [`slow_link`] of `delay` each way.
+pub async fn postgres_again_slowly(test: &str, delay: std::time::Duration) -> Store {
+    let url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+    let (scheme_user, rest) = url
+        .rsplit_once('@')
+        .expect("TEST_DATABASE_URL has user@host");
+    let (host_port, database) = rest
+        .split_once('/')
+        .expect("TEST_DATABASE_URL names a database");
+    let link = slow_link(host_port.to_string(), delay).await;
+    let schema = format!("t_{}_{}", test, std::process::id());
+    Store::connect_postgres_schema(&format!("{scheme_user}@{link}/{database}"), &schema)
+        .await
+        .expect("postgres store")
+}
