@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::Sid;
-use socketioxide::{SocketIo, SocketIoBuilder, TransportType};
+use socketioxide::{BroadcastError, SocketIo, SocketIoBuilder, TransportType};
 
 use crate::config::Config;
 use crate::hub::fabric::{OUTGOING_BYTE_BUDGET, Queued, SOCKET_BUFFER_PACKETS};
@@ -202,7 +202,10 @@ async fn broadcast<A: Adapter>(
         )
         .await;
         match sent {
-            Ok(Ok(())) => {
+            // A socket error comes after the other nodes were sent it: only
+            // some of this node's sockets (closing, or full) did not take it,
+            // and sending it here again would repeat it to all the others.
+            Ok(Ok(()) | Err(BroadcastError::Socket(_))) => {
                 *cluster_down_until = None;
                 return;
             }
