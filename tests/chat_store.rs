@@ -267,7 +267,7 @@ on_both!(
 );
 
 on_both!(
-    a_search_finds_the_callers_matches_behind_newer_ones_in_others_rooms,
+    search_sees_own_matches_behind_newer_ones_elsewhere,
     |store: Store| async move {
         let chat = chat_service(&store, None).await;
         for i in 0..3 {

@@ -262,7 +262,7 @@ on_both!(
 );
 
 on_both!(
-    a_backlog_larger_than_a_pruning_step_is_pruned_through,
+    a_backlog_over_a_pruning_step_is_pruned_through,
     |store: Store| async move {
         let backlog = PRUNE_STEP * 2 + 7;
         let old: Vec<NewEvent> = (0..backlog)

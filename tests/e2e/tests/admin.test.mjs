@@ -135,11 +135,10 @@ describe("the Admin UI protocol, with credentials", () => {
     assert.match(notes[1].offset, /^[a-z0-9]+-\d+$/, "an admin emit is logged like any other");
     // leave: the room's events stop reaching the user.
     a.socket.emit("leave", "/", "channel:ops", user.id);
-    await sleep(300);
+    await until(() => a.got.room_left.some(([, room, id]) => room === "channel:ops" && id === user.id), { what: "room_left", timeout: 5000 });
     assert.equal((await emit(server, { event: "ops:note", rooms: ["channel:ops"], data: { n: 3 } })).status, 202);
     await nothing(user, "ops:note", 500);
     assert.equal(notes.length, 2);
-    await until(() => a.got.room_left.some(([, room, id]) => room === "channel:ops" && id === user.id), { what: "room_left", timeout: 5000 });
     // A socket that connects now is announced.
     const late = await connect(server.url, { token: userToken("bo"), transports: ["websocket"] });
     await until(() => a.got.socket_connected.some(([s]) => s.id === late.id && s.data.userId === "bo"), { what: "socket_connected", timeout: 5000 });

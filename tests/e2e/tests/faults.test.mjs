@@ -153,7 +153,10 @@ describe("PostgreSQL down while a user owed an offline queue connects", () => {
       const before = io(server.url, { auth: { token }, transports: ["websocket"], forceNew: true, reconnection: false });
       await new Promise((resolve) => before.once("connect", resolve));
       before.close();
-      await sleep(500); // the departure's mark is written
+      // Its departure is recorded, and its offline mark, written behind (within
+      // 50 ms), reaches the database: the connect below must read it there.
+      await until(async () => (await http(server, "GET", "/health")).body.users === 0, { what: "the user gone", timeout: 5000 });
+      await sleep(1000);
       const queued = await http(server, "POST", "/api/v1/emit", {
         body: { event: "notification", user: "owed-in-outage", data: { title: "t", message: "queued", severity: "info" } },
       });
