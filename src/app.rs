@@ -39,6 +39,9 @@ use crate::transport::TransportControl;
 
 /// How long a drain may take before livehub exits anyway (the contract: 10 s).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(9);
+/// How long past [`SHUTDOWN_DEADLINE`] the hub's tasks and the database's
+/// connections may take to close.
+const FINISH_AT_MOST: Duration = Duration::from_millis(800);
 /// How long shutdown waits for the cluster to take this node's last signals
 /// (each broadcast gives up after a second, and a hung Redis is then skipped).
 const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
@@ -285,6 +288,9 @@ impl App {
         shutdown.await;
 
         let started = Instant::now();
+        // Every step is bounded: a database or Redis that stops answering must
+        // not hold the exit past the contract's 10 s.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
         tracing::info!("draining: refusing new connections, closing sockets");
         self.ready.store(false, Ordering::Release);
         // Engine.IO close packets, not Socket.IO disconnects: clients reconnect by themselves.
@@ -294,10 +300,14 @@ impl App {
         {
             tracing::warn!("some sockets did not close in time");
         }
-        self.hub.flush().await;
+        if tokio::time::timeout_at(deadline, self.hub.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the event log did not flush in time");
+        }
         stop_accepting.cancel();
-        let remaining = SHUTDOWN_DEADLINE.saturating_sub(started.elapsed());
-        let _ = tokio::time::timeout(remaining, server).await;
+        let _ = tokio::time::timeout_at(deadline, server).await;
         let App {
             hub,
             tasks,
@@ -307,8 +317,11 @@ impl App {
             ..
         } = self;
         drop((hub, router, close_sockets));
-        let _ = tokio::time::timeout(Duration::from_secs(1), tasks.finish()).await;
-        store.close().await;
+        let end = deadline + FINISH_AT_MOST;
+        let _ = tokio::time::timeout_at(end, tasks.finish()).await;
+        if tokio::time::timeout_at(end, store.close()).await.is_err() {
+            tracing::warn!("the database did not close in time");
+        }
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "stopped");
         Ok(())
     }
@@ -440,10 +453,17 @@ fn closer<A: Adapter>(
             // Those wait in queues for the cluster: closing the namespace now
             // would drop them. And the departures just recorded must reach the
             // database before it closes.
-            let (settled, ()) =
-                futures_util::join!(sessions.hub.settle(SETTLE_AT_MOST), sessions.flush_marks());
+            let (settled, marked) = futures_util::join!(
+                sessions.hub.settle(SETTLE_AT_MOST),
+                tokio::time::timeout(SETTLE_AT_MOST, sessions.flush_marks())
+            );
             if !settled {
                 tracing::warn!("the cluster did not take this node's last signals in time");
+            }
+            if marked.is_err() {
+                // They are lost with the process: those users' next connects
+                // replay from their earlier marks (duplicates, not loss).
+                tracing::warn!("the database did not take this node's last offline marks in time");
             }
             io.close().await
         })

@@ -226,6 +226,32 @@ describe("PostgreSQL frozen (SIGSTOP): it answers nothing", () => {
   });
 });
 
+describe("SIGTERM while PostgreSQL is frozen", () => {
+  it("the node still exits within the contract's 10 s", async (t) => {
+    const pg = await privatePostgresOrSkip(t);
+    if (!pg) return;
+    const server = await startServer({ DATABASE_URL: pg.url, RATE_LIMIT_PER_MINUTE: "0" });
+    let frozen = false;
+    try {
+      const client = await plain(server, userToken("frozen-at-exit", { branchId: "ice2" }));
+      pg.freeze();
+      frozen = true;
+      // Its departure's offline mark cannot be written now.
+      client.close();
+      await sleep(300);
+      const asked = Date.now();
+      const stopped = await Promise.race([server.stop("SIGTERM"), sleep(20_000).then(() => "still running")]);
+      const took = Date.now() - asked;
+      assert.notEqual(stopped, "still running", "it exited");
+      // The contract says 10 s; a loaded test machine gets 2 s of slack.
+      assert.ok(took < 12_000, `exited within 10 s (took ${took} ms)`);
+    } finally {
+      if (frozen) pg.thaw();
+      await server.stop("SIGKILL");
+    }
+  });
+});
+
 describe("DATABASE_URL …?synchronous=normal", () => {
   it("a log not closed cleanly takes a new epoch: after kill -9 an older offset is told to refetch; after SIGTERM it resumes", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "livehub-relaxed-"));
