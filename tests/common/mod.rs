@@ -19,9 +19,9 @@ pub async fn sqlite() -> (Store, tempfile::TempDir) {
     (store, dir)
 }
 
-/// A fresh PostgreSQL store in its own schema, or `None` (with a message) when
-/// TEST_DATABASE_URL is not set.
-pub async fn postgres(test: &str) -> Option<Store> {
+/// TEST_DATABASE_URL, or `None` with a message saying `test` skips its
+/// PostgreSQL half (a failure instead when CI requires the services).
+fn database_url(test: &str) -> Option<String> {
     let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
         assert!(
             !services_required(),
@@ -30,6 +30,13 @@ pub async fn postgres(test: &str) -> Option<Store> {
         eprintln!("skipping the PostgreSQL half of `{test}`: TEST_DATABASE_URL is not set");
         return None;
     };
+    Some(url)
+}
+
+/// A fresh PostgreSQL store in its own schema, or `None` (with a message) when
+/// TEST_DATABASE_URL is not set.
+pub async fn postgres(test: &str) -> Option<Store> {
+    let url = database_url(test)?;
     let schema = format!("t_{}_{}", test, std::process::id());
     let admin = sqlx::PgPool::connect(&url)
         .await
@@ -53,14 +60,7 @@ pub async fn postgres(test: &str) -> Option<Store> {
 /// them), with that database's name; `None` (with a message) when
 /// TEST_DATABASE_URL is not set. Give both to [`drop_database`].
 pub async fn postgres_collated(test: &str, locale: &str) -> Option<(Store, String)> {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        assert!(
-            !services_required(),
-            "TEST_DATABASE_URL is required here (LIVEHUB_REQUIRE_SERVICES=1)"
-        );
-        eprintln!("skipping the PostgreSQL half of `{test}`: TEST_DATABASE_URL is not set");
-        return None;
-    };
+    let url = database_url(test)?;
     let name = format!("t_{}_{}", test, std::process::id());
     let admin = sqlx::PgPool::connect(&url)
         .await
