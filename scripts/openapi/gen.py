@@ -868,7 +868,7 @@ paths["/ws/rooms/{room}/messages"] = {"get": op(
         {"name": "limit", "in": "query", "required": False,
          "schema": int_or_empty(0, 200, "0-200 (0 counts as 1), default 50 (empty: default). Otherwise 400.")},
         {"name": "offset", "in": "query", "required": False,
-         "schema": int_or_empty(0, 200, "0-200, default 0 (empty: default). Otherwise 400.")},
+         "schema": int_or_empty(0, 1000000, "How many of the newest messages to skip: 0-1000000, default 0 (empty: default). Otherwise 400.")},
     ],
 )}
 paths["/ws/rooms/{room}/mark-read"] = {"post": op(
