@@ -497,8 +497,31 @@ impl RedisPresence {
         }
     }
 
-    /// Starts the heartbeat and the reaper. Lapsed users are sent to `lapsed`.
+    /// Starts the heartbeat and the reaper, each on its own task. Lapsed users
+    /// are sent to `lapsed`.
+    ///
+    /// Apart, because reaping can take long: after a large node's death, one
+    /// script call per room, and a wait for each lapsed user to be taken. A
+    /// heartbeat behind it would let this node's own entries lapse in turn,
+    /// and another node would reap users who are still here.
     pub fn start(&self, state: Arc<dyn NodeState>, lapsed: mpsc::Sender<Lapsed>) {
+        self.every_heartbeat(move |presence| {
+            let state = state.clone();
+            async move { presence.heartbeat(&*state).await }
+        });
+        self.every_heartbeat(move |presence| {
+            let lapsed = lapsed.clone();
+            async move { presence.reap(&lapsed).await }
+        });
+    }
+
+    /// Runs `work` every [`HEARTBEAT`] (a late one delays the next) for as
+    /// long as the presence lives.
+    fn every_heartbeat<F, W>(&self, work: W)
+    where
+        W: Fn(RedisPresence) -> F + Send + 'static,
+        F: std::future::Future<Output = ()> + Send,
+    {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
@@ -506,9 +529,7 @@ impl RedisPresence {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                let presence = RedisPresence { inner };
-                presence.heartbeat(&*state).await;
-                presence.reap(&lapsed).await;
+                work(RedisPresence { inner }).await;
             }
         });
     }
