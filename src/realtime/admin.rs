@@ -27,6 +27,7 @@ use socketioxide::extract::{Event, SocketRef, TryData};
 use socketioxide::handler::{
     ConnectHandler, FromConnectParts, FromMessageParts, MessageHandler, Value as SioValue,
 };
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{RemoteSocket, Sid, Socket};
 
 use super::connect::MiddlewareFuture;
@@ -249,9 +250,9 @@ impl<A: Adapter> Admin<A> {
     }
 
     /// The socket `filter` names by id, on this node or another (the UI
-    /// lists every node's sockets); `None` when it names a room.
-    async fn socket_by_id(&self, filter: &str) -> Option<Found<A>> {
-        let sid: Sid = filter.parse().ok()?;
+    /// lists every node's sockets); `None` when it names a room or is absent.
+    async fn socket_named(&self, filter: Option<&str>) -> Option<Found<A>> {
+        let sid: Sid = filter?.parse().ok()?;
         let ns = self.io.of("/")?;
         if let Some(socket) = ns.get_socket(sid) {
             return Some(Found::Here(socket));
@@ -290,20 +291,10 @@ impl<A: Adapter> Admin<A> {
                     tracing::warn!(error = %e, "admin {name} did not reach every node");
                 }
             }
-            "_disconnect" => match text(2) {
-                Some(f) => match self.socket_by_id(f).await {
-                    Some(Found::Here(socket)) => {
-                        let _ = socket.disconnect();
-                    }
-                    Some(Found::Elsewhere(socket)) => {
-                        let _ = socket.disconnect().await;
-                    }
-                    None => {
-                        let _ = ns.to(f.to_string()).disconnect().await;
-                    }
-                },
+            "_disconnect" => match self.socket_named(text(2)).await {
+                Some(socket) => socket.disconnect().await,
                 None => {
-                    let _ = ns.broadcast().disconnect().await;
+                    let _ = targets(ns, text(2)).disconnect().await;
                 }
             },
             "emit" => self.emit(text(1), args.get(2..).unwrap_or_default()).await,
@@ -322,27 +313,10 @@ impl<A: Adapter> Admin<A> {
         let Some(ns) = self.io.of("/") else {
             return Ok(());
         };
-        let found = match filter {
-            Some(f) => self.socket_by_id(f).await,
-            None => None,
-        };
-        match found {
-            Some(Found::Here(socket)) => {
-                if join {
-                    socket.join(room);
-                } else {
-                    socket.leave(room);
-                }
-                return Ok(());
-            }
-            Some(Found::Elsewhere(socket)) if join => return socket.join(room).await,
-            Some(Found::Elsewhere(socket)) => return socket.leave(room).await,
-            None => {}
+        if let Some(socket) = self.socket_named(filter).await {
+            return socket.change_rooms(join, room).await;
         }
-        let targets = match filter {
-            Some(f) => ns.to(f.to_string()),
-            None => ns.broadcast(),
-        };
+        let targets = targets(ns, filter);
         if join {
             targets.join(room).await
         } else {
@@ -359,23 +333,14 @@ impl<A: Adapter> Admin<A> {
             return;
         };
         let args = &rest[1..];
-        let found = match filter {
-            Some(f) => self.socket_by_id(f).await,
-            None => None,
-        };
-        if let Some(found) = found {
-            if let Err(refused) = crate::events::validate_name(event) {
-                tracing::info!(message = %refused.message, "admin emit refused");
-                return;
-            }
-            let data = args.first().unwrap_or(&Value::Null);
-            match found {
-                Found::Here(socket) => {
-                    let _ = socket.emit(event, data);
+        if let Some(socket) = self.socket_named(filter).await {
+            match crate::events::validate_name(event) {
+                Ok(()) => {
+                    socket
+                        .emit(event, args.first().unwrap_or(&Value::Null))
+                        .await
                 }
-                Found::Elsewhere(socket) => {
-                    let _ = socket.emit(event, data).await;
-                }
+                Err(refused) => tracing::info!(message = %refused.message, "admin emit refused"),
             }
             return;
         }
@@ -409,6 +374,48 @@ enum Found<A: Adapter> {
     Here(SocketRef<A>),
     /// On another node, reached through the adapter.
     Elsewhere(RemoteSocket<A>),
+}
+
+impl<A: Adapter> Found<A> {
+    async fn change_rooms(self, join: bool, room: String) -> Result<(), A::Error> {
+        match self {
+            Found::Here(socket) if join => socket.join(room),
+            Found::Here(socket) => socket.leave(room),
+            Found::Elsewhere(socket) if join => return socket.join(room).await,
+            Found::Elsewhere(socket) => return socket.leave(room).await,
+        }
+        Ok(())
+    }
+
+    async fn disconnect(self) {
+        match self {
+            Found::Here(socket) => {
+                let _ = socket.disconnect();
+            }
+            Found::Elsewhere(socket) => {
+                let _ = socket.disconnect().await;
+            }
+        }
+    }
+
+    async fn emit(self, event: &str, data: &Value) {
+        match self {
+            Found::Here(socket) => {
+                let _ = socket.emit(event, data);
+            }
+            Found::Elsewhere(socket) => {
+                let _ = socket.emit(event, data).await;
+            }
+        }
+    }
+}
+
+/// Every socket of `ns` in the room `filter` names, or every socket.
+fn targets<A: Adapter>(ns: BroadcastOperators<A>, filter: Option<&str>) -> BroadcastOperators<A> {
+    match filter {
+        Some(room) => ns.to(room.to_string()),
+        None => ns.broadcast(),
+    }
 }
 
 /// A socket as the UI shows it. Credentials (the token in the handshake's
