@@ -149,29 +149,39 @@ async fn read_auth_frame(sink: &mut Sink, stream: &mut Stream) -> Option<frames:
     }
 }
 
-/// The refusal frame, then close 4401 with the same text (within
-/// [`CLOSE_PATIENCE`]), and the client's close in answer (within
-/// [`ANSWER_PATIENCE`]): as in [`Link::finish`], dropping the connection
-/// before the client has read our close could cost it the code and reason.
-async fn refuse(mut sink: Sink, mut stream: Stream, e: &AuthError) {
+/// The refusal frame, then close 4401 with the same text.
+async fn refuse(sink: Sink, stream: Stream, e: &AuthError) {
     crate::metrics::rejected("unauthorized");
     let message = e.to_string();
+    let refusal = Message::Text(frames::unauthorized(&message).into());
+    close_with(sink, stream, [refusal], close::UNAUTHORIZED, message).await;
+}
+
+/// Writes `last` (frames still owed to the client), then the close frame,
+/// within [`CLOSE_PATIENCE`], and waits for the client's close in answer
+/// within [`ANSWER_PATIENCE`]. Dropping the connection before the client has
+/// read our close (while its own frames sit unread here) resets it, and the
+/// client sees 1006 instead of the code.
+async fn close_with(
+    mut sink: Sink,
+    mut stream: Stream,
+    last: impl IntoIterator<Item = Message>,
+    code: u16,
+    reason: String,
+) {
     let told = async {
-        sink.feed(Message::Text(frames::unauthorized(&message).into()))
-            .await?;
+        for frame in last {
+            sink.feed(frame).await?;
+        }
         sink.send(Message::Close(Some(CloseFrame {
-            code: close::UNAUTHORIZED,
-            reason: message.clone().into(),
+            code,
+            reason: reason.into(),
         })))
         .await
     };
-    if matches!(tokio::time::timeout(CLOSE_PATIENCE, told).await, Ok(Ok(()))) {
-        await_answer(&mut stream).await;
+    if !matches!(tokio::time::timeout(CLOSE_PATIENCE, told).await, Ok(Ok(()))) {
+        return;
     }
-}
-
-/// Waits, for at most [`ANSWER_PATIENCE`], for the client's close frame.
-async fn await_answer(stream: &mut Stream) {
     let answered = async {
         while let Some(Ok(msg)) = stream.next().await {
             if matches!(msg, Message::Close(_)) {
@@ -314,30 +324,13 @@ impl Link {
     }
 
     /// Sends what is still queued (an `auth:expired` before its close, say),
-    /// then the close frame, and waits for the client's close in answer
-    /// (within [`CLOSE_PATIENCE`], then [`ANSWER_PATIENCE`]). Dropping the
-    /// connection before the client has read our close (while its own frames
-    /// sit unread here) resets it, and the client sees 1006 instead of the code.
-    async fn finish(&self, mut sink: Sink, mut stream: Stream) {
+    /// then the close frame ([`close_with`]).
+    async fn finish(&self, sink: Sink, stream: Stream) {
         let Some((code, reason)) = self.conn.close_reason() else {
             return;
         };
-        let flush = async {
-            while let Some(out) = self.conn.try_next_out() {
-                sink.feed(message(out)).await?;
-            }
-            sink.send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await
-        };
-        if matches!(
-            tokio::time::timeout(CLOSE_PATIENCE, flush).await,
-            Ok(Ok(()))
-        ) {
-            await_answer(&mut stream).await;
-        }
+        let queued = std::iter::from_fn(|| self.conn.try_next_out()).map(message);
+        close_with(sink, stream, queued, code, reason).await;
     }
 
     fn on_read_error(&self, e: &axum::Error) {
@@ -398,9 +391,7 @@ impl Link {
             }
             (Ok(r), None) => r,
         };
-        // Only a join's: the frames of a room come to a connection in it.
-        if let (Some((alias, canonical)), Command::Join { .. }) = (&request.alias, &request.command)
-        {
+        if let Some((alias, canonical)) = &request.alias {
             self.conn.remember_alias(alias.clone(), canonical.clone());
         }
         let command = request.command.clone();

@@ -53,8 +53,9 @@ pub(crate) struct Request {
     pub request_id: Option<Value>,
     pub command: Command,
     pub answer: Answer,
-    /// A seed-001 room name the client used, and the room it means: later
-    /// frames to this connection name that room the client's way.
+    /// A join's seed-001 room name, and the room it means: later frames to
+    /// this connection name that room the client's way. Only a join carries
+    /// one: a room's frames come to a connection in it.
     pub alias: Option<Alias>,
 }
 
@@ -194,6 +195,8 @@ fn decode_type(kind: &str, obj: &Map<String, Value>) -> Decoded {
     // Replies name the room the way the client wrote it.
     let named = || f.string("room").map(String::from);
     let room = || seed_room(f.string("room")?);
+    // A room named by a request other than a join: its alias is not kept.
+    let named_room = || Ok::<_, Rejection>(room()?.0);
     let decoded = match kind {
         "ping" => (Command::Ping, Answer::Pong, None),
         "join_room" => {
@@ -206,8 +209,8 @@ fn decode_type(kind: &str, obj: &Map<String, Value>) -> Decoded {
             )
         }
         "leave_room" => {
-            let (room, alias) = room()?;
-            (Command::Leave { room }, Answer::RoomLeft(named()?), alias)
+            let room = named_room()?;
+            (Command::Leave { room }, Answer::RoomLeft(named()?), None)
         }
         "subscribe_order_updates" => {
             let id = f.id("order_id")?;
@@ -221,22 +224,21 @@ fn decode_type(kind: &str, obj: &Map<String, Value>) -> Decoded {
             )
         }
         "chat_message" => {
-            let (room, alias) = room()?;
-            let message = f.chat_send_to(room, "message_type", "client_id")?;
-            (Command::ChatSend(message), Answer::Silent, alias)
+            let message = f.chat_send_to(named_room()?, "message_type", "client_id")?;
+            (Command::ChatSend(message), Answer::Silent, None)
         }
         "typing_start" | "typing_stop" => {
-            let (room, alias) = room()?;
+            let room = named_room()?;
             let typing = kind == "typing_start";
-            (Command::Typing { room, typing }, Answer::Silent, alias)
+            (Command::Typing { room, typing }, Answer::Silent, None)
         }
         "mark_read" => {
-            let (room, alias) = room()?;
+            let room = named_room()?;
             let message_ids = f.message_ids("message_ids")?;
             (
                 Command::ChatRead { room, message_ids },
                 Answer::Silent,
-                alias,
+                None,
             )
         }
         "presence" => (
