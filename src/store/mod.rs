@@ -426,7 +426,7 @@ impl Store {
         if empty {
             return Ok(Vec::new());
         }
-        dispatch!(self.search(query, room, before.unwrap_or(i64::MAX), limit))
+        dispatch!(self.search(query, room, before, limit))
     }
 
     /// The rooms `user_id` wrote chat messages in, at most `limit`.

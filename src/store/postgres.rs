@@ -409,7 +409,7 @@ impl PgStore {
         &self,
         query: &SearchQuery,
         room: Option<&str>,
-        before: i64,
+        before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>> {
         let rows = match query {
@@ -426,7 +426,7 @@ impl PgStore {
                 )))
                 .bind(tsquery)
                 .bind(room)
-                .bind(before)
+                .bind(before.unwrap_or(i64::MAX))
                 .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await?
@@ -441,7 +441,7 @@ impl PgStore {
                 .bind(tokens)
                 .bind(tokens.len() as i64)
                 .bind(room)
-                .bind(before)
+                .bind(before.unwrap_or(i64::MAX))
                 .bind(limit as i64)
                 .fetch_all(&self.pool)
                 .await?

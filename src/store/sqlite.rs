@@ -704,7 +704,7 @@ impl SqliteStore {
         &self,
         query: &SearchQuery,
         room: Option<&str>,
-        before: i64,
+        before: Option<i64>,
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>> {
         let mut q: QueryBuilder<Sqlite> =
@@ -736,7 +736,7 @@ impl SqliteStore {
         if let Some(room) = room {
             q.push(" AND room = ").push_bind(room);
         }
-        q.push(" AND id < ").push_bind(before);
+        q.push(" AND id < ").push_bind(before.unwrap_or(i64::MAX));
         q.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(message_row).collect()

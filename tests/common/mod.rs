@@ -33,11 +33,16 @@ fn database_url(test: &str) -> Option<String> {
     Some(url)
 }
 
+/// The schema or database a test makes for itself: its name and this process's.
+fn isolated_name(test: &str) -> String {
+    format!("t_{}_{}", test, std::process::id())
+}
+
 /// A fresh PostgreSQL store in its own schema, or `None` (with a message) when
 /// TEST_DATABASE_URL is not set.
 pub async fn postgres(test: &str) -> Option<Store> {
     let url = database_url(test)?;
-    let schema = format!("t_{}_{}", test, std::process::id());
+    let schema = isolated_name(test);
     let admin = sqlx::PgPool::connect(&url)
         .await
         .expect("TEST_DATABASE_URL is reachable");
@@ -61,7 +66,7 @@ pub async fn postgres(test: &str) -> Option<Store> {
 /// TEST_DATABASE_URL is not set. Give both to [`drop_database`].
 pub async fn postgres_collated(test: &str, locale: &str) -> Option<(Store, String)> {
     let url = database_url(test)?;
-    let name = format!("t_{}_{}", test, std::process::id());
+    let name = isolated_name(test);
     let admin = sqlx::PgPool::connect(&url)
         .await
         .expect("TEST_DATABASE_URL is reachable");
@@ -101,16 +106,6 @@ pub async fn drop_database(store: Store, name: String) {
     admin.close().await;
 }
 
-/// A second connection to the schema [`postgres`] made for `test`: another
-/// node on the same log.
-pub async fn postgres_again(test: &str) -> Store {
-    let url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
-    let schema = format!("t_{}_{}", test, std::process::id());
-    Store::connect_postgres_schema(&url, &schema)
-        .await
-        .expect("postgres store")
-}
-
 /// A TCP link on loopback to `target` (`host:port`) that holds every chunk
 /// `delay` each way, in order: a slow network between a node and its
 /// database. Returns the address to connect to instead.
@@ -148,7 +143,8 @@ pub async fn slow_link(target: String, delay: std::time::Duration) -> std::net::
     local
 }
 
-/// [`postgres_again`] through a [`slow_link`] of `delay` each way.
+/// A second connection to the schema [`postgres`] made for `test` (another
+/// node on the same log), through a [`slow_link`] of `delay` each way.
 pub async fn postgres_again_slowly(test: &str, delay: std::time::Duration) -> Store {
     let url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
     let (scheme_user, rest) = url
@@ -158,7 +154,7 @@ pub async fn postgres_again_slowly(test: &str, delay: std::time::Duration) -> St
         .split_once('/')
         .expect("TEST_DATABASE_URL names a database");
     let link = slow_link(host_port.to_string(), delay).await;
-    let schema = format!("t_{}_{}", test, std::process::id());
+    let schema = isolated_name(test);
     Store::connect_postgres_schema(&format!("{scheme_user}@{link}/{database}"), &schema)
         .await
         .expect("postgres store")
